@@ -1,0 +1,61 @@
+"""The `resnetlab` command: parses arguments and calls the package. Thin by design.
+
+Every subcommand lives in resnetlab/commands/ and registers its own parser. Failures on bad input
+end in one line on stderr and a non-zero exit (set RESNETLAB_DEBUG=1 for the full traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .commands import data as data_cmd
+from .commands import infer as infer_cmd
+from .commands import models as models_cmd
+from .commands import train as train_cmd
+from .errors import ResnetlabError
+
+COMMAND_MODULES = (models_cmd, data_cmd, train_cmd, infer_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resnetlab",
+        description="Build, train, evaluate, explain, export and benchmark residual networks.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"resnetlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script and of `python -m resnetlab`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = os.environ.get("RESNETLAB_DEBUG") == "1"
+    try:
+        return int(args.func(args) or 0)
+    except ResnetlabError as e:
+        if debug:
+            raise
+        print(f"resnetlab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"resnetlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, RuntimeError) as e:
+        if debug:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"resnetlab {args.command}: error: {type(e).__name__}: {first}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""`resnetlab models` and `resnetlab summary`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import ResnetlabError
+from ..models import create_model, get_entry, list_models
+from ..models.stats import count_macs, count_params, stage_summary
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list every model with its parameters and GFLOPs")
+    p.add_argument("--family", help="only this family (resnet, plain, preact, wide, resnext, mlp)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run_models)
+
+    p = sub.add_parser("summary", help="per-stage output shapes, parameters and FLOPs of a model")
+    p.add_argument("name", help="a model name (see `resnetlab models`)")
+    p.add_argument("--input-size", type=_size, help="C,H,W (or H for square images)")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--in-chans", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_summary)
+
+
+def _size(text: str) -> tuple[int, ...]:
+    try:
+        parts = tuple(int(t) for t in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected C,H,W or H, got {text!r}") from None
+    if len(parts) not in (1, 3) or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected C,H,W or H, got {text!r}")
+    return parts
+
+
+def model_row(name: str) -> dict:
+    entry = get_entry(name)
+    model = create_model(name)
+    return {
+        "name": name,
+        "family": entry.family,
+        "layout": entry.layout,
+        "depth": entry.depth,
+        "params": count_params(model),
+        "gflops": round(count_macs(model, entry.input_size) / 1e9, 4),
+        "input_size": list(entry.input_size),
+        "num_classes": entry.num_classes,
+    }
+
+
+def run_models(args: argparse.Namespace) -> int:
+    names = list_models(args.family)
+    if not names:
+        raise ResnetlabError(f"no models in family {args.family!r}")
+    rows = [model_row(n) for n in names]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'name':<20} {'family':<8} {'depth':>5} {'params':>12} {'GFLOPs':>8}  input")
+    for r in rows:
+        size = "x".join(str(s) for s in r["input_size"])
+        print(
+            f"{r['name']:<20} {r['family']:<8} {r['depth']:>5} {r['params']:>12,} "
+            f"{r['gflops']:>8.3f}  {size}"
+        )
+    print("GFLOPs are multiply-adds (as in the ResNet paper and torchvision) at the native input.")
+    return 0
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    entry = get_entry(args.name)
+    size = args.input_size or entry.input_size
+    if entry.layout == "mlp":
+        feats = 1
+        for s in size:
+            feats *= s
+        model = create_model(args.name, num_classes=args.num_classes, in_features=feats)
+    else:
+        if len(size) == 1:
+            size = (args.in_chans or entry.input_size[0], size[0], size[0])
+        if args.in_chans is not None and args.in_chans != size[0]:
+            raise ResnetlabError(f"--in-chans {args.in_chans} disagrees with --input-size {size}")
+        model = create_model(args.name, num_classes=args.num_classes, in_chans=size[0])
+    try:
+        rows = stage_summary(model, tuple(size))
+    except RuntimeError as e:
+        raise ResnetlabError(f"input size {size} does not fit {args.name}: {e}") from None
+    total_p = count_params(model)
+    total_macs = sum(r.macs for r in rows)
+    if args.json:
+        print(json.dumps({
+            "name": args.name, "input_size": list(size), "params": total_p,
+            "gflops": total_macs / 1e9,
+            "stages": [dict(name=r.name, output_shape=list(r.output_shape), params=r.params,
+                            gflops=r.macs / 1e9) for r in rows],
+        }, indent=1))  # fmt: skip
+        return 0
+    print(f"{args.name}  input {'x'.join(map(str, size))}")
+    print(f"{'module':<12} {'output':<20} {'params':>12} {'GFLOPs':>9}")
+    for r in rows:
+        shape = "x".join(str(s) for s in r.output_shape[1:])
+        print(f"{r.name:<12} {shape:<20} {r.params:>12,} {r.macs / 1e9:>9.4f}")
+    print(f"{'total':<12} {'':<20} {total_p:>12,} {total_macs / 1e9:>9.4f}")
+    return 0

@@ -1,0 +1,233 @@
+"""The ResNet body: stem, stages of blocks, pooling, head. One class for every conv ResNet here.
+
+An architecture is a small frozen `ResNetSpec`; `ResNet(spec, ...)` builds it. Module names are
+torchvision's (conv1, bn1, relu, maxpool, layer1..layerN, avgpool, fc), so its weight files load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .blocks import BLOCKS
+
+
+@dataclass(frozen=True)
+class ResNetSpec:
+    """What makes one ResNet architecture."""
+
+    block: str = "basic"  # "basic" or "bottleneck"
+    layers: tuple[int, ...] = (2, 2, 2, 2)  # blocks per stage
+    widths: tuple[int, ...] = (64, 128, 256, 512)  # planes per stage (bottleneck outputs are x4)
+    stem: str = "imagenet"  # "imagenet": 7x7/2 + 3x3/2 max pool; "small": 3x3/1, no pool
+    stem_width: int = 64
+    preact: bool = False
+    plain: bool = False
+    shortcut: str = "B"  # the paper's options "A", "B", "C"
+    groups: int = 1
+    base_width: int = 64
+    stride_in_1x1: bool = False  # bottleneck stride on the first 1x1 (the paper) or the 3x3 (v1.5)
+    block_drop_rate: float = 0.0  # dropout between a block's convs (wide ResNets)
+
+    @property
+    def stem_stride(self) -> int:
+        return 4 if self.stem == "imagenet" else 1
+
+    @property
+    def native_stride(self) -> int:
+        return self.stem_stride * 2 ** (len(self.layers) - 1)
+
+
+class ResNet(nn.Module):
+    """A residual (or plain) convolutional network built from a ResNetSpec."""
+
+    def __init__(
+        self,
+        spec: ResNetSpec,
+        *,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        zero_init_residual: bool = False,
+        drop_path_rate: float = 0.0,
+        drop_rate: float = 0.0,
+        output_stride: int | None = None,
+    ) -> None:
+        super().__init__()
+        _check_spec(spec, in_chans, num_classes, drop_path_rate, drop_rate)
+        self.spec = spec
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        block_cls = BLOCKS[(spec.block, spec.preact)]
+        output_stride = output_stride or spec.native_stride
+        _check_output_stride(output_stride, spec)
+
+        # stem: pre-activation nets on small images start with a bare conv (their blocks normalise)
+        w = spec.stem_width
+        if spec.stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_chans, w, 7, 2, 3, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(in_chans, w, 3, 1, 1, bias=False)
+        bare_stem = spec.preact and spec.stem == "small"
+        self.bn1 = nn.Identity() if bare_stem else nn.BatchNorm2d(w)
+        self.relu = nn.Identity() if bare_stem else nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if spec.stem == "imagenet" else nn.Identity()
+
+        stem_name = "conv1" if bare_stem else "relu"
+        stem_reduction = 2 if spec.stem == "imagenet" else 1  # the stem map before the max pool
+        self.feature_info = [dict(module=stem_name, num_chs=w, reduction=stem_reduction)]
+
+        total_blocks = sum(spec.layers)
+        block_idx = 0
+        net_stride, dilation = spec.stem_stride, 1
+        cin = w
+        self.stage_names: list[str] = []
+        for i, (n, planes) in enumerate(zip(spec.layers, spec.widths)):
+            stride = 1 if i == 0 else 2
+            prev_dilation = dilation
+            if net_stride >= output_stride and stride > 1:
+                dilation *= stride
+                stride = 1
+            else:
+                net_stride *= stride
+            blocks = []
+            for j in range(n):
+                dpr = drop_path_rate * block_idx / max(total_blocks - 1, 1)
+                blocks.append(
+                    block_cls(
+                        cin,
+                        planes,
+                        stride if j == 0 else 1,
+                        shortcut=spec.shortcut,
+                        plain=spec.plain,
+                        groups=spec.groups,
+                        base_width=spec.base_width,
+                        dilation=dilation,
+                        first_dilation=prev_dilation if j == 0 else dilation,
+                        drop_path=dpr,
+                        block_drop_rate=spec.block_drop_rate,
+                        stride_in_1x1=spec.stride_in_1x1,
+                    )
+                )
+                cin = planes * block_cls.expansion
+                block_idx += 1
+            name = f"layer{i + 1}"
+            self.add_module(name, nn.Sequential(*blocks))
+            self.stage_names.append(name)
+            self.feature_info.append(dict(module=name, num_chs=cin, reduction=net_stride))
+
+        # pre-activation nets end with the BN and ReLU that their last block left out
+        self.norm = nn.BatchNorm2d(cin) if spec.preact else nn.Identity()
+        self.act = nn.ReLU(inplace=True) if spec.preact else nn.Identity()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.num_features = cin
+        self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights(zero_init_residual)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        # Kaiming normal (fan_out) for convs, BN as identity; the paper's and torchvision's choice.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual and not self.spec.plain:
+            for m in self.modules():
+                if hasattr(m, "zero_init_last"):
+                    m.zero_init_last()
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps of the stem (before pooling) and of every stage, as in `feature_info`."""
+        x = self.relu(self.bn1(self.conv1(x)))
+        feats = [x]
+        x = self.maxpool(x)
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+            feats.append(x)
+        return feats
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map, before pooling."""
+        x = self.stem(x)
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+        return self.act(self.norm(x))
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.head_drop(torch.flatten(self.avgpool(x), 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head with a freshly initialised one (fine-tuning to a new label set)."""
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+class FeatureExtractor(nn.Module):
+    """A backbone for detection/segmentation heads: returns the selected per-stage feature maps."""
+
+    def __init__(self, model: ResNet, out_indices: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        n = len(model.feature_info)
+        out_indices = tuple(out_indices) if out_indices is not None else tuple(range(1, n))
+        bad = [i for i in out_indices if not 0 <= i < n]
+        if bad:
+            raise ValueError(f"out_indices {bad} out of range; this model has features 0..{n - 1}")
+        self.body = model
+        self.out_indices = out_indices
+        self.feature_info = [model.feature_info[i] for i in out_indices]
+        # the head is not needed; drop it so a backbone's state holds only what it uses
+        model.fc = nn.Identity()
+        model.num_classes = 0
+
+    @property
+    def channels(self) -> list[int]:
+        return [f["num_chs"] for f in self.feature_info]
+
+    @property
+    def strides(self) -> list[int]:
+        return [f["reduction"] for f in self.feature_info]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.body.forward_intermediates(x)
+        return [feats[i] for i in self.out_indices]
+
+
+def _check_spec(spec: ResNetSpec, in_chans, num_classes, drop_path_rate, drop_rate) -> None:
+    if (spec.block, spec.preact) not in BLOCKS:
+        raise ValueError(f"unknown block {spec.block!r}; expected 'basic' or 'bottleneck'")
+    if spec.stem not in ("imagenet", "small"):
+        raise ValueError(f"unknown stem {spec.stem!r}; expected 'imagenet' or 'small'")
+    if spec.shortcut not in ("A", "B", "C"):
+        raise ValueError(f"unknown shortcut option {spec.shortcut!r}; expected 'A', 'B' or 'C'")
+    if len(spec.layers) != len(spec.widths) or not spec.layers or min(spec.layers) < 1:
+        raise ValueError(f"layers {spec.layers} and widths {spec.widths} must pair up, each >= 1")
+    if not isinstance(in_chans, int) or in_chans < 1:
+        raise ValueError(f"in_chans must be a positive integer, got {in_chans!r}")
+    if not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+    if not 0.0 <= drop_path_rate < 1.0 or not 0.0 <= drop_rate < 1.0:
+        raise ValueError("drop_path_rate and drop_rate must lie in [0, 1)")
+    if spec.plain and drop_path_rate > 0:
+        raise ValueError("drop_path_rate needs shortcuts; a plain net has none")
+
+
+def _check_output_stride(output_stride: int, spec: ResNetSpec) -> None:
+    allowed = []
+    s = spec.native_stride
+    while s >= max(spec.stem_stride, 1):
+        allowed.append(s)
+        s //= 2
+    if output_stride not in allowed:
+        raise ValueError(f"output_stride {output_stride} not possible here; choose one of {allowed}")
