@@ -1,0 +1,142 @@
+"""Decode one image file (JPEG, PNG, WebP, BMP, ...) into a uint8 (C, H, W) tensor with Pillow.
+
+Conversions to the requested mode ("RGB" or "L"):
+- grey ("L", "1") and RGB are taken as they are; "L" from colour uses Pillow's ITU-R 601-2 luma;
+  "RGB" from grey repeats the grey channel;
+- transparency ("RGBA", "LA", "PA", and palette or grey images with a transparent colour) is
+  composited onto a white background, so transparent pixels read as white rather than as whatever
+  colour the encoder left under them;
+- palette ("P") images are expanded through their palette; CMYK and YCbCr go through Pillow's RGB
+  conversion;
+- 16-bit images ("I;16", "I;16B", "I;16L", and "I", which Pillow uses for 16-bit PNG) are
+  scaled from 0..65535 to 0..255 (rounded; values outside that range are clipped); float images
+  ("F") are clipped to 0..255;
+- the EXIF orientation tag, when present, is applied, so camera JPEGs come out upright;
+- animated files give their first frame.
+
+The whole file is decoded (Image.load), so a truncated file fails here, not later. Images larger
+than `max_pixels` (Pillow's own decompression-bomb limit by default) are refused before decoding.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from ..errors import ResnetlabError
+
+MODES = ("RGB", "L")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    if img.mode in _SIXTEEN_BIT:
+        a = np.asarray(img, dtype=np.float64)
+        a = np.clip(np.rint(a * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        return Image.fromarray(a, mode="L")
+    if img.mode == "F":
+        a = np.clip(np.rint(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)
+        return Image.fromarray(a, mode="L")
+    return img
+
+
+def _flatten_alpha(img: Image.Image) -> Image.Image:
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        img.mode in ("P", "L", "RGB") and "transparency" in img.info
+    )
+    if not has_alpha:
+        return img
+    rgba = img.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def convert_mode(img: Image.Image, mode: str = "RGB") -> Image.Image:
+    """Convert a decoded Pillow image to 8-bit `mode` ("RGB" or "L") by the rules of this module."""
+    if mode not in MODES:
+        raise ResnetlabError(f"unknown image mode {mode!r}; use one of {', '.join(MODES)}")
+    img = _to_8bit(img)
+    img = _flatten_alpha(img)
+    if img.mode == "1":
+        img = img.convert("L")
+    if img.mode not in ("L", "RGB"):
+        img = img.convert("RGB")  # P without transparency, CMYK, YCbCr, ...
+    if img.mode != mode:
+        img = img.convert(mode)
+    return img
+
+
+def open_image(
+    source: str | os.PathLike | bytes, *, name: str | None = None, max_pixels: int = MAX_PIXELS
+) -> Image.Image:
+    """Open and fully decode an image (first frame, EXIF-upright); ResnetlabError if unreadable."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        label = name or "<bytes>"
+        opener = io.BytesIO(bytes(source))
+    else:
+        label = name or str(source)
+        opener = Path(source)
+        if not opener.is_file():
+            raise ResnetlabError(f"{label}: no such image file")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns between its limit and twice its limit; the check below decides instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(opener)
+        w, h = img.size
+        if w * h > max_pixels:
+            img.close()
+            raise ResnetlabError(
+                f"{label}: image of {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} "
+                "(a possible decompression bomb); resize it or raise max_pixels"
+            )
+        img.load()
+        upright = ImageOps.exif_transpose(img)
+        if upright is not None and upright is not img:
+            img = upright
+        return img
+    except ResnetlabError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ResnetlabError(
+            f"{label}: image too large, refused as a possible decompression bomb ({e})"
+        ) from None
+    except Image.UnidentifiedImageError:
+        raise ResnetlabError(f"{label}: not a readable image (unknown or corrupt format)") from None
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, EOFError, ...
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ResnetlabError(f"{label}: not a readable image ({reason})") from None
+
+
+def decode_image(
+    source: str | os.PathLike | bytes,
+    mode: str = "RGB",
+    *,
+    name: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+) -> torch.Tensor:
+    """Decode an image file or bytes into uint8 (C, H, W): C = 3 for "RGB", 1 for "L"."""
+    if mode not in MODES:
+        raise ResnetlabError(f"unknown image mode {mode!r}; use one of {', '.join(MODES)}")
+    img = open_image(source, name=name, max_pixels=max_pixels)
+    try:
+        img = convert_mode(img, mode)
+    except ResnetlabError:
+        raise
+    except Exception as e:
+        label = name or ("<bytes>" if isinstance(source, (bytes, bytearray)) else str(source))
+        raise ResnetlabError(
+            f"{label}: not a readable image (cannot convert mode {img.mode} to {mode}: {e})"
+        ) from None
+    a = np.asarray(img, dtype=np.uint8)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    return torch.from_numpy(a.transpose(2, 0, 1).copy())
