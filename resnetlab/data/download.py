@@ -1,0 +1,81 @@
+"""The data cache ($RESNETLAB_DATA, default ~/.cache/resnetlab) and checksum-verified downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.request
+from pathlib import Path
+
+from ..errors import ResnetlabError
+from ..models.weights import atomic_write
+
+ENV_VAR = "RESNETLAB_DATA"
+DEFAULT_CACHE = Path("~/.cache/resnetlab")
+TIMEOUT_S = 60.0
+
+
+def data_root() -> Path:
+    """The directory named by $RESNETLAB_DATA, else ~/.cache/resnetlab (not created here)."""
+    env = os.environ.get(ENV_VAR)
+    return Path(env).expanduser() if env else DEFAULT_CACHE.expanduser()
+
+
+def data_root_from_env() -> Path | None:
+    """The directory named by $RESNETLAB_DATA, or None when the variable is unset or empty."""
+    env = os.environ.get(ENV_VAR)
+    return Path(env).expanduser() if env else None
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in blocks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ChecksumError(ResnetlabError):
+    """A downloaded file does not match its published checksum."""
+
+
+def _download_one(url: str, dest: Path, sha256: str) -> None:
+    def write(tmp: str) -> None:
+        h = hashlib.sha256()
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as r, open(tmp, "wb") as f:
+            while True:
+                block = r.read(1 << 20)
+                if not block:
+                    break
+                h.update(block)
+                f.write(block)
+        got = h.hexdigest()
+        if got != sha256:
+            raise ChecksumError(
+                f"{url}: SHA-256 mismatch (got {got}, expected {sha256}); the file was not kept"
+            )
+
+    atomic_write(dest, write)
+
+
+def download(urls: list[str] | tuple[str, ...], dest: str | os.PathLike, sha256: str) -> Path:
+    """Fetch the first URL that works into `dest` (atomically), verified against `sha256`.
+
+    Mirrors are tried in order; a checksum mismatch is never accepted from any of them. Raises
+    ResnetlabError naming the last failure when none works.
+    """
+    dest = Path(dest)
+    if dest.is_file() and file_digest(dest) == sha256:
+        return dest
+    failures = []
+    for url in urls:
+        try:
+            _download_one(url, dest, sha256)
+            return dest
+        except ChecksumError as e:
+            failures.append(str(e))
+        except (OSError, ValueError) as e:  # URLError, HTTPError, timeouts, bad URLs
+            reason = getattr(e, "reason", None) or e
+            failures.append(f"{url}: {reason}")
+    raise ResnetlabError(f"download of {dest.name} failed: {failures[-1]}")

@@ -1,0 +1,271 @@
+"""Fashion-MNIST and MNIST in IDX format (.gz or raw), with their look-up order and download.
+
+IDX layout (big-endian): two zero bytes, an element-type byte (0x08 = unsigned byte), a rank byte,
+one uint32 per dimension, then the elements. Images are rank 3 (N, rows, cols), labels rank 1 (N).
+
+Where a named dataset is looked for, in order:
+1. an explicit directory (the `path` argument);
+2. $RESNETLAB_DATA/<name> (e.g. $RESNETLAB_DATA/fashion-mnist), when the variable is set;
+3. Debian's /usr/share/datasets/fashion-mnist (package dataset-fashion-mnist; Fashion-MNIST only);
+4. ~/.cache/resnetlab/<name>, when $RESNETLAB_DATA is unset;
+5. a download of the official .gz files, each verified by its published SHA-256, written atomically
+   into $RESNETLAB_DATA/<name> (default ~/.cache/resnetlab/<name>).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ResnetlabError
+from .dataset import DataSplits, ImageDataset
+from .download import ENV_VAR, data_root, data_root_from_env, download
+
+IMAGES_MAGIC = 0x00000803
+LABELS_MAGIC = 0x00000801
+PARTS = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+MNIST_CLASSES = [str(i) for i in range(10)]
+
+
+@dataclass(frozen=True)
+class IdxSource:
+    """Where a named IDX dataset lives and how its official files are verified."""
+
+    name: str
+    classes: list[str]
+    mirrors: tuple[str, ...]  # base URLs, the official one first
+    sha256: dict[str, str]  # SHA-256 of each official .gz file, by PARTS key
+    debian_dir: Path | None = None
+    debian_package: str | None = None
+    train_labels_sha256: str | None = None  # of the decompressed train labels: recognises a copy
+
+
+IDX_SOURCES: dict[str, IdxSource] = {
+    "fashion-mnist": IdxSource(
+        name="fashion-mnist",
+        classes=FASHION_MNIST_CLASSES,
+        mirrors=(
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        ),
+        sha256={
+            "train_images": "08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc",
+            "train_labels": "b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc",
+            "test_images": "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229",
+            "test_labels": "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf",
+        },
+        debian_dir=Path("/usr/share/datasets/fashion-mnist"),
+        debian_package="dataset-fashion-mnist",
+        train_labels_sha256="bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    ),
+    "mnist": IdxSource(
+        name="mnist",
+        classes=MNIST_CLASSES,
+        mirrors=(
+            "http://yann.lecun.com/exdb/mnist/",
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        ),
+        sha256={
+            "train_images": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "train_labels": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "test_images": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "test_labels": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        },
+    ),
+}
+
+
+def _read_bytes(path: Path) -> bytes:
+    if path.suffix == ".gz":
+        try:
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        except (OSError, EOFError, zlib.error) as e:
+            raise ResnetlabError(f"{path}: not a readable gzip file ({e})") from None
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ResnetlabError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
+    """Read an IDX file of unsigned bytes (.gz or raw) whose magic number must be `magic`."""
+    path = Path(path)
+    data = _read_bytes(path)
+    rank = magic & 0xFF
+    kind = "images" if magic == IMAGES_MAGIC else "labels"
+    if len(data) < 4:
+        raise ResnetlabError(f"{path}: truncated IDX file ({len(data)} bytes, no header)")
+    found = int.from_bytes(data[:4], "big")
+    if found != magic:
+        raise ResnetlabError(
+            f"{path}: wrong magic number 0x{found:08x}; IDX {kind} start with 0x{magic:08x}"
+        )
+    header = 4 + 4 * rank
+    if len(data) < header:
+        raise ResnetlabError(f"{path}: truncated IDX header ({len(data)} of {header} bytes)")
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank))
+    if dims[0] == 0:
+        raise ResnetlabError(f"{path}: IDX file holds no samples")
+    if any(d == 0 for d in dims[1:]):
+        raise ResnetlabError(f"{path}: IDX dimensions {dims} contain a zero")
+    need = int(np.prod(dims, dtype=np.int64))
+    have = len(data) - header
+    if have < need:
+        raise ResnetlabError(
+            f"{path}: truncated IDX file: header says {dims} = {need} bytes of data, found {have}"
+        )
+    if have > need:
+        raise ResnetlabError(
+            f"{path}: {have - need} bytes after the end of the IDX data {dims}; corrupt file?"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+
+def find_idx_files(directory: str | os.PathLike) -> dict[str, Path] | None:
+    """The four IDX files of a directory (raw preferred over .gz), or None if any is missing."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    found = {}
+    for key, stem in PARTS.items():
+        alt = stem.replace("-idx", ".idx")  # some copies name them train-images.idx3-ubyte
+        for candidate in (stem, alt, stem + ".gz", alt + ".gz"):
+            if (directory / candidate).is_file():
+                found[key] = directory / candidate
+                break
+        else:
+            return None
+    return found
+
+
+def _split(images_path: Path, labels_path: Path, classes: list[str] | None) -> ImageDataset:
+    images = read_idx(images_path, IMAGES_MAGIC)
+    labels = read_idx(labels_path, LABELS_MAGIC)
+    if len(images) != len(labels):
+        raise ResnetlabError(
+            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
+        )
+    top = int(labels.max())
+    if classes is not None and top >= len(classes):
+        raise ResnetlabError(
+            f"{labels_path}: label {top} out of range for {len(classes)} classes "
+            f"(0..{len(classes) - 1})"
+        )
+    names = classes if classes is not None else [str(i) for i in range(top + 1)]
+    x = torch.from_numpy(images).unsqueeze(1)
+    return ImageDataset(x, torch.from_numpy(labels.astype(np.int64)), list(names))
+
+
+def _recognise(files: dict[str, Path]) -> IdxSource | None:
+    data = _read_bytes(files["train_labels"])
+    digest = hashlib.sha256(data).hexdigest()
+    for source in IDX_SOURCES.values():
+        if source.train_labels_sha256 == digest:
+            return source
+    return None
+
+
+def load_idx_dir(
+    directory: str | os.PathLike, *, classes: list[str] | None = None, name: str | None = None
+) -> DataSplits:
+    """Read train and test splits from a directory of the four IDX files.
+
+    Class names: `classes` if given; Fashion-MNIST's names when the train labels are
+    Fashion-MNIST's; otherwise "0", "1", ... (MNIST's own names).
+    """
+    directory = Path(directory)
+    files = find_idx_files(directory)
+    if files is None:
+        wanted = ", ".join(f"{stem}[.gz]" for stem in PARTS.values())
+        raise ResnetlabError(f"{directory}: not a directory of IDX files (needs {wanted})")
+    if classes is None:
+        known = _recognise(files)
+        if known is not None:
+            classes, name = known.classes, name or known.name
+    train = _split(files["train_images"], files["train_labels"], classes)
+    test = _split(files["test_images"], files["test_labels"], classes)
+    if train.image_shape != test.image_shape:
+        raise ResnetlabError(
+            f"{directory}: train images are {train.image_shape} but test images {test.image_shape}"
+        )
+    n = max(len(train.classes), len(test.classes))
+    if classes is None and len(train.classes) != n:
+        train.classes = test.classes = [str(i) for i in range(n)]
+    return DataSplits(name or directory.name, train, test)
+
+
+def _fetch(source: IdxSource, target: Path) -> None:
+    for key, stem in PARTS.items():
+        urls = [base + stem + ".gz" for base in source.mirrors]
+        download(urls, target / (stem + ".gz"), source.sha256[key])
+
+
+def locate_idx_dataset(
+    name: str, path: str | os.PathLike | None = None, *, allow_download: bool = True
+) -> Path:
+    """The directory holding a named IDX dataset, by the look-up order of this module."""
+    if name not in IDX_SOURCES:
+        raise ResnetlabError(f"unknown IDX dataset {name!r}; known: {', '.join(IDX_SOURCES)}")
+    source = IDX_SOURCES[name]
+    if path is not None:
+        if find_idx_files(path) is None:
+            raise ResnetlabError(f"{path}: no {name} IDX files there")
+        return Path(path)
+    env = data_root_from_env()
+    candidates = []
+    if env is not None:
+        candidates.append(env / name)
+    if source.debian_dir is not None:
+        candidates.append(source.debian_dir)
+    cache = data_root() / name
+    if env is None:
+        candidates.append(cache)
+    for directory in candidates:
+        if find_idx_files(directory) is not None:
+            return directory
+    hint = f"set {ENV_VAR} to a directory holding {name}/ with the four IDX files"
+    if source.debian_package:
+        hint = f"install the Debian package {source.debian_package} or {hint}"
+    looked = ", ".join(str(c) for c in candidates)
+    if not allow_download:
+        raise ResnetlabError(f"{name}: not found in {looked}; {hint}")
+    try:
+        _fetch(source, cache)
+    except ResnetlabError as e:
+        raise ResnetlabError(f"{name}: not found in {looked}, and {e}; {hint}") from None
+    return cache
+
+
+def load_idx_dataset(
+    name: str, path: str | os.PathLike | None = None, *, allow_download: bool = True
+) -> DataSplits:
+    """Load Fashion-MNIST or MNIST (train and test) by the look-up order of this module."""
+    directory = locate_idx_dataset(name, path, allow_download=allow_download)
+    return load_idx_dir(directory, classes=IDX_SOURCES[name].classes, name=name)
