@@ -60,7 +60,7 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3, 1x1 expand (x4). The stride sits on the 3x3 ("v1.5") unless stride_in_1x1."""
+    """1x1 reduce, 3x3, 1x1 expand (x4); stride on on the 3x3 ("v1.5") unless stride_in_1x1."""
 
     expansion = 4
 

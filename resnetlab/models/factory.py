@@ -49,7 +49,7 @@ def create_model(
 
 
 def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model from a resnetlab weights file alone; returns (model in eval mode, metadata)."""
+    """Rebuild a model from a resnetlab weights file alone: (model in eval mode, metadata)."""
     meta = read_metadata(path)
     if "name" not in meta:
         raise ResnetlabError(

@@ -1,4 +1,4 @@
-"""Small building pieces: convolutions, shortcuts (the paper's options A, B, C) and stochastic depth."""
+"""Building pieces: convolutions, shortcuts (the paper's options A, B, C), stochastic depth."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ class MLPBlock(nn.Module):
 
 
 class ResidualMLP(nn.Module):
-    """Flatten -> Linear stem -> `depth` blocks of two layers -> Linear head (2 * depth + 2 layers)."""
+    """Flatten, Linear stem, `depth` blocks of two layers, Linear head: 2 * depth + 2 layers."""
 
     def __init__(
         self,

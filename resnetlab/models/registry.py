@@ -1,9 +1,8 @@
-"""Named models: each name maps to a builder and the facts a table needs (family, depth, input size)."""
+"""Named models: each name maps to an architecture and the facts a table shows about it."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -117,7 +116,9 @@ def build_model(
                 raise ValueError(f"options {sorted(unknown) or ['features_only']} do not apply")
             opts = dict(options)
             if in_chans is not None and "in_features" not in opts:
-                raise ValueError("an MLP takes in_features (channels x height x width), not in_chans")
+                raise ValueError(
+                    "an MLP takes in_features (channels x height x width), not in_chans"
+                )
             model: nn.Module = ResidualMLP(num_classes=num_classes, plain=entry.mlp_plain, **opts)
         else:
             unknown = set(options) - SPEC_OPTIONS - RESNET_OPTIONS

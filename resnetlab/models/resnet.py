@@ -230,4 +230,6 @@ def _check_output_stride(output_stride: int, spec: ResNetSpec) -> None:
         allowed.append(s)
         s //= 2
     if output_stride not in allowed:
-        raise ValueError(f"output_stride {output_stride} not possible here; choose one of {allowed}")
+        raise ValueError(
+            f"output_stride {output_stride} not possible here; choose one of {allowed}"
+        )

@@ -1,4 +1,4 @@
-"""Weights in and out: safetensors with the metadata to rebuild and preprocess; torchvision .pth too.
+"""Weights in and out: safetensors with metadata to rebuild and preprocess; torchvision .pth too.
 
 Loading never runs code from a file: safetensors holds only tensors and strings, and .pth files go
 through torch.load(weights_only=True).
@@ -116,7 +116,9 @@ def check_compatible(model: nn.Module, state: dict[str, torch.Tensor], source: s
         return
     parts = []
     if shapes:
-        parts.append("shape mismatch: " + "; ".join(shapes[:3]) + (" ..." if len(shapes) > 3 else ""))
+        parts.append(
+            "shape mismatch: " + "; ".join(shapes[:3]) + (" ..." if len(shapes) > 3 else "")
+        )
     if missing:
         parts.append(f"missing {len(missing)} key(s): " + ", ".join(missing[:3]))
     if unexpected:
@@ -146,7 +148,8 @@ def resolve_pretrained(name: str, pretrained: str | os.PathLike) -> Path:
     if shipped.exists():
         return shipped
     tags = sorted(
-        f.name[len(name) + 1 : -len(".safetensors")] for f in PRETRAINED_DIR.glob(f"{name}.*.safetensors")
+        f.name[len(name) + 1 : -len(".safetensors")]
+        for f in PRETRAINED_DIR.glob(f"{name}.*.safetensors")
     )
     have = f"shipped tags for {name}: {', '.join(tags)}" if tags else f"no weights ship for {name}"
     raise ResnetlabError(f"pretrained {str(pretrained)!r} is neither a file nor a tag ({have})")

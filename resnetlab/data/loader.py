@@ -1,0 +1,200 @@
+"""The fast loader: one uint8 tensor in memory, augmented and normalised per batch.
+
+Every random draw of an epoch derives from (seed, epoch) and of a batch from (seed, epoch, batch),
+so a run resumed in the middle of an epoch sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .dataset import ImageDataset
+
+
+def compute_mean_std(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple, tuple]:
+    """Per-channel mean and std of uint8 images (N, C, H, W), on the 0..1 scale."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or len(images) == 0:
+        raise ValueError(
+            f"expected non-empty uint8 (N, C, H, W), got {images.dtype} {images.shape}"
+        )
+    c = images.shape[1]
+    s = torch.zeros(c, dtype=torch.float64)
+    ss = torch.zeros(c, dtype=torch.float64)
+    for i in range(0, len(images), chunk):
+        x = images[i : i + chunk].to(torch.float64).div_(255.0)
+        s += x.sum(dim=(0, 2, 3))
+        ss += x.square().sum(dim=(0, 2, 3))
+    n = images.numel() // c
+    mean = s / n
+    std = (ss / n - mean.square()).clamp_min(1e-12).sqrt()
+    return tuple(round(v, 6) for v in mean.tolist()), tuple(round(v, 6) for v in std.tolist())
+
+
+def _generator(*key: int) -> torch.Generator:
+    seed = int(np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(1)[0])
+    return torch.Generator().manual_seed(seed)
+
+
+def crop_flip(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
+    """Per sample: pad by `pad` zeros, take a random crop of the original size, mirror with p=1/2.
+
+    One gather over the flattened padded batch does both, so the cost is one pass over the pixels.
+    """
+    b, c, h, w = x.shape
+    hp, wp = h + 2 * pad, w + 2 * pad
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad)) if pad else x
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    cols = torch.arange(w).expand(b, w)
+    if flip:
+        mirror = torch.rand(b, generator=gen) < 0.5
+        cols = torch.where(mirror[:, None], cols.flip(1), cols)
+    rows = (dy[:, None] + torch.arange(h)[None, :]) * wp  # (B, H)
+    cols = dx[:, None] + cols  # (B, W)
+    flat = (rows[:, :, None] + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
+    return padded.reshape(b, c, hp * wp).gather(2, flat).view(b, c, h, w)
+
+
+def random_erase(
+    x: torch.Tensor,
+    p: float,
+    gen: torch.Generator,
+    area: tuple[float, float] = (0.02, 0.33),
+    ratio: tuple[float, float] = (0.3, 3.3),
+) -> torch.Tensor:
+    """Random erasing (Zhong et al.): with probability p, zero one box of a normalised image."""
+    b, _, h, w = x.shape
+    apply = torch.rand(b, generator=gen) < p
+    a = torch.empty(b).uniform_(*area, generator=gen) * h * w
+    log_r = torch.empty(b).uniform_(float(np.log(ratio[0])), float(np.log(ratio[1])), generator=gen)
+    r = log_r.exp()
+    eh = (a * r).sqrt().round().clamp(1, h).long()
+    ew = (a / r).sqrt().round().clamp(1, w).long()
+    y0 = (torch.rand(b, generator=gen) * (h - eh + 1)).long()
+    x0 = (torch.rand(b, generator=gen) * (w - ew + 1)).long()
+    ys = torch.arange(h)[None, :]
+    xs = torch.arange(w)[None, :]
+    in_y = (ys >= y0[:, None]) & (ys < (y0 + eh)[:, None])
+    in_x = (xs >= x0[:, None]) & (xs < (x0 + ew)[:, None])
+    mask = in_y[:, :, None] & in_x[:, None, :] & apply[:, None, None]
+    return x.masked_fill(mask[:, None], 0.0)
+
+
+class BatchLoader:
+    """Batches of a whole in-memory dataset: shuffled, augmented, normalised, channels_last."""
+
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        batch_size: int,
+        *,
+        train: bool,
+        mean: Sequence[float],
+        std: Sequence[float],
+        pad: int = 0,
+        flip: bool = False,
+        erase: float = 0.0,
+        seed: int = 0,
+        drop_last: bool | None = None,
+        channels_last: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world of size {world_size}")
+        c = dataset.images.shape[1]
+        if len(mean) != c or len(std) != c:
+            raise ValueError(
+                f"mean/std have {len(mean)}/{len(std)} values; images have {c} channels"
+            )
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.train = train
+        self.pad, self.flip, self.erase = pad, flip, erase
+        self.seed = seed
+        self.drop_last = train if drop_last is None else drop_last
+        self.channels_last = channels_last
+        self.rank, self.world_size = rank, world_size
+        # normalise as (x - 255 mean) / (255 std): one fused multiply-add on the uint8 batch
+        self._scale = (1.0 / (255.0 * torch.tensor(std, dtype=torch.float32))).view(1, c, 1, 1)
+        self._shift = (-torch.tensor(mean, dtype=torch.float32) / torch.tensor(std)).view(
+            1, c, 1, 1
+        )
+        self.epoch = 0
+        self._start_batch = 0
+        n = len(dataset)
+        # every rank gets the same number of samples (the tail is dropped when sharding)
+        self.per_rank = n // world_size if world_size > 1 else n
+        if self.per_rank == 0:
+            raise ValueError(f"{n} samples cannot be shared by {world_size} ranks")
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.per_rank // self.batch_size
+        return -(-self.per_rank // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this rank sees per epoch."""
+        return len(self) * self.batch_size if self.drop_last else self.per_rank
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch `epoch` from its first batch."""
+        self.epoch = epoch
+        self._start_batch = 0
+
+    def state_dict(self) -> dict:
+        """Where the next batch starts; pair with load_state_dict to resume mid-epoch exactly."""
+        return {"epoch": self.epoch, "batch": self._start_batch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+        self._start_batch = int(state["batch"])
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.dataset)
+        if self.train:
+            order = torch.randperm(n, generator=_generator(self.seed, self.epoch))
+        else:
+            order = torch.arange(n)
+        if self.world_size > 1:
+            order = order[: self.per_rank * self.world_size][self.rank :: self.world_size]
+        return order
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self._indices()
+        for b in range(self._start_batch, len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            self._start_batch = b + 1
+            yield self._make_batch(idx, b)
+        # the epoch is complete: the next one starts from its first batch
+        self.epoch += 1
+        self._start_batch = 0
+
+    def _make_batch(self, idx: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # A batch is ~1e5 pixels: too small to gain from intra-op threads, and on a busy machine
+        # their barriers cost 10x the work. One thread here; the model keeps all of them.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._assemble(idx, b)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _assemble(self, idx: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.dataset.images[idx]
+        y = self.dataset.labels[idx]
+        gen = _generator(self.seed, self.epoch, b, self.rank) if self.train else None
+        if self.train and (self.pad > 0 or self.flip):
+            x = crop_flip(x, self.pad, self.flip, gen)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.float().mul_(self._scale).add_(self._shift)
+        if self.train and self.erase > 0:
+            x = random_erase(x, self.erase, gen)
+        return x, y
