@@ -1,0 +1,215 @@
+"""Inference throughput and latency of one model along every path, measured in one run.
+
+Paths: eager-fp32 (the model as built, NCHW), eager-bf16 (the same under bf16 autocast), fast
+(`prepare_for_inference`: folded BN, channels_last, bf16 where native, compiled), fast-nocompile
+(the same without torch.compile) and onnxruntime (the model exported to ONNX, when onnxruntime is
+installed). Each figure is the median of several timed repetitions after warm-up.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ResnetlabError
+from ..models.factory import create_model, load_model
+from ..models.registry import get_entry
+from .export import export_onnx, onnx_session, require_onnxruntime
+from .fastpath import native_bf16, prepare_for_inference, resolve_precision
+
+PATHS = ("eager-fp32", "eager-bf16", "fast", "fast-nocompile", "onnxruntime")
+
+
+@dataclass
+class BenchRow:
+    """One path at one batch size."""
+
+    model: str
+    path: str
+    batch_size: int
+    input_size: list[int]
+    images_per_s: float
+    latency_ms: float
+    latency_ms_all: list[float]
+    ratio_vs_eager_fp32: float | None
+    precision: str
+    setup_s: float  # preparation: folding, compiling or exporting, including the first call
+    threads: int
+
+
+def load_bench_model(
+    model_or_weights: str, image_size: int | None
+) -> tuple[nn.Module, str, tuple[int, int, int]]:
+    """A model name (random weights) or a weights file -> (model in eval mode, name, input size)."""
+    p = Path(model_or_weights)
+    if p.suffix in (".safetensors", ".pth", ".pt") or p.is_file():
+        model, meta = load_model(p)
+        name = str(meta.get("name"))
+        size = meta.get("input_size")
+    else:
+        name = model_or_weights
+        model = create_model(name).eval()
+        size = None
+    entry = get_entry(name)
+    if entry.layout == "mlp":
+        raise ResnetlabError(f"{name} is an MLP on vectors; bench measures conv models on images")
+    if not size:
+        c = int(model.resnetlab_config.get("in_chans", 3))
+        size = (c, entry.input_size[1], entry.input_size[2])
+    c, h, w = (int(s) for s in size)
+    if image_size is not None:
+        if image_size < 1:
+            raise ResnetlabError(f"--image-size {image_size} must be positive")
+        h = w = image_size
+    return model, name, (c, h, w)
+
+
+def _time_calls(fn: Callable[[], Any], repeats: int, min_rep_s: float) -> list[float]:
+    """Seconds per call: `repeats` medians-ready samples, each averaged over enough calls."""
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-6)
+    k = max(1, int(min_rep_s / one))
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(k):
+            fn()
+        out.append((time.perf_counter() - t0) / k)
+    return out
+
+
+def _runner(path: str, model: nn.Module, x: torch.Tensor, tmpdir: str):
+    """(callable on x, precision label, setup seconds) for one path; None if it cannot run here."""
+    t0 = time.perf_counter()
+    if path == "eager-fp32":
+
+        def run():
+            with torch.no_grad():
+                return model(x)
+
+        return run, "fp32", 0.0
+    if path == "eager-bf16":
+
+        def run():
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                return model(x)
+
+        return run, "bf16", 0.0
+    if path in ("fast", "fast-nocompile"):
+        compile_ = None if path == "fast" else False
+        fast = prepare_for_inference(
+            model, precision="auto", compile=compile_, expected_images=10**9
+        )
+        fast(x)  # compiles on the first call
+        return (lambda: fast(x)), fast.precision, time.perf_counter() - t0
+    if path == "onnxruntime":
+        if require_onnxruntime() is None:
+            return None
+        onnx_path = os.path.join(tmpdir, "model.onnx")
+        export_onnx(model, onnx_path, tuple(x.shape[1:]), dynamic_batch=True)
+        sess = onnx_session(onnx_path, threads=torch.get_num_threads())
+        feed = {sess.get_inputs()[0].name: x.numpy()}
+        sess.run(None, feed)
+        return (lambda: sess.run(None, feed)), "fp32", time.perf_counter() - t0
+    raise ResnetlabError(f"unknown bench path {path!r}; use some of {', '.join(PATHS)}")
+
+
+def bench(
+    model: nn.Module,
+    name: str,
+    input_size: tuple[int, int, int],
+    batch_sizes: list[int],
+    *,
+    paths: tuple[str, ...] = PATHS,
+    repeats: int = 5,
+    warmup: int = 2,
+    min_rep_s: float = 0.5,
+    log: Callable[[str], None] | None = None,
+) -> list[BenchRow]:
+    """Measure every path at every batch size; ratios are against eager-fp32 of the same run."""
+    bad = [p for p in paths if p not in PATHS]
+    if bad:
+        raise ResnetlabError(f"unknown bench path(s) {bad}; choose from {', '.join(PATHS)}")
+    if any(b < 1 for b in batch_sizes):
+        raise ResnetlabError(f"batch sizes {batch_sizes} must all be at least 1")
+    model = model.eval()
+    rows: list[BenchRow] = []
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory(prefix="resnetlab-bench-") as tmpdir:
+        for b in batch_sizes:
+            x = torch.randn((b, *input_size), generator=torch.Generator().manual_seed(0))
+            base: float | None = None
+            for path in paths:
+                made = _runner(path, model, x, tmpdir)
+                if made is None:
+                    if log:
+                        log(f"{path}: skipped (onnxruntime is not installed)")
+                    continue
+                run, precision, setup_s = made
+                for _ in range(warmup):
+                    run()
+                times = _time_calls(run, repeats, min_rep_s)
+                lat = statistics.median(times)
+                if path == "eager-fp32":
+                    base = lat
+                row = BenchRow(
+                    model=name, path=path, batch_size=b, input_size=list(input_size),
+                    images_per_s=b / lat, latency_ms=lat * 1e3,
+                    latency_ms_all=[round(t * 1e3, 3) for t in times],
+                    ratio_vs_eager_fp32=(base / lat) if base else None,
+                    precision=precision, setup_s=round(setup_s, 2), threads=threads,
+                )  # fmt: skip
+                rows.append(row)
+                if log:
+                    log(
+                        f"batch {b} {path}: {row.images_per_s:.1f} images/s, "
+                        f"{row.latency_ms:.1f} ms (setup {setup_s:.1f} s)"
+                    )
+    return rows
+
+
+def machine_line() -> str:
+    """Torch version, threads, CPU vector unit and whether bf16 is native: the context of a run."""
+    cap = torch.backends.cpu.get_cpu_capability()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} cores, "
+        f"{cap}, native bf16: {'yes' if native_bf16() else 'no'}, "
+        f"fast path precision: {resolve_precision('auto')}, load average {load:.1f}"
+    )
+
+
+def format_table(rows: list[BenchRow]) -> str:
+    """A plain-text table of the rows: images/s, latency and the ratio to eager-fp32."""
+    lines = [f"{'batch':>5}  {'path':<15} {'prec':<5} {'images/s':>9} {'latency ms':>11} "
+             f"{'vs eager-fp32':>13} {'setup s':>8}"]  # fmt: skip
+    for r in rows:
+        ratio = f"{r.ratio_vs_eager_fp32:.2f}x" if r.ratio_vs_eager_fp32 else "-"
+        lines.append(
+            f"{r.batch_size:>5}  {r.path:<15} {r.precision:<5} {r.images_per_s:>9.1f} "
+            f"{r.latency_ms:>11.2f} {ratio:>13} {r.setup_s:>8.1f}"
+        )
+    return "\n".join(lines)
+
+
+def rows_as_json(rows: list[BenchRow]) -> list[dict[str, Any]]:
+    """Rows as plain dicts (rounded) for --json."""
+    out = []
+    for r in rows:
+        d = asdict(r)
+        d["images_per_s"] = round(r.images_per_s, 3)
+        d["latency_ms"] = round(r.latency_ms, 3)
+        if r.ratio_vs_eager_fp32 is not None:
+            d["ratio_vs_eager_fp32"] = round(r.ratio_vs_eager_fp32, 3)
+        out.append(d)
+    return out

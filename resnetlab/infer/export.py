@@ -1,0 +1,201 @@
+"""Export a model to ONNX or a torch.export program, checked against PyTorch on sample input.
+
+ONNX goes through torch.onnx's TorchScript-based exporter, which needs nothing beyond torch and
+onnx (the torch.export-based one also needs onnxscript). The file is verified with onnxruntime
+when it is installed (`pip install resnetlab[onnx]`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ResnetlabError
+from ..models.registry import get_entry
+from ..models.weights import atomic_write
+
+FORMATS = ("onnx", "exported-program")
+SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2"}
+ONNX_OPSET = 17
+
+
+@dataclass
+class ExportReport:
+    """What was written and how closely the exported model matches PyTorch on sample input."""
+
+    path: str
+    format: str
+    input_shape: tuple[int, ...]
+    max_abs_diff: float | None  # None when the runtime to check it is not installed
+    top1_agree: bool | None
+    checked_with: str | None  # "onnxruntime", "torch.export.load", or None
+    dynamic_batch: bool
+
+
+def input_size_of(model: nn.Module, meta: dict[str, Any]) -> tuple[int, int, int]:
+    """(C, H, W) from the metadata, else the model's native size with its own channel count."""
+    size = meta.get("input_size")
+    if isinstance(size, (list, tuple)) and len(size) == 3:
+        return tuple(int(s) for s in size)  # type: ignore[return-value]
+    cfg = getattr(model, "resnetlab_config", {}) or {}
+    entry = get_entry(cfg.get("name", meta.get("name", "")))
+    if entry.layout == "mlp":
+        raise ResnetlabError(
+            "an MLP's weights need input_size [C, H, W] in their metadata to be exported"
+        )
+    c = int(cfg.get("in_chans", entry.input_size[0]))
+    return (c, entry.input_size[1], entry.input_size[2])
+
+
+def require_onnxruntime():
+    """Import onnxruntime, or None if it is not installed."""
+    try:
+        return importlib.import_module("onnxruntime")
+    except ImportError:
+        return None
+
+
+def sample_input(input_size: tuple[int, ...], batch: int, seed: int = 0) -> torch.Tensor:
+    """A fixed random normalised batch to compare runtimes on."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((batch, *input_size), generator=g)
+
+
+def export_onnx(
+    model: nn.Module, path: str | os.PathLike, input_size: tuple[int, ...], *,
+    dynamic_batch: bool = False, opset: int = ONNX_OPSET,
+) -> ExportReport:  # fmt: skip
+    """Write `model` as ONNX (input 'input' NCHW, output 'logits') atomically, and check it."""
+    try:
+        importlib.import_module("onnx")
+    except ImportError:
+        raise ResnetlabError(
+            "ONNX export needs the onnx package: pip install 'resnetlab[onnx]'"
+        ) from None
+    model = model.eval()
+    x = sample_input(input_size, 2 if dynamic_batch else 1)
+    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+
+    def write(tmp: str) -> None:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(
+                model, (x,), tmp, input_names=["input"], output_names=["logits"],
+                dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False,
+            )  # fmt: skip
+        import onnx
+
+        onnx.checker.check_model(tmp)
+
+        ort = require_onnxruntime()
+        if ort is not None:
+            # check on a batch size other than the traced one when the batch is dynamic
+            xc = sample_input(input_size, 3 if dynamic_batch else 1, seed=1)
+            checks.update(_compare(model, xc, run_onnx(tmp, xc), "onnxruntime"))
+
+    checks: dict[str, Any] = {}
+    atomic_write(path, write)
+    return ExportReport(
+        str(path), "onnx", tuple(x.shape[1:]), checks.get("diff"), checks.get("agree"),
+        checks.get("checked_with"), dynamic_batch,
+    )  # fmt: skip
+
+
+def _compare(model: nn.Module, x: torch.Tensor, got: torch.Tensor, runtime: str) -> dict[str, Any]:
+    """Max abs difference and top-1 agreement of `got` with PyTorch; fails if they disagree."""
+    with torch.no_grad():
+        ref = model(x)
+    if got.shape != ref.shape:
+        raise ResnetlabError(
+            f"{runtime} gives shape {tuple(got.shape)}, PyTorch {tuple(ref.shape)}"
+        )
+    diff = float((ref - got).abs().max())
+    agree = bool((ref.argmax(1) == got.argmax(1)).all())
+    tol = 1e-3 * max(1.0, float(ref.abs().max()))
+    if not diff <= tol:  # also catches NaN
+        raise ResnetlabError(
+            f"exported model differs from PyTorch under {runtime}: "
+            f"max abs diff {diff:.3g} > {tol:.3g}"
+        )
+    return {"diff": diff, "agree": agree, "checked_with": runtime}
+
+
+def onnx_session(path: str | os.PathLike, threads: int | None = None):
+    """An onnxruntime CPU session for an ONNX file (ResnetlabError if onnxruntime is missing)."""
+    ort = require_onnxruntime()
+    if ort is None:
+        raise ResnetlabError("onnxruntime is not installed: pip install 'resnetlab[onnx]'")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for a bad file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ResnetlabError(f"{path}: onnxruntime cannot load it ({first[:200]})") from None
+
+
+def run_onnx(path: str | os.PathLike, x: torch.Tensor) -> torch.Tensor:
+    """Run an exported ONNX file on a batch with onnxruntime; returns the logits."""
+    sess = onnx_session(path)
+    name = sess.get_inputs()[0].name
+    (out,) = sess.run(None, {name: x.numpy()})
+    return torch.from_numpy(out)
+
+
+def export_program(
+    model: nn.Module, path: str | os.PathLike, input_size: tuple[int, ...], *,
+    dynamic_batch: bool = False,
+) -> ExportReport:  # fmt: skip
+    """Write `model` as a torch.export ExportedProgram (.pt2), atomically, and check it reloads."""
+    model = model.eval()
+    x = sample_input(input_size, 2 if dynamic_batch else 1)
+    dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=65536)}} if dynamic_batch else None
+    with torch.no_grad():
+        try:
+            ep = torch.export.export(model, (x,), dynamic_shapes=dynamic)
+        except Exception as e:  # torch.export raises many internal types for untraceable code
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ResnetlabError(f"torch.export failed: {first[:300]}") from None
+    checks: dict[str, Any] = {}
+
+    def write(tmp: str) -> None:
+        # torch.export wants a .pt2 name or a buffer; the temporary name is not .pt2
+        buf = io.BytesIO()
+        torch.export.save(ep, buf)
+        Path(tmp).write_bytes(buf.getvalue())
+        loaded = torch.export.load(io.BytesIO(Path(tmp).read_bytes())).module()
+        xc = sample_input(input_size, 3 if dynamic_batch else 1, seed=1)
+        with torch.no_grad():
+            got = loaded(xc)
+        checks.update(_compare(model, xc, got, "torch.export.load"))
+
+    atomic_write(path, write)
+    return ExportReport(
+        str(path), "exported-program", tuple(x.shape[1:]), checks["diff"], checks["agree"],
+        checks["checked_with"], dynamic_batch,
+    )  # fmt: skip
+
+
+def export(
+    model: nn.Module, meta: dict[str, Any], fmt: str, out: str | os.PathLike, *,
+    dynamic_batch: bool = False,
+) -> ExportReport:  # fmt: skip
+    """Export in format `fmt` ('onnx' or 'exported-program') to `out`."""
+    if fmt not in FORMATS:
+        raise ResnetlabError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    size = input_size_of(model, meta)
+    if Path(out).is_dir():
+        raise ResnetlabError(f"--out {out} is a directory; give a file name")
+    if fmt == "onnx":
+        return export_onnx(model, out, size, dynamic_batch=dynamic_batch)
+    return export_program(model, out, size, dynamic_batch=dynamic_batch)

@@ -1,0 +1,228 @@
+"""The fast inference path: conv-BN folding, channels_last, native bf16, torch.compile.
+
+`prepare_for_inference(model)` returns a callable that maps a float32 NCHW batch to float32 logits
+and agrees with the eager model in fp32 to rounding error (folding is exact algebra; channels_last
+and inductor only reorder sums). bf16 is chosen automatically only on CPUs with native bf16 units
+(AVX512-BF16 or AMX); elsewhere oneDNN would emulate it and run slower than fp32.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..errors import ResnetlabError
+from ..models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
+from ..models.mlp import MLPBlock
+from ..models.resnet import ResNet
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+# (layer, the BN that normalises its output) inside each block; pre-activation blocks normalise
+# their input with bn1, which has no conv before it inside the block, so bn1 stays.
+FOLD_PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
+    ResNet: (("conv1", "bn1"),),
+    BasicBlock: (("conv1", "bn1"), ("conv2", "bn2")),
+    Bottleneck: (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
+    PreActBasicBlock: (("conv1", "bn2"),),
+    PreActBottleneck: (("conv1", "bn2"), ("conv2", "bn3")),
+    MLPBlock: (("fc1", "bn1"), ("fc2", "bn2")),
+}
+
+
+def _folded_weight_bias(
+    weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.modules.batchnorm._BatchNorm
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # y = gamma * (W x + b - mean) / sqrt(var + eps) + beta  ==  (s W) x + (s (b - mean) + beta)
+    var = bn.running_var.double()
+    mean = bn.running_mean.double()
+    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(var)
+    beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(var)
+    scale = gamma / torch.sqrt(var + bn.eps)
+    b = bias.double() if bias is not None else torch.zeros_like(mean)
+    shape = (-1,) + (1,) * (weight.ndim - 1)
+    new_w = (weight.double() * scale.reshape(shape)).to(weight.dtype)
+    new_b = ((b - mean) * scale + beta).to(weight.dtype)
+    return new_w, new_b
+
+
+def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A new Conv2d (with bias) equal to bn(conv(x)) for a BN in eval mode."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("cannot fold a BatchNorm without running statistics")
+    fused = copy.deepcopy(conv)
+    w, b = _folded_weight_bias(conv.weight.detach(), _bias(conv), bn)
+    fused.weight = nn.Parameter(w, requires_grad=False)
+    fused.bias = nn.Parameter(b, requires_grad=False)
+    return fused
+
+
+def fuse_linear_bn(linear: nn.Linear, bn: nn.BatchNorm1d) -> nn.Linear:
+    """A new Linear (with bias) equal to bn(linear(x)) for a BN in eval mode."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("cannot fold a BatchNorm without running statistics")
+    fused = nn.Linear(linear.in_features, linear.out_features, bias=True)
+    w, b = _folded_weight_bias(linear.weight.detach(), _bias(linear), bn)
+    fused.weight = nn.Parameter(w, requires_grad=False)
+    fused.bias = nn.Parameter(b, requires_grad=False)
+    return fused
+
+
+def _bias(layer: nn.Module) -> torch.Tensor | None:
+    return layer.bias.detach() if layer.bias is not None else None
+
+
+def _fuse(layer: nn.Module, bn: nn.Module) -> nn.Module | None:
+    if isinstance(layer, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+        return fuse_conv_bn(layer, bn)
+    if isinstance(layer, nn.Linear) and isinstance(bn, nn.BatchNorm1d):
+        return fuse_linear_bn(layer, bn)
+    return None
+
+
+def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
+    """A copy of `model` in eval mode with every BN that follows a conv/linear folded into it.
+
+    Folded BNs become nn.Identity. Returns (folded copy, number of BNs folded). BNs with no layer
+    directly before them (pre-activation inputs, the final norm of pre-activation nets) stay.
+    """
+    model = copy.deepcopy(model).eval()
+    folded = 0
+    for module in list(model.modules()):
+        pairs = list(FOLD_PAIRS.get(type(module), ()))
+        if isinstance(module, nn.Sequential):
+            names = list(module._modules)
+            pairs += list(zip(names[:-1], names[1:]))
+        for layer_name, bn_name in pairs:
+            layer = getattr(module, layer_name, None)
+            bn = getattr(module, bn_name, None)
+            if layer is None or bn is None:
+                continue
+            fused = _fuse(layer, bn)
+            if fused is None:
+                continue
+            setattr(module, layer_name, fused)
+            setattr(module, bn_name, nn.Identity())
+            folded += 1
+    return model, folded
+
+
+def native_bf16() -> bool:
+    """True when this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles) and oneDNN is on."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # older torch: look at the CPU flags directly
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = f.read()
+        except OSError:
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    """'auto' -> 'bf16' on CPUs with native bf16, else 'fp32'; other values are checked and kept."""
+    if precision not in PRECISIONS:
+        raise ResnetlabError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if native_bf16() else "fp32"
+    return precision
+
+
+def compiler_available() -> bool:
+    """True when torch.compile's CPU backend can build kernels here (it needs a C++ compiler)."""
+    if os.environ.get("RESNETLAB_NO_COMPILE") == "1":
+        return False
+    try:
+        from torch._inductor import cpp_builder
+
+        return bool(cpp_builder.get_cpp_compiler())
+    except Exception:  # no compiler found, or an inductor layout this code does not know
+        return False
+
+
+class InferenceModel(nn.Module):
+    """A prepared model: float32 NCHW in, float32 logits out, however it computes inside."""
+
+    def __init__(self, model: nn.Module, *, precision: str, channels_last: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.precision = precision
+        self.channels_last = channels_last
+        self.compiled = False
+        self.folded_bn = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.precision == "bf16":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = self.model(x)
+            return out.float()
+        return self.model(x)
+
+
+def prepare_for_inference(
+    model: nn.Module,
+    *,
+    precision: str = "auto",
+    compile: bool | None = None,
+    expected_images: int | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model folded, channels_last, in the chosen precision and optionally compiled.
+
+    precision: "auto" (bf16 on CPUs with native bf16, else fp32), "fp32" or "bf16".
+    compile: True / False, or None to compile when it pays: a C++ compiler is present and
+    `expected_images` (how many images will go through) is at least COMPILE_MIN_IMAGES.
+    The returned callable must be called under torch.no_grad() or torch.inference_mode()
+    (it does so itself: see `__call__` of the result).
+    """
+    precision = resolve_precision(precision)
+    folded, n = fold_batchnorm(model)
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    is_conv = any(isinstance(m, nn.Conv2d) for m in folded.modules())
+    if is_conv:
+        folded = folded.to(memory_format=torch.channels_last)
+    prepared = InferenceModel(folded, precision=precision, channels_last=is_conv).eval()
+    prepared.folded_bn = n
+    if compile is None:
+        compile = (
+            compiler_available()
+            and expected_images is not None
+            and expected_images >= COMPILE_MIN_IMAGES
+        )
+    if compile:
+        if not compiler_available():
+            raise ResnetlabError("torch.compile needs a C++ compiler (g++ or clang++) on the PATH")
+        import torch._inductor.config as inductor_config
+
+        # frozen weights: constants folded into the graph, oneDNN weight prepacking
+        inductor_config.freezing = True
+        prepared.model = torch.compile(prepared.model, dynamic=False)
+        prepared.compiled = True
+    return _NoGrad(prepared)
+
+
+# Below this many images, compiling (tens of seconds for a ResNet-50 on 2 cores) does not pay back.
+COMPILE_MIN_IMAGES = 2000
+
+
+class _NoGrad:
+    """Calls the prepared module under torch.inference_mode(); exposes its attributes."""
+
+    def __init__(self, module: InferenceModel) -> None:
+        self.module = module
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.module(x)
+
+    def __getattr__(self, name: str):
+        return getattr(self.module, name)

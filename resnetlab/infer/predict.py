@@ -1,0 +1,131 @@
+"""Predict classes for image files with a weights file: preprocessing from its metadata, batches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ResnetlabError
+from ..models.factory import load_model
+from .fastpath import prepare_for_inference
+from .preprocess import Preprocess, find_images
+
+
+@dataclass
+class Prediction:
+    """Top-k classes of one image, best first."""
+
+    path: str
+    classes: list[str]
+    indices: list[int]
+    probs: list[float]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form: path and a list of {class, index, prob}."""
+        return {
+            "path": self.path,
+            "top": [
+                {"class": c, "index": i, "prob": round(p, 6)}
+                for c, i, p in zip(self.classes, self.indices, self.probs)
+            ],
+        }
+
+
+@dataclass
+class PredictResult:
+    """Predictions of the readable images and (path, reason) of the unreadable ones, in order."""
+
+    predictions: list[Prediction] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def class_names(meta: dict[str, Any], num_classes: int) -> list[str]:
+    """The weights' class names, or "0", "1", ... when the metadata has none."""
+    names = meta.get("classes")
+    if isinstance(names, list) and len(names) == num_classes:
+        return [str(n) for n in names]
+    return [str(i) for i in range(num_classes)]
+
+
+def load_for_inference(weights: str | os.PathLike) -> tuple[nn.Module, dict[str, Any], Preprocess]:
+    """Model (eval), metadata and preprocessing of a resnetlab weights file, checked for predict."""
+    model, meta = load_model(weights)
+    if int(meta.get("num_classes") or 0) <= 0:
+        raise ResnetlabError(f"{weights}: a model without a classifier head cannot predict classes")
+    if getattr(model, "resnetlab_config", {}).get("features_only"):
+        raise ResnetlabError(f"{weights}: a feature extractor cannot predict classes")
+    return model, meta, Preprocess.from_metadata(meta, str(weights))
+
+
+def _batches(paths: list[Path], size: int) -> Iterator[list[Path]]:
+    for i in range(0, len(paths), size):
+        yield paths[i : i + size]
+
+
+def predict_files(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    prep: Preprocess,
+    classes: list[str],
+    paths: list[str | os.PathLike],
+    *,
+    topk: int = 5,
+    batch_size: int = 32,
+    on_failure: Callable[[str, str], None] | None = None,
+) -> PredictResult:
+    """Top-k predictions for every readable file; unreadable ones are collected, not fatal."""
+    if batch_size < 1:
+        raise ResnetlabError(f"batch size {batch_size} must be at least 1")
+    if topk < 1:
+        raise ResnetlabError(f"top-k {topk} must be at least 1")
+    k = min(topk, len(classes))
+    result = PredictResult()
+    for chunk in _batches([Path(p) for p in paths], batch_size):
+        tensors, names = [], []
+        for p in chunk:
+            try:
+                tensors.append(prep.load(p))
+                names.append(str(p))
+            except ResnetlabError as e:
+                reason = str(e)
+                result.failures.append((str(p), reason))
+                if on_failure is not None:
+                    on_failure(str(p), reason)
+        if not tensors:
+            continue
+        with torch.no_grad():
+            logits = model(torch.stack(tensors))
+        probs = torch.softmax(logits.float(), dim=1)
+        top_p, top_i = probs.topk(k, dim=1)
+        for name, ps, idx in zip(names, top_p.tolist(), top_i.tolist()):
+            result.predictions.append(Prediction(name, [classes[i] for i in idx], idx, ps))
+    return result
+
+
+def predict(
+    weights: str | os.PathLike,
+    inputs: list[str | os.PathLike],
+    *,
+    topk: int = 5,
+    batch_size: int = 32,
+    precision: str = "auto",
+    compile: bool | None = None,
+    on_failure: Callable[[str, str], None] | None = None,
+) -> PredictResult:
+    """Predict every image file (and every image in each directory) of `inputs` with `weights`."""
+    model, meta, prep = load_for_inference(weights)
+    paths = find_images(inputs)
+    if not paths:
+        raise ResnetlabError(f"no image files in {', '.join(str(i) for i in inputs)}")
+    fast = prepare_for_inference(
+        model, precision=precision, compile=compile, expected_images=len(paths)
+    )
+    classes = class_names(meta, int(meta["num_classes"]))
+    return predict_files(
+        fast, prep, classes, paths, topk=topk, batch_size=batch_size, on_failure=on_failure
+    )
