@@ -1,0 +1,250 @@
+"""CIFAR-10 and CIFAR-100 in the official "python version" layout, read without general unpickling.
+
+Layouts: CIFAR-10 is data_batch_1..5, test_batch and batches.meta (label_names); CIFAR-100 is
+train, test and meta (fine_label_names). Each batch is a pickled dict whose b"data" is a uint8
+array (N, 3072) in channel-major order (1024 red, 1024 green, 1024 blue, rows top to bottom) and
+whose b"labels" (CIFAR-10) or b"fine_labels" (CIFAR-100) is a list of ints.
+
+The files are pickles, and a pickle can name any callable. RestrictedUnpickler admits only the
+three globals that a NumPy array needs (its reconstructor, ndarray and dtype); anything else, such
+as os.system, is refused before it is looked up, so a tampered file cannot run code.
+
+Named look-up (cifar10, cifar100): an explicit directory; $RESNETLAB_DATA/<name>; then
+~/.cache/resnetlab/<name> when the variable is unset; then a download of the official archive from
+www.cs.toronto.edu, verified by its SHA-256, whose batch files alone are extracted (atomically).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ResnetlabError
+from ..models.weights import atomic_write
+from .dataset import DataSplits, ImageDataset
+from .download import ENV_VAR, data_root, data_root_from_env, download
+
+
+def _reconstruct():
+    try:
+        from numpy._core.multiarray import _reconstruct as fn
+    except ImportError:  # NumPy 1.x
+        from numpy.core.multiarray import _reconstruct as fn
+    return fn
+
+
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+}
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle named a global that a CIFAR batch never holds."""
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An Unpickler that resolves only the globals a NumPy array needs; all others are refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        make = _ALLOWED.get((module, name))
+        if make is None:
+            raise RefusedGlobal(
+                f"refused global {module}.{name} (only NumPy arrays, dicts, lists, strings and "
+                "numbers may appear in a CIFAR batch)"
+            )
+        return make()
+
+
+def safe_unpickle(path: str | os.PathLike) -> Any:
+    """Unpickle a CIFAR file with RestrictedUnpickler (Python 2 strings come back as bytes)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ResnetlabError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except RefusedGlobal as e:
+        raise ResnetlabError(f"{path}: not a CIFAR batch, nothing was run: {e}") from None
+    except Exception as e:  # EOFError on truncation, ValueError/TypeError on garbage
+        raise ResnetlabError(
+            f"{path}: not a readable CIFAR batch ({type(e).__name__}: {e})"
+        ) from None
+
+
+def _get(d: dict, key: str, path: Path) -> Any:
+    for k in (key.encode(), key):
+        if k in d:
+            return d[k]
+    keys = ", ".join(sorted(k.decode() if isinstance(k, bytes) else str(k) for k in d))
+    raise ResnetlabError(f"{path}: CIFAR batch has no {key!r} entry (it has: {keys})")
+
+
+def _names(values: Any, path: Path) -> list[str]:
+    if not isinstance(values, (list, tuple)) or not values:
+        raise ResnetlabError(f"{path}: class names must be a non-empty list")
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def read_batch(path: str | os.PathLike, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file: images uint8 (N, 3, 32, 32) and labels int64 (N,)."""
+    path = Path(path)
+    d = safe_unpickle(path)
+    if not isinstance(d, dict):
+        raise ResnetlabError(f"{path}: CIFAR batch must hold a dict, found {type(d).__name__}")
+    data = _get(d, "data", path)
+    labels = _get(d, label_key, path)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
+        raise ResnetlabError(f"{path}: 'data' must be a uint8 array (N, 3072)")
+    if data.shape[1] != 3 * 32 * 32:
+        raise ResnetlabError(f"{path}: 'data' rows hold {data.shape[1]} values, expected 3072")
+    try:
+        y = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise ResnetlabError(f"{path}: {label_key!r} must be a list of integers") from None
+    if y.ndim != 1 or len(y) != len(data):
+        raise ResnetlabError(f"{path}: {len(data)} images but {y.size} labels")
+    return data.reshape(-1, 3, 32, 32), y
+
+
+@dataclass(frozen=True)
+class CifarLayout:
+    """The files and keys of one CIFAR variant."""
+
+    name: str
+    train: tuple[str, ...]
+    test: str
+    meta: str
+    names_key: str
+    label_key: str
+    folder: str  # the directory inside the official archive
+    url: str
+    sha256: str
+
+
+CIFAR_LAYOUTS = {
+    "cifar10": CifarLayout(
+        name="cifar10",
+        train=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        test="test_batch",
+        meta="batches.meta",
+        names_key="label_names",
+        label_key="labels",
+        folder="cifar-10-batches-py",
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        sha256="6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+    ),
+    "cifar100": CifarLayout(
+        name="cifar100",
+        train=("train",),
+        test="test",
+        meta="meta",
+        names_key="fine_label_names",
+        label_key="fine_labels",
+        folder="cifar-100-python",
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        sha256="85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
+    ),
+}
+
+
+def _files(layout: CifarLayout) -> tuple[str, ...]:
+    return (*layout.train, layout.test, layout.meta)
+
+
+def detect_cifar(directory: str | os.PathLike) -> tuple[CifarLayout, Path] | None:
+    """The CIFAR variant of a directory (or of its official sub-folder), or None."""
+    directory = Path(directory)
+    for layout in CIFAR_LAYOUTS.values():
+        for d in (directory, directory / layout.folder):
+            if d.is_dir() and all((d / f).is_file() for f in _files(layout)):
+                return layout, d
+    return None
+
+
+def load_cifar_dir(directory: str | os.PathLike) -> DataSplits:
+    """Read a CIFAR-10 or CIFAR-100 directory (the variant is told by its file names)."""
+    found = detect_cifar(directory)
+    if found is None:
+        names = " or ".join(", ".join(_files(lay)) for lay in CIFAR_LAYOUTS.values())
+        raise ResnetlabError(f"{directory}: not a CIFAR directory (needs {names})")
+    layout, d = found
+    meta = safe_unpickle(d / layout.meta)
+    if not isinstance(meta, dict):
+        raise ResnetlabError(f"{d / layout.meta}: CIFAR meta must hold a dict")
+    classes = _names(_get(meta, layout.names_key, d / layout.meta), d / layout.meta)
+
+    def split(files: tuple[str, ...]) -> ImageDataset:
+        parts = [read_batch(d / f, layout.label_key) for f in files]
+        x = np.concatenate([p[0] for p in parts])
+        y = np.concatenate([p[1] for p in parts])
+        if len(y) and (y.min() < 0 or y.max() >= len(classes)):
+            raise ResnetlabError(
+                f"{d}: labels span {y.min()}..{y.max()} but there are {len(classes)} class names"
+            )
+        return ImageDataset(torch.from_numpy(x), torch.from_numpy(y), classes)
+
+    return DataSplits(layout.name, split(layout.train), split((layout.test,)))
+
+
+def _fetch(layout: CifarLayout, target: Path) -> None:
+    archive = target / Path(layout.url).name
+    download([layout.url], archive, layout.sha256)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for f in _files(layout):
+                member = tar.getmember(f"{layout.folder}/{f}")
+                if not member.isfile():
+                    raise ResnetlabError(f"{archive}: {member.name} is not a regular file")
+                src = tar.extractfile(member)
+
+                def write(tmp: str, src=src) -> None:
+                    with open(tmp, "wb") as out:
+                        while block := src.read(1 << 20):
+                            out.write(block)
+
+                atomic_write(target / f, write)
+    except (tarfile.TarError, KeyError, OSError) as e:
+        raise ResnetlabError(f"{archive}: cannot extract the CIFAR batches ({e})") from None
+    archive.unlink()
+
+
+def load_cifar(
+    name: str, path: str | os.PathLike | None = None, *, allow_download: bool = True
+) -> DataSplits:
+    """Load CIFAR-10 or CIFAR-100 by name: explicit path, $RESNETLAB_DATA/<name>, cache, fetch."""
+    if name not in CIFAR_LAYOUTS:
+        raise ResnetlabError(f"unknown CIFAR dataset {name!r}; known: {', '.join(CIFAR_LAYOUTS)}")
+    layout = CIFAR_LAYOUTS[name]
+    if path is not None:
+        found = detect_cifar(path)
+        if found is None or found[0].name != name:
+            raise ResnetlabError(f"{path}: no {name} batches there ({', '.join(_files(layout))})")
+        return load_cifar_dir(found[1])
+    env = data_root_from_env()
+    target = data_root() / name
+    candidates = [env / name] if env is not None else [target]
+    for directory in candidates:
+        found = detect_cifar(directory)
+        if found is not None and found[0].name == name:
+            return load_cifar_dir(found[1])
+    looked = ", ".join(str(c) for c in candidates)
+    hint = f"put the {layout.folder} batches in ${ENV_VAR}/{name}"
+    if not allow_download:
+        raise ResnetlabError(f"{name}: not found in {looked}; {hint}")
+    try:
+        _fetch(layout, target)
+    except ResnetlabError as e:
+        raise ResnetlabError(f"{name}: not found in {looked}, and {e}; {hint}") from None
+    return load_cifar_dir(target)

@@ -1,0 +1,226 @@
+"""CIFAR reader: official python-version layout, Python 2 pickles, and refusal of tampered files."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from resnetlab.data.cifar import detect_cifar, load_cifar, load_cifar_dir, safe_unpickle
+from resnetlab.errors import ResnetlabError
+
+# The official batches were written by Python 2's cPickle (protocol 2): byte strings are STRING
+# opcodes and arrays reduce through numpy.core.multiarray._reconstruct. Python 3's pickle cannot
+# write that form, so this small encoder writes exactly those opcodes.
+
+
+def _s(b: bytes | str) -> bytes:
+    b = b.encode("latin1") if isinstance(b, str) else b
+    return b"U" + bytes([len(b)]) + b if len(b) < 256 else b"T" + struct.pack("<i", len(b)) + b
+
+
+def _int(i: int) -> bytes:
+    if 0 <= i < 256:
+        return b"K" + bytes([i])
+    return b"M" + struct.pack("<H", i) if 0 <= i < 65536 else b"J" + struct.pack("<i", i)
+
+
+def _obj(v) -> bytes:
+    if isinstance(v, (bytes, str)):
+        return _s(v)
+    if isinstance(v, int):
+        return _int(v)
+    if isinstance(v, list):
+        return b"](" + b"".join(_obj(x) for x in v) + b"e"
+    if isinstance(v, dict):
+        return b"}(" + b"".join(_obj(k) + _obj(x) for k, x in v.items()) + b"u"
+    assert isinstance(v, np.ndarray) and v.dtype == np.uint8
+    shape = b"(" + b"".join(_int(d) for d in v.shape) + b"t"
+    dtype = b"cnumpy\ndtype\n" + _s("u1") + _int(0) + _int(1) + b"\x87R"
+    dtype += b"(" + _int(3) + _s("|") + b"NNN" + b"J\xff\xff\xff\xff" * 2 + _int(0) + b"tb"
+    head = b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + _int(0) + b"\x85"
+    return head + _s("b") + b"\x87R(" + _int(1) + shape + dtype + b"\x89" + _s(v.tobytes()) + b"tb"
+
+
+def py2_pickle(v) -> bytes:
+    return b"\x80\x02" + _obj(v) + b"."
+
+
+def write_cifar10(root: Path, per_batch: int = 4, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        x = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        y = [int(v) for v in rng.integers(0, 10, per_batch)]
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": y,
+            b"data": x,
+            b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)],
+        }
+        (root / name).write_bytes(py2_pickle(batch))
+        out[name] = (x, y)
+    names = [
+        b"airplane",
+        b"automobile",
+        b"bird",
+        b"cat",
+        b"deer",
+        b"dog",
+        b"frog",
+        b"horse",
+        b"ship",
+        b"truck",
+    ]
+    meta = {b"num_cases_per_batch": per_batch, b"label_names": names, b"num_vis": 3072}
+    (root / "batches.meta").write_bytes(py2_pickle(meta))
+    return out
+
+
+def write_cifar100(root: Path, n: int = 6) -> dict:
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in ("train", "test"):
+        x = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        fine = [int(v) for v in rng.integers(0, 100, n)]
+        batch = {
+            b"filenames": [b"f"] * n,
+            b"batch_label": name.encode(),
+            b"fine_labels": fine,
+            b"coarse_labels": [v // 5 for v in fine],
+            b"data": x,
+        }
+        (root / name).write_bytes(py2_pickle(batch))
+        out[name] = (x, fine)
+    meta = {
+        b"fine_label_names": [f"class{i}".encode() for i in range(100)],
+        b"coarse_label_names": [f"super{i}".encode() for i in range(20)],
+    }
+    (root / "meta").write_bytes(py2_pickle(meta))
+    return out
+
+
+def test_cifar10_reads_official_layout_exactly(tmp_path):
+    written = write_cifar10(tmp_path / "cifar-10-batches-py")
+    s = load_cifar_dir(tmp_path)  # finds the official sub-folder
+    assert s.name == "cifar10"
+    assert s.train.images.shape == (20, 3, 32, 32) and s.test.images.shape == (4, 3, 32, 32)
+    x1, y1 = written["data_batch_1"]
+    # channel-major rows: the first 1024 values are the red plane, row by row
+    assert torch.equal(s.train.images[0, 0], torch.from_numpy(x1[0, :1024].reshape(32, 32)))
+    assert torch.equal(s.train.images[0, 2, 31], torch.from_numpy(x1[0, 2048 + 992 :]))
+    x5, y5 = written["data_batch_5"]
+    assert torch.equal(s.train.images[16:], torch.from_numpy(x5.reshape(4, 3, 32, 32)))
+    assert s.train.labels[:4].tolist() == y1 and s.test.labels.tolist() == written["test_batch"][1]
+    assert s.train.classes[1] == "automobile" and len(s.train.classes) == 10
+
+
+def test_cifar100_uses_fine_labels_and_names(tmp_path):
+    written = write_cifar100(tmp_path)
+    s = load_cifar_dir(tmp_path)
+    assert s.name == "cifar100" and len(s.train.classes) == 100 and s.train.classes[7] == "class7"
+    assert s.train.labels.tolist() == written["train"][1]
+    assert s.test.images.dtype == torch.uint8
+
+
+def test_python3_pickles_with_str_keys_also_read(tmp_path):
+    write_cifar10(tmp_path)
+    x = np.full((2, 3072), 9, np.uint8)
+    with open(tmp_path / "test_batch", "wb") as f:
+        pickle.dump({"data": x, "labels": [1, 2]}, f, protocol=4)
+    s = load_cifar_dir(tmp_path)
+    assert s.test.labels.tolist() == [1, 2] and int(s.test.images.float().mean()) == 9
+
+
+class _RunsShell:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _RunsPython:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
+
+
+@pytest.mark.parametrize("payload", [_RunsShell, _RunsPython])
+def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path, payload):
+    write_cifar10(tmp_path)
+    marker = tmp_path / "marker"
+    evil = {"data": payload(marker), "labels": [0]}
+    (tmp_path / "data_batch_3").write_bytes(pickle.dumps(evil, protocol=4))
+    with pytest.raises(
+        ResnetlabError,
+        match=r"data_batch_3: not a CIFAR batch, nothing was run: refused global (posix|builtins)",
+    ):
+        load_cifar_dir(tmp_path)
+    assert not marker.exists()
+    # The same bytes do run code under an unrestricted pickle.load: the refusal is what stopped it.
+    pickle.loads((tmp_path / "data_batch_3").read_bytes())
+    assert marker.exists()
+
+
+def test_refuses_other_numpy_globals(tmp_path):
+    p = tmp_path / "b"
+    p.write_bytes(b"\x80\x02cnumpy\nload\n.")
+    with pytest.raises(ResnetlabError, match=r"refused global numpy\.load"):
+        safe_unpickle(p)
+
+
+def test_truncated_and_garbage_batches_fail_clearly(tmp_path):
+    write_cifar10(tmp_path)
+    data = (tmp_path / "data_batch_2").read_bytes()
+    (tmp_path / "data_batch_2").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ResnetlabError, match="data_batch_2: not a readable CIFAR batch"):
+        load_cifar_dir(tmp_path)
+    (tmp_path / "data_batch_2").write_text("hello")
+    with pytest.raises(ResnetlabError, match="data_batch_2"):
+        load_cifar_dir(tmp_path)
+
+
+def test_wrong_shapes_and_counts_fail(tmp_path):
+    write_cifar10(tmp_path)
+    (tmp_path / "test_batch").write_bytes(
+        py2_pickle({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]})
+    )
+    with pytest.raises(ResnetlabError, match="hold 100 values, expected 3072"):
+        load_cifar_dir(tmp_path)
+    (tmp_path / "test_batch").write_bytes(
+        py2_pickle({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]})
+    )
+    with pytest.raises(ResnetlabError, match="2 images but 1 labels"):
+        load_cifar_dir(tmp_path)
+    (tmp_path / "test_batch").write_bytes(
+        py2_pickle({b"data": np.zeros((1, 3072), np.uint8), b"labels": [10]})
+    )
+    with pytest.raises(ResnetlabError, match="labels span 10..10 but there are 10 class names"):
+        load_cifar_dir(tmp_path)
+
+
+def test_missing_file_is_not_cifar(tmp_path):
+    write_cifar10(tmp_path)
+    (tmp_path / "data_batch_4").unlink()
+    assert detect_cifar(tmp_path) is None
+    with pytest.raises(ResnetlabError, match="not a CIFAR directory"):
+        load_cifar_dir(tmp_path)
+
+
+def test_named_lookup_reads_env_dir_and_offline_fails_one_line(tmp_path, monkeypatch):
+    write_cifar10(tmp_path / "data" / "cifar10" / "cifar-10-batches-py")
+    monkeypatch.setenv("RESNETLAB_DATA", str(tmp_path / "data"))
+    assert len(load_cifar("cifar10").train) == 20
+    with pytest.raises(ResnetlabError) as e:
+        load_cifar("cifar100", allow_download=False)
+    assert "RESNETLAB_DATA" in str(e.value) and "\n" not in str(e.value)
