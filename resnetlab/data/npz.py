@@ -1,0 +1,106 @@
+"""NumPy .npz files: arrays `x` (images) and `y` (labels), read with allow_pickle=False.
+
+Accepted keys: x and y (one pool; a seeded, class-stratified `test_fraction` becomes the test
+split), or x_train, y_train, x_test, y_test (the layout of Keras' mnist.npz). An optional
+`classes` array of strings names the classes; otherwise they are "0", "1", ...
+
+x must be uint8, shaped (N, H, W) (one channel), (N, H, W, C) or (N, C, H, W) with C of 1 or 3.
+A 4-D array is read as channels-last when its last axis is 1 or 3, else as channels-first when
+its second axis is 1 or 3. y holds N non-negative integers.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ResnetlabError
+from .dataset import DataSplits, ImageDataset
+from .split import split_dataset
+
+
+def _images(x: np.ndarray, path: Path, key: str) -> torch.Tensor:
+    if x.dtype != np.uint8:
+        hint = " (scale to 0..255 and cast: (x * 255).round().astype(np.uint8))"
+        raise ResnetlabError(
+            f"{path}: {key} must be uint8, got {x.dtype}{hint if x.dtype.kind == 'f' else ''}"
+        )
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4:
+        if x.shape[3] in (1, 3):
+            x = x.transpose(0, 3, 1, 2)
+        elif x.shape[1] not in (1, 3):
+            raise ResnetlabError(
+                f"{path}: {key} of shape {x.shape} has neither 1 nor 3 channels on axis 1 or 3"
+            )
+    else:
+        raise ResnetlabError(
+            f"{path}: {key} must be (N, H, W), (N, H, W, C) or (N, C, H, W), got shape {x.shape}"
+        )
+    if x.shape[0] == 0:
+        raise ResnetlabError(f"{path}: {key} holds no images")
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def _labels(y: np.ndarray, n: int, path: Path, key: str) -> torch.Tensor:
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise ResnetlabError(f"{path}: {key} must be 1-D integers, got {y.dtype} {y.shape}")
+    if len(y) != n:
+        raise ResnetlabError(f"{path}: {n} images but {len(y)} labels in {key}")
+    if len(y) and y.min() < 0:
+        raise ResnetlabError(f"{path}: {key} holds a negative label ({y.min()})")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def load_npz(path: str | os.PathLike, *, test_fraction: float = 0.2, seed: int = 0) -> DataSplits:
+    """Read an .npz with x and y (or x_train, y_train, x_test, y_test) into splits."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise ResnetlabError(f"{path}: no such file") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise ResnetlabError(f"{path}: not a readable .npz file ({e})") from None
+    pairs = [("x_train", "y_train"), ("x_test", "y_test")]
+    if all(k in arrays for pair in pairs for k in pair):
+        parts = {}
+        for xk, yk in pairs:
+            x = _images(arrays[xk], path, xk)
+            parts[xk] = (x, _labels(arrays[yk], len(x), path, yk))
+        (xtr, ytr), (xte, yte) = parts["x_train"], parts["x_test"]
+        if xtr.shape[1:] != xte.shape[1:]:
+            raise ResnetlabError(
+                f"{path}: x_train images are {tuple(xtr.shape[1:])}, x_test {tuple(xte.shape[1:])}"
+            )
+    elif "x" in arrays and "y" in arrays:
+        xtr = _images(arrays["x"], path, "x")
+        ytr = _labels(arrays["y"], len(xtr), path, "y")
+        xte = yte = None
+    else:
+        have = ", ".join(sorted(arrays)) or "nothing"
+        raise ResnetlabError(
+            f"{path}: needs arrays x and y (or x_train, y_train, x_test, y_test); it has {have}"
+        )
+    top = int(max(ytr.max(), yte.max() if yte is not None else 0))
+    if "classes" in arrays:
+        c = arrays["classes"]
+        if c.ndim != 1 or c.dtype.kind not in "US":
+            raise ResnetlabError(f"{path}: classes must be a 1-D array of strings")
+        classes = [v.decode() if isinstance(v, bytes) else str(v) for v in c.tolist()]
+        if top >= len(classes):
+            raise ResnetlabError(f"{path}: label {top} but only {len(classes)} class names")
+    else:
+        classes = [str(i) for i in range(top + 1)]
+    train = ImageDataset(xtr, ytr, classes)
+    if xte is not None:
+        return DataSplits(path.stem, train, ImageDataset(xte, yte, classes))
+    train, test = split_dataset(train, test_fraction, seed, what="test split")
+    if test is None:
+        raise ResnetlabError(f"{path}: test fraction {test_fraction} leaves no test images")
+    return DataSplits(path.stem, train, test)
