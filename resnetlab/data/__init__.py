@@ -1,5 +1,39 @@
 """Data: one reader per source format, the batched in-memory loader, batch augmentations."""
 
+from .cifar import load_cifar, load_cifar_dir
 from .dataset import DataSplits, ImageDataset
+from .folders import read_image_folder
+from .idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, load_idx_dataset, load_idx_dir
+from .images import decode_image
+from .loader import BatchLoader, compute_mean_std
+from .npz import load_npz
+from .prepared import load_prepared, prepare_folder
+from .sources import DATASET_NAMES, detect_format, load_source
+from .split import split_dataset
+from .stream import FolderDataset, StreamLoader, eval_transform, train_transform
 
-__all__ = ["DataSplits", "ImageDataset"]
+__all__ = [
+    "DATASET_NAMES",
+    "FASHION_MNIST_CLASSES",
+    "MNIST_CLASSES",
+    "BatchLoader",
+    "DataSplits",
+    "FolderDataset",
+    "ImageDataset",
+    "StreamLoader",
+    "compute_mean_std",
+    "decode_image",
+    "detect_format",
+    "eval_transform",
+    "load_cifar",
+    "load_cifar_dir",
+    "load_idx_dataset",
+    "load_idx_dir",
+    "load_npz",
+    "load_prepared",
+    "load_source",
+    "prepare_folder",
+    "read_image_folder",
+    "split_dataset",
+    "train_transform",
+]

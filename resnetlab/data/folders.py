@@ -34,7 +34,7 @@ from PIL import Image
 from ..errors import ResnetlabError
 from .dataset import DataSplits, ImageDataset
 from .images import IMAGE_SUFFIXES, convert_mode, open_image
-from .split import split_dataset
+from .split import holdout_count, split_dataset, stratified_holdout
 
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 SPLIT_DIRS = ("train", "val", "test")
@@ -226,3 +226,35 @@ def read_image_folder(
         val = datasets["val"] if "test" in datasets and "val" in datasets else None
         splits = DataSplits(root.name, datasets["train"], test, val)
     return splits, skipped
+
+
+def tree_items(
+    root: str | os.PathLike, *, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[dict[str, list[tuple[Path, int]]], list[str]]:
+    """The (path, label) lists of a class-folder tree's splits (train, val, test), and its classes.
+
+    train/ and test/ (or val/) sub-trees are kept; otherwise a seeded, stratified fraction of the
+    files is held out as test. Nothing is decoded here.
+    """
+    root = Path(root)
+    trees = _tree_splits(root) or {"all": root}
+    scans = {name: scan_class_tree(p) for name, p in trees.items()}
+    classes = scans.get("train", scans.get("all"))[0]
+    out = {}
+    for name, (cls, its) in scans.items():
+        unknown = sorted(set(cls) - set(classes))
+        if unknown:
+            raise ResnetlabError(f"{trees[name]}: class folder(s) {unknown} not in train/")
+        remap = [classes.index(c) for c in cls]
+        out[name] = [(p, remap[y]) for p, y in its]
+    if "all" in out:
+        items = out.pop("all")
+        k = holdout_count(len(items), test_fraction, "test split")
+        if k == 0:
+            raise ResnetlabError(f"{root}: test fraction {test_fraction} leaves no test images")
+        held = set(stratified_holdout(torch.tensor([y for _, y in items]), k, seed).tolist())
+        out["train"] = [it for i, it in enumerate(items) if i not in held]
+        out["test"] = [it for i, it in enumerate(items) if i in held]
+    elif "test" not in out:
+        out["test"] = out.pop("val")
+    return out, classes

@@ -1,0 +1,181 @@
+"""The prepared cache: a class-folder tree decoded once into a memory-mapped uint8 array.
+
+`resnetlab data prepare FOLDER OUT --size S` writes OUT/ holding
+- images.npy: uint8 (N, C, S, S), the splits stored one after another (train, val, test);
+- resnetlab-data.json: {"format", "version", "name", "classes", "mode", "shape", "splits":
+  {split: [start, stop]}, "labels": [N ints], "skipped": count}.
+The directory is built under a temporary name beside OUT and renamed into place when complete,
+so an interrupted run leaves no OUT behind. load_prepared maps images.npy copy-on-write: the
+loader reads pages on demand and nothing is written back to the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ResnetlabError
+from .dataset import DataSplits, ImageDataset
+from .folders import GREY_MODES, _bad_error, _header, decode_files, tree_items
+
+META_NAME = "resnetlab-data.json"
+IMAGES_NAME = "images.npy"
+FORMAT = "resnetlab-prepared"
+VERSION = 1
+CHUNK = 512
+
+
+def is_prepared(path: str | os.PathLike) -> bool:
+    """Whether a directory is a prepared cache."""
+    return (Path(path) / META_NAME).is_file()
+
+
+def _shrink_npy(path: Path, offset: int, shape: tuple[int, ...]) -> None:
+    """Rewrite an .npy v1.0 header in place for fewer rows and cut the file to its new length."""
+    body = f"{{'descr': '|u1', 'fortran_order': False, 'shape': {tuple(shape)}, }}"
+    hlen = offset - 10
+    if len(body) + 1 > hlen:
+        raise ResnetlabError(f"{path}: cannot rewrite the array header")
+    header = b"\x93NUMPY\x01\x00" + struct.pack("<H", hlen) + body.ljust(hlen - 1).encode() + b"\n"
+    with open(path, "r+b") as f:
+        f.write(header)
+        f.truncate(offset + int(np.prod(shape)))
+
+
+def prepare_folder(
+    folder: str | os.PathLike,
+    out: str | os.PathLike,
+    size: int,
+    *,
+    mode: str | None = None,
+    skip_bad: bool = False,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    progress=None,
+) -> dict:
+    """Decode a class-folder tree once into OUT (see module doc); returns the written metadata."""
+    folder, out = Path(folder), Path(out)
+    if size < 1:
+        raise ResnetlabError(f"--size must be a positive number of pixels, got {size}")
+    if mode is not None and mode not in ("RGB", "L"):
+        raise ResnetlabError(f"unknown image mode {mode!r}; use RGB or L")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ResnetlabError(f"{out}: already exists; remove it or choose another output")
+    split_items, classes = tree_items(folder, test_fraction=test_fraction, seed=seed)
+    order = [s for s in ("train", "val", "test") if s in split_items]
+
+    if mode is None:
+        grey = True
+        for its in split_items.values():
+            for p, _ in its:
+                h = _header(p)
+                if isinstance(h, str):
+                    if not skip_bad:
+                        raise _bad_error([h], folder)
+                    continue
+                if h[0] not in GREY_MODES:
+                    grey = False
+                    break
+            if not grey:
+                break
+        mode = "L" if grey else "RGB"
+    channels = 3 if mode == "RGB" else 1
+    total = sum(len(split_items[s]) for s in order)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        images_path = tmp / IMAGES_NAME
+        arr = np.lib.format.open_memmap(
+            images_path, mode="w+", dtype=np.uint8, shape=(total, channels, size, size)
+        )
+        offset = arr.offset
+        labels: list[int] = []
+        splits: dict[str, list[int]] = {}
+        skipped: list[str] = []
+        pos = 0
+        for s in order:
+            its = split_items[s]
+            start = pos
+            for c0 in range(0, len(its), CHUNK):
+                chunk = its[c0 : c0 + CHUNK]
+                imgs, ok, bad = decode_files([p for p, _ in chunk], mode, (size, size))
+                if bad and not skip_bad:
+                    raise _bad_error(bad, folder)
+                skipped.extend(bad)
+                arr[pos : pos + len(ok)] = imgs.numpy()
+                labels.extend(chunk[i][1] for i in ok)
+                pos += len(ok)
+                if progress is not None:
+                    progress(len(chunk))
+            if pos == start:
+                raise ResnetlabError(f"{folder}: the {s} split has no readable images")
+            splits[s] = [start, pos]
+        arr.flush()
+        del arr
+        if pos < total:
+            _shrink_npy(images_path, offset, (pos, channels, size, size))
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "name": folder.resolve().name,
+            "classes": classes,
+            "mode": mode,
+            "shape": [pos, channels, size, size],
+            "splits": splits,
+            "labels": labels,
+            "skipped": len(skipped),
+        }
+        (tmp / META_NAME).write_text(json.dumps(meta))
+        os.replace(tmp, out)  # onto nothing, or onto an empty directory (checked above)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    meta["skipped_files"] = skipped
+    return meta
+
+
+def load_prepared(path: str | os.PathLike) -> DataSplits:
+    """Open a prepared cache: splits whose images are views of one memory-mapped array."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / META_NAME).read_text())
+    except (OSError, ValueError) as e:
+        raise ResnetlabError(f"{path / META_NAME}: not readable ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ResnetlabError(f"{path / META_NAME}: not a resnetlab prepared-data file")
+    if meta.get("version") != VERSION:
+        raise ResnetlabError(
+            f"{path}: prepared-data version {meta.get('version')}, this resnetlab reads {VERSION}"
+        )
+    try:
+        arr = np.load(path / IMAGES_NAME, mmap_mode="c", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ResnetlabError(f"{path / IMAGES_NAME}: not readable ({e})") from None
+    shape = tuple(meta["shape"])
+    labels = meta["labels"]
+    if arr.dtype != np.uint8 or arr.shape != shape or len(labels) != shape[0]:
+        raise ResnetlabError(
+            f"{path}: images.npy is {arr.dtype} {arr.shape} with {len(labels)} labels, but the "
+            f"metadata says uint8 {shape}; prepare it again"
+        )
+    classes = list(meta["classes"])
+    y = torch.tensor(labels, dtype=torch.int64)
+    if len(y) and (y.min() < 0 or y.max() >= len(classes)):
+        raise ResnetlabError(f"{path}: labels out of range for {len(classes)} classes")
+    x = torch.from_numpy(arr)
+    parts = {}
+    for s, (a, b) in meta["splits"].items():
+        if not 0 <= a < b <= shape[0]:
+            raise ResnetlabError(f"{path}: split {s} [{a}, {b}) out of range")
+        parts[s] = ImageDataset(x[a:b], y[a:b], classes)
+    if "train" not in parts or "test" not in parts:
+        raise ResnetlabError(f"{path}: prepared data lacks a train or test split")
+    return DataSplits(meta.get("name", path.name), parts["train"], parts["test"], parts.get("val"))

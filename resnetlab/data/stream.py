@@ -1,0 +1,225 @@
+"""Decode-on-the-fly for folders too large for memory: a Dataset, DataLoader workers, and
+ImageNet-style transforms written on Pillow and torch.
+
+Training: random-resized crop (area 8%..100% of the image, aspect 3/4..4/3, as in Szegedy et al.
+and the torchvision recipe) to size x size, then a horizontal flip with probability 0.5.
+Evaluation: resize the shorter side to `resize` (256), then a centre crop of size x size (224).
+Images are converted to RGB or L (resnetlab.data.images rules), scaled to 0..1 and normalised.
+
+Randomness: each sample's draws come from a generator seeded by (seed, epoch, index), so a batch
+is the same whatever the number of workers; set_epoch() moves to the next epoch's draws and order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import ResnetlabError
+from .images import convert_mode, open_image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=gen))
+
+
+def random_resized_crop(
+    img: Image.Image,
+    size: int,
+    gen: torch.Generator,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> Image.Image:
+    """A random crop of random area and aspect, resized to size x size (bilinear)."""
+    width, height = img.size
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * _uniform(gen, *scale)
+        aspect = math.exp(_uniform(gen, *log_ratio))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (), generator=gen))
+            left = int(torch.randint(0, width - w + 1, (), generator=gen))
+            break
+    else:  # fall back to a centre crop of the whole image, aspect clamped to `ratio`
+        in_ratio = width / height
+        if in_ratio < ratio[0]:
+            w, h = width, round(width / ratio[0])
+        elif in_ratio > ratio[1]:
+            w, h = round(height * ratio[1]), height
+        else:
+            w, h = width, height
+        top, left = (height - h) // 2, (width - w) // 2
+    return img.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
+
+
+def resize_shorter(img: Image.Image, size: int) -> Image.Image:
+    """Resize so that the shorter side is `size`, keeping the aspect (bilinear, antialiased)."""
+    w, h = img.size
+    if min(w, h) == size:
+        return img
+    if w <= h:
+        nw, nh = size, max(1, round(h * size / w))
+    else:
+        nw, nh = max(1, round(w * size / h)), size
+    return img.resize((nw, nh), Image.Resampling.BILINEAR)
+
+
+def center_crop(img: Image.Image, size: int) -> Image.Image:
+    """The central size x size crop (an image smaller than that is padded with black first)."""
+    w, h = img.size
+    if w < size or h < size:
+        canvas = Image.new(img.mode, (max(w, size), max(h, size)))
+        canvas.paste(img, ((max(w, size) - w) // 2, (max(h, size) - h) // 2))
+        img, (w, h) = canvas, canvas.size
+    left, top = round((w - size) / 2), round((h - size) / 2)
+    return img.crop((left, top, left + size, top + size))
+
+
+def to_normalised_tensor(img: Image.Image, mean, std) -> torch.Tensor:
+    """float32 (C, H, W): pixels / 255, minus mean, over std (per channel)."""
+    a = np.asarray(img, dtype=np.uint8)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    x = torch.from_numpy(a.transpose(2, 0, 1).copy()).float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    return x.sub_(m).div_(s)
+
+
+def train_transform(
+    img: Image.Image, gen: torch.Generator, size: int = 224, flip: bool = True
+) -> Image.Image:
+    """Random-resized crop to size x size, then a random horizontal flip."""
+    img = random_resized_crop(img, size, gen)
+    if flip and float(torch.rand((), generator=gen)) < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return img
+
+
+def eval_transform(img: Image.Image, size: int = 224, resize: int = 256) -> Image.Image:
+    """Resize the shorter side to `resize`, then take the centre size x size crop."""
+    return center_crop(resize_shorter(img, resize), size)
+
+
+class FolderDataset(Dataset):
+    """Images decoded from files when asked for, transformed for training or evaluation."""
+
+    def __init__(
+        self,
+        items: list[tuple[Path, int]],
+        classes: list[str],
+        *,
+        train: bool,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        size: int = 224,
+        resize: int = 256,
+        mode: str = "RGB",
+        seed: int = 0,
+        skip_bad: bool = False,
+    ):
+        if mode not in ("RGB", "L"):
+            raise ResnetlabError(f"unknown image mode {mode!r}; use RGB or L")
+        channels = 3 if mode == "RGB" else 1
+        if len(mean) != channels or len(std) != channels:
+            raise ResnetlabError(f"mean and std need {channels} values for mode {mode}")
+        self.items, self.classes = list(items), list(classes)
+        self.train, self.mean, self.std = train, tuple(mean), tuple(std)
+        self.size, self.resize, self.mode = size, resize, mode
+        self.seed, self.skip_bad, self.epoch = seed, skip_bad, 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the random draws of this epoch."""
+        self.epoch = epoch
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
+        path, label = self.items[i]
+        try:
+            img = convert_mode(open_image(path), self.mode)
+        except ResnetlabError:
+            if self.skip_bad:
+                return None
+            raise
+        if self.train:
+            gen = torch.Generator().manual_seed(
+                (self.seed * 1_000_003 + self.epoch) * 1_000_000_007 + i
+            )
+            img = train_transform(img, gen, self.size)
+        else:
+            img = eval_transform(img, self.size, self.resize)
+        return to_normalised_tensor(img, self.mean, self.std), label
+
+
+def _collate(samples):
+    kept = [s for s in samples if s is not None]
+    if not kept:
+        return None
+    x = torch.stack([s[0] for s in kept]).contiguous(memory_format=torch.channels_last)
+    return x, torch.tensor([s[1] for s in kept], dtype=torch.int64)
+
+
+class StreamLoader:
+    """Batches (x float32 normalised, channels_last; y int64) decoded by DataLoader workers."""
+
+    def __init__(
+        self,
+        dataset: FolderDataset,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        workers: int = 2,
+        seed: int = 0,
+        drop_last: bool | None = None,
+    ):
+        self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
+        self.workers, self.seed, self.epoch = workers, seed, 0
+        self.drop_last = shuffle if drop_last is None else drop_last
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle and redraw augmentations for this epoch."""
+        self.epoch = epoch
+        self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=self.shuffle,
+            generator=gen,
+            num_workers=self.workers,
+            collate_fn=_collate,
+            drop_last=self.drop_last,
+            persistent_workers=False,
+        )
+        it = iter(loader)
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except ResnetlabError as e:  # from a worker: keep only the original one-line message
+                lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+                last = lines[-1] if lines else str(e)
+                raise ResnetlabError(last.split("ResnetlabError: ", 1)[-1]) from None
+            if batch is not None:
+                yield batch
