@@ -1,9 +1,287 @@
-"""Subcommands of the train group (registered by resnetlab.cli)."""
+"""`resnetlab train` and `resnetlab eval`."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+from pathlib import Path
+
+from ..errors import ResnetlabError
+
+DEFAULT_MODEL = "resnet20"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's subcommands to the parser."""
+    p = sub.add_parser(
+        "train",
+        help="train a model on a dataset (fast on a CPU; resumable; torchrun for many processes)",
+        description="Train MODEL on SOURCE. Every option has a default; `--recipe paper` follows "
+        "He et al. 2015. Writes metrics.jsonl, curves.png, summary.json, last/best .safetensors "
+        "and a checkpoint into --out.",
+    )
+    p.add_argument("--model", help=f"model name (see `resnetlab models`; default {DEFAULT_MODEL})")
+    p.add_argument("--data", help="dataset: fashion-mnist, mnist, cifar10, a folder, an .npz")
+    p.add_argument("--recipe", choices=("fast", "paper"), help="training recipe (default fast)")
+    p.add_argument("--epochs", type=int, help="epochs (default: the recipe's)")
+    p.add_argument("--batch-size", type=int, help="global batch size (default: the recipe's)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
+    p.add_argument("--out", help="run directory (default runs/MODEL-DATA)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="continue the run in DIR (default: --out) from its checkpoint",
+    )
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--subset", type=int, help="train on the first N training images only")
+    p.add_argument("--val-split", type=float, help="hold out this fraction (or count) of train")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="autocast precision (auto: bf16 where the hardware has it, else fp32)",
+    )
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the model (default: where it pays, see docs/training.md)",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="model option, e.g. --option layers=[1,1,1] --option stem=small",
+    )
+    p.add_argument(
+        "--init-from",
+        metavar="WEIGHTS",
+        help="start from these weights (.safetensors or torchvision-style .pth)",
+    )
+    p.add_argument(
+        "--freeze", metavar="PARTS", help="comma list of parts to freeze: stem,layer1,..."
+    )
+    p.add_argument(
+        "--body-lr-scale",
+        type=float,
+        help="lr of everything but the head, relative (default 0.1 with --init-from)",
+    )
+    p.add_argument(
+        "--sync-bn",
+        action="store_true",
+        default=None,
+        help="synchronise batch norm across processes (torchrun)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="STEPS",
+        help="also checkpoint every STEPS steps (always at each epoch's end)",
+    )
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="translation and flips as the recipe says (default), or none",
+    )
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=run_train)
+
+    p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and a confusion matrix")
+    p.add_argument("weights", help="a .safetensors file written by `resnetlab train`")
+    p.add_argument("--data", required=True, help="dataset source (as for train)")
+    p.add_argument("--split", choices=("test", "train"), default="test")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also evaluate the mirrored image (default: as the model was trained)",
+    )
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument(
+        "--confusion",
+        metavar="PNG",
+        help="where to write the confusion matrix (default: beside the weights)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.set_defaults(func=run_eval)
+
+
+def _parse_options(items: list[str] | None) -> dict:
+    options = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ResnetlabError(f"--option {item!r}: expected KEY=VALUE, e.g. layers=[1,1,1]")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value  # a bare word such as stem=small
+    return options
+
+
+def build_config(args: argparse.Namespace):
+    """TrainConfig from the command line, completed from the checkpoint when resuming."""
+    from ..train.checkpoint import load_checkpoint
+    from ..train.loop import TrainConfig
+
+    given = {
+        "model": args.model,
+        "data": args.data,
+        "out": args.out,
+        "recipe": args.recipe,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "subset": args.subset,
+        "val_split": args.val_split,
+        "precision": args.precision,
+        "compile": None if args.compile is None else ("on" if args.compile else "off"),
+        "model_options": _parse_options(args.option) if args.option else None,
+        "init_from": args.init_from,
+        "freeze": [s for s in args.freeze.split(",") if s] if args.freeze else None,
+        "body_lr_scale": args.body_lr_scale,
+        "sync_bn": args.sync_bn,
+        "augment": args.augment,
+        "checkpoint_every": args.checkpoint_every,
+        "device": args.device,
+        "quiet": args.quiet or None,
+    }
+    for key in ("epochs", "batch_size", "subset", "checkpoint_every"):
+        v = given[key]
+        if v is not None and (v < 1 if key != "checkpoint_every" else v < 0):
+            raise ResnetlabError(f"--{key.replace('_', '-')} must be positive, got {v}")
+    if given["lr"] is not None and not (math.isfinite(given["lr"]) and given["lr"] > 0):
+        raise ResnetlabError(f"--lr must be a positive number, got {given['lr']}")
+    if given["val_split"] is not None and given["val_split"] < 0:
+        raise ResnetlabError(f"--val-split must be >= 0, got {given['val_split']}")
+    resume = None
+    if args.resume is not None:
+        resume = args.resume or args.out
+        if not resume:
+            raise ResnetlabError("--resume needs the run directory: --resume DIR (or --out DIR)")
+        _, state = load_checkpoint(resume)
+        saved = dict(state["config"])
+        for key in ("model", "data"):
+            if given[key] is not None and given[key] != saved.get(key):
+                raise ResnetlabError(
+                    f"checkpoint in {resume} is of {key} {saved.get(key)!r}, not {given[key]!r}"
+                )
+        if given["out"] is None:
+            given["out"] = str(resume) if Path(resume, "checkpoint").is_dir() else saved["out"]
+        merged = {k: (v if v is not None else saved.get(k)) for k, v in given.items()}
+        merged = {k: v for k, v in merged.items() if v is not None}
+        return TrainConfig(**merged), resume
+    if given["data"] is None:
+        raise ResnetlabError("--data is required (e.g. --data fashion-mnist)")
+    given["model"] = given["model"] or DEFAULT_MODEL
+    if given["out"] is None:
+        stem = Path(given["data"]).name or "data"
+        given["out"] = str(Path("runs") / f"{given['model']}-{stem}")
+    return TrainConfig(**{k: v for k, v in given.items() if v is not None}), None
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """`resnetlab train`."""
+    from ..models import get_entry
+    from ..train.loop import fit
+
+    cfg, resume = build_config(args)
+    get_entry(cfg.model)
+    fit(cfg, resume=resume)
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """`resnetlab eval`."""
+    import torch
+
+    from ..data import load_source
+    from ..data.loader import BatchLoader, compute_mean_std
+    from ..models import get_entry, load_model
+    from ..train.distributed import pick_device
+    from ..train.evaluate import evaluate, plot_confusion
+
+    if args.batch_size < 1:
+        raise ResnetlabError(f"--batch-size must be positive, got {args.batch_size}")
+    model, meta = load_model(args.weights)
+    splits = load_source(args.data)
+    data = splits.test if args.split == "test" else splits.train
+    shape = list(data.image_shape)
+    want = meta.get("input_size")
+    if want is not None and list(want) != shape:
+        raise ResnetlabError(
+            f"{args.weights} expects images {'x'.join(map(str, want))} but {args.data} has "
+            f"{'x'.join(map(str, shape))}"
+        )
+    num_classes = int(meta.get("num_classes", 0))
+    classes = list(meta.get("classes") or data.classes)
+    n_data = int(data.labels.max()) + 1 if len(data) else 0
+    if num_classes < n_data:
+        raise ResnetlabError(
+            f"{args.weights} has {num_classes} classes; {args.data} has labels up to {n_data - 1}"
+        )
+    if len(classes) != num_classes:
+        classes = [str(i) for i in range(num_classes)]
+    if "mean" in meta and "std" in meta:
+        mean, std = meta["mean"], meta["std"]
+    else:
+        mean, std = compute_mean_std(splits.train.images)
+    device = pick_device(args.device)
+    conv = get_entry(meta["name"]).layout != "mlp"
+    model.to(device)
+    if conv:
+        model.to(memory_format=torch.channels_last)
+    loader = BatchLoader(data, args.batch_size, train=False, mean=mean, std=std, channels_last=conv)
+    tta = bool(meta.get("tta", False)) if args.tta is None else args.tta
+    dtype = torch.bfloat16 if args.precision == "bf16" else None
+    res = evaluate(
+        model, loader, num_classes=num_classes, device=device, tta_flip=tta, autocast_dtype=dtype
+    )
+    weights = Path(args.weights)
+    png = (
+        Path(args.confusion)
+        if args.confusion
+        else weights.with_name(weights.stem + "_confusion.png")
+    )
+    plot_confusion(res.confusion, classes, png, f"{meta['name']} on {splits.name} ({args.split})")
+    per_class = res.per_class_acc()
+    report = {
+        "weights": str(weights),
+        "model": meta["name"],
+        "dataset": splits.name,
+        "split": args.split,
+        "images": res.n,
+        "top1_acc": res.top1_acc,
+        "top5_acc": 1 - res.top5_err,
+        "top1_err": res.top1_err,
+        "top5_err": res.top5_err,
+        "loss": res.loss,
+        "tta_flip": tta,
+        "per_class_acc": {c: a for c, a in zip(classes, per_class)},
+        "confusion": res.confusion.tolist(),
+        "confusion_png": str(png),
+    }
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    what = f"{res.n} images{', flip TTA' if tta else ''}"
+    print(f"{meta['name']} on {splits.name} {args.split} ({what})")
+    width = max(len(c) for c in classes)
+    for c, a in zip(classes, per_class):
+        print(f"  {c:<{width}}  {100 * a:6.2f}%" if a == a else f"  {c:<{width}}      -")
+    print(f"top-5 accuracy {100 * (1 - res.top5_err):.2f}%")
+    print(f"confusion matrix -> {png}")
+    print(
+        f"test accuracy {100 * res.top1_acc:.2f}%"
+        if args.split == "test"
+        else f"{args.split} accuracy {100 * res.top1_acc:.2f}%"
+    )
+    return 0

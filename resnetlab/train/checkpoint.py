@@ -1,0 +1,129 @@
+"""Checkpoints: a directory with the weights (safetensors) and the rest of the state (torch.save).
+
+`DIR/checkpoint/model.safetensors` holds the model (and its moving average, under `ema.`);
+`DIR/checkpoint/state.pt` holds the optimiser, schedule, RNG and loader state, the epoch and step,
+the run's configuration and its metrics so far, all of types that torch.load(weights_only=True)
+accepts. A new checkpoint is written into a temporary directory and swapped in by renames, so a
+crash at any moment leaves one complete checkpoint (`checkpoint` or, mid-swap, `checkpoint.old`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import ResnetlabError
+
+CHECKPOINT_DIR = "checkpoint"
+WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "state.pt"
+EMA_PREFIX = "ema."
+
+
+def checkpoint_path(run_dir: str | os.PathLike) -> Path:
+    """Where a run directory keeps its checkpoint."""
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def save_checkpoint(
+    path: str | os.PathLike, weights: dict[str, torch.Tensor], state: dict[str, Any]
+) -> None:
+    """Write weights and state into directory `path` atomically (temp dir, then renames)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = path.with_name(path.name + ".old")
+    try:
+        tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"step": str(state.get("step", 0))})
+        torch.save(state, tmp / STATE_FILE)
+        _fsync_dir(tmp)
+        if path.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint directory for a run directory or a checkpoint directory (or its .old twin)."""
+    path = Path(path)
+    for cand in (path, path / CHECKPOINT_DIR):
+        if (cand / STATE_FILE).is_file() and (cand / WEIGHTS_FILE).is_file():
+            return cand
+        old = cand.with_name(cand.name + ".old")
+        if (old / STATE_FILE).is_file() and (old / WEIGHTS_FILE).is_file():
+            return old
+    raise ResnetlabError(
+        f"no checkpoint in {path} (expected {path / CHECKPOINT_DIR / STATE_FILE}); "
+        "pass the run's --out directory"
+    )
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read (weights, state) of a checkpoint; never runs code from the files."""
+    ckpt = find_checkpoint(path)
+    try:
+        weights = load_file(str(ckpt / WEIGHTS_FILE))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ResnetlabError(
+            f"{ckpt / WEIGHTS_FILE}: unreadable checkpoint weights ({e})"
+        ) from None
+    try:
+        state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as e:  # any unpickling failure means a corrupt or foreign file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ResnetlabError(
+            f"{ckpt / STATE_FILE}: unreadable checkpoint state ({first[:200]})"
+        ) from None
+    if not isinstance(state, dict) or "config" not in state or "step" not in state:
+        raise ResnetlabError(f"{ckpt / STATE_FILE}: not a resnetlab training checkpoint")
+    return weights, state
+
+
+def split_ema(weights: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    """Separate the model's tensors from those of its moving average."""
+    model = {k: v for k, v in weights.items() if not k.startswith(EMA_PREFIX)}
+    ema = {k[len(EMA_PREFIX) :]: v for k, v in weights.items() if k.startswith(EMA_PREFIX)}
+    return model, ema
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator the loop draws from (the loader seeds its own per batch)."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what rng_state returned."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

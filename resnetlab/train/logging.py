@@ -1,0 +1,117 @@
+"""What a run leaves: metrics.jsonl, error curves (paper style), a summary, a progress display."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..models.weights import atomic_write
+
+METRICS_FILE = "metrics.jsonl"
+CURVES_FILE = "curves.png"
+SUMMARY_FILE = "summary.json"
+
+
+def write_metrics(run_dir: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
+    """Write every epoch's row as one JSON line (the whole file, atomically: resume-safe)."""
+    path = Path(run_dir) / METRICS_FILE
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return path
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl file."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def write_summary(run_dir: str | os.PathLike, summary: dict[str, Any]) -> Path:
+    """Write summary.json atomically."""
+    path = Path(run_dir) / SUMMARY_FILE
+    text = json.dumps(summary, indent=1) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return path
+
+
+def plot_curves(run_dir: str | os.PathLike, rows: list[dict[str, Any]], title: str) -> Path | None:
+    """Train error dashed, test error solid, in percent against epochs (as in the ResNet paper)."""
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.plot(
+        epochs, [100 * r["train_top1_err"] for r in rows], "--", color="C0", label="train error"
+    )
+    ax.plot(epochs, [100 * r["test_top1_err"] for r in rows], "-", color="C0", label="test error")
+    if any("val_top1_err" in r for r in rows):
+        ax.plot(
+            [r["epoch"] for r in rows if "val_top1_err" in r],
+            [100 * r["val_top1_err"] for r in rows if "val_top1_err" in r],
+            ":",
+            color="C1",
+            label="validation error",
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("error (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path = Path(run_dir) / CURVES_FILE
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return path
+
+
+class Progress:
+    """Loss, accuracy, images/s, ETA: a tqdm bar on a terminal, else a plain line now and then."""
+
+    def __init__(self, total: int, desc: str, *, enabled: bool = True, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.total = total
+        self.desc = desc
+        self.count = 0
+        self.start = time.perf_counter()
+        self.bar = None
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.every = max(1, -(-total // 5))  # plain mode: about five lines per epoch
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total, desc=desc, file=self.stream, leave=False, dynamic_ncols=True
+            )
+
+    def update(self, n: int, loss: float, acc: float, images: int) -> None:
+        """Record n more steps; show running loss, accuracy and speed."""
+        self.count += n
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.start
+        speed = images / max(elapsed, 1e-9)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{100 * acc:.1f}%", img_s=f"{speed:.0f}")
+            self.bar.update(n)
+        elif self.count % self.every == 0 or self.count == self.total:
+            eta = elapsed / max(self.count, 1) * (self.total - self.count)
+            print(
+                f"{self.desc} {self.count}/{self.total} loss {loss:.4f} acc {100 * acc:.2f}% "
+                f"{speed:.0f} img/s eta {eta:.0f}s",
+                file=self.stream,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        """Remove the bar."""
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,165 @@
+"""Training recipes: the paper's CIFAR schedule, and a fast one tuned for accuracy per CPU minute.
+
+A recipe is a plain dataclass. The command line overrides single fields (--lr, --epochs,
+--batch-size); everything else comes from here. The learning rate follows `lr_factor`, a pure
+function of the step (plus, for the paper's deep-net warm-up, one flag kept in the schedule state),
+so a resumed run sets exactly the rate an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from ..errors import ResnetlabError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimiser, schedule, regularisation and augmentation of one way to train."""
+
+    name: str
+    epochs: int
+    batch_size: int
+    lr: float  # peak learning rate at `batch_size`
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    decay_norm_and_bias: bool = True  # False: no weight decay on BN parameters and biases
+    schedule: str = "step"  # "step" (divide by 10 at `milestones`), "linear", "cosine"
+    milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of training (step schedule)
+    warmup_frac: float = 0.0  # linear warm-up from `warmup_start` x lr over this fraction of steps
+    warmup_start: float = 0.1
+    deep_warmup_lr: float = 0.0  # the paper: constant lr this low for nets of >= 110 layers ...
+    deep_warmup_iters: int = 400  # ... for at most this many steps or until train error < 80%
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # 0 disables the moving average of the weights
+    ema_every: int = 1  # update the average every this many steps (cheaper on a CPU)
+    tta_flip: bool = False  # evaluate on the image and its mirror
+    pad: int = 4  # random translation by up to this many pixels
+    flip: bool = True
+    erase: float = 0.0  # probability of random erasing per image
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as JSON-able values (for checkpoints and the summary)."""
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+
+# The CIFAR recipe of He et al. 2015 (Section 4.2): 64k iterations of batch 128 on 45k-50k images
+# is about 164-182 epochs; 182 is the 50k-image count.
+PAPER = Recipe(
+    name="paper",
+    epochs=182,
+    batch_size=128,
+    lr=0.1,
+    momentum=0.9,
+    weight_decay=1e-4,
+    schedule="step",
+    milestones=(0.5, 0.75),
+    deep_warmup_lr=0.01,
+    deep_warmup_iters=400,
+    pad=4,
+    flip=True,
+)
+
+# Accuracy per minute on a 2-core CPU; each choice is measured in docs/training.md.
+FAST = Recipe(
+    name="fast",
+    epochs=10,
+    batch_size=128,
+    lr=0.2,
+    momentum=0.9,
+    nesterov=True,
+    weight_decay=5e-4,
+    decay_norm_and_bias=False,
+    schedule="linear",
+    warmup_frac=0.05,
+    label_smoothing=0.1,
+    ema_decay=0.0,
+    tta_flip=True,
+    pad=2,
+    flip=True,
+)
+
+RECIPES = {"paper": PAPER, "fast": FAST}
+
+
+def get_recipe(name: str, **overrides: Any) -> Recipe:
+    """A named recipe with some fields replaced (None values are ignored)."""
+    if name not in RECIPES:
+        raise ResnetlabError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    fields = {k: v for k, v in overrides.items() if v is not None}
+    for key in ("epochs", "batch_size"):
+        if key in fields and int(fields[key]) < 1:
+            raise ResnetlabError(f"--{key.replace('_', '-')} must be at least 1, got {fields[key]}")
+    if "lr" in fields and not (math.isfinite(fields["lr"]) and fields["lr"] > 0):
+        raise ResnetlabError(f"--lr must be a positive number, got {fields['lr']}")
+    return replace(RECIPES[name], **fields)
+
+
+def lr_factor(recipe: Recipe, step: int, total_steps: int) -> float:
+    """Multiplier of the peak learning rate at `step` (0-based) of `total_steps`."""
+    total = max(1, total_steps)
+    t = step / total
+    warm = recipe.warmup_frac
+    if warm > 0 and t < warm:
+        return recipe.warmup_start + (1 - recipe.warmup_start) * t / warm
+    if recipe.schedule == "step":
+        return 0.1 ** sum(step >= round(m * total) for m in recipe.milestones)
+    rest = (t - warm) / max(1e-12, 1 - warm)
+    if recipe.schedule == "linear":
+        return max(0.0, 1.0 - rest)
+    if recipe.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, rest)))
+    raise ResnetlabError(f"unknown schedule {recipe.schedule!r}; use step, linear or cosine")
+
+
+class Schedule:
+    """Sets each parameter group's lr every step; its whole state is two numbers."""
+
+    def __init__(self, optimizer, recipe: Recipe, total_steps: int, depth: int) -> None:
+        self.optimizer = optimizer
+        self.recipe = recipe
+        self.total_steps = total_steps
+        self.step_count = 0
+        # the paper's warm-up applies to nets of 110 layers or more
+        self.deep_warmup = bool(recipe.deep_warmup_lr > 0 and depth >= 110)
+        self.warm_done = not self.deep_warmup
+        for g in optimizer.param_groups:
+            g.setdefault("base_lr", g["lr"])
+
+    def current_factor(self) -> float:
+        """The factor of the next step, before the deep-net warm-up."""
+        return lr_factor(self.recipe, self.step_count, self.total_steps)
+
+    def apply(self) -> float:
+        """Write the lr of the coming step into the optimiser; returns the peak-group lr."""
+        if not self.warm_done:
+            lrs = [self.recipe.deep_warmup_lr * g["lr_scale"] for g in self.optimizer.param_groups]
+        else:
+            f = self.current_factor()
+            lrs = [g["base_lr"] * f for g in self.optimizer.param_groups]
+        for g, lr in zip(self.optimizer.param_groups, lrs):
+            g["lr"] = lr
+        return max(lrs)
+
+    def step(self, train_err: float | None = None) -> None:
+        """Advance one step; the paper's warm-up ends when train error < 80% or after its budget."""
+        self.step_count += 1
+        if not self.warm_done and (
+            (train_err is not None and train_err < 0.8)
+            or self.step_count >= self.recipe.deep_warmup_iters
+        ):
+            self.warm_done = True
+
+    def state_dict(self) -> dict[str, Any]:
+        """Step count and warm-up flag."""
+        return {"step_count": self.step_count, "warm_done": self.warm_done}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what state_dict returned."""
+        self.step_count = int(state["step_count"])
+        self.warm_done = bool(state["warm_done"])
