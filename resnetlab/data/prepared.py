@@ -16,6 +16,7 @@ import os
 import shutil
 import struct
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,9 +59,12 @@ def prepare_folder(
     skip_bad: bool = False,
     test_fraction: float = 0.2,
     seed: int = 0,
-    progress=None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Decode a class-folder tree once into OUT (see module doc); returns the written metadata."""
+    """Decode a class-folder tree once into OUT (see module doc); returns the written metadata.
+
+    progress(done, total), when given, is called after each chunk of decoded files.
+    """
     folder, out = Path(folder), Path(out)
     if size < 1:
         raise ResnetlabError(f"--size must be a positive number of pixels, got {size}")
@@ -114,7 +118,7 @@ def prepare_folder(
                 labels.extend(chunk[i][1] for i in ok)
                 pos += len(ok)
                 if progress is not None:
-                    progress(len(chunk))
+                    progress(len(chunk), total)
             if pos == start:
                 raise ResnetlabError(f"{folder}: the {s} split has no readable images")
             splits[s] = [start, pos]
