@@ -133,12 +133,17 @@ def build_model(
                     spec_kw[k] = tuple(spec_kw[k])
             spec = replace(entry.spec, **spec_kw)
             net_kw = {k: v for k, v in options.items() if k in RESNET_OPTIONS}
-            model = ResNet(spec, num_classes=num_classes, in_chans=in_chans or 3, **net_kw)
+            model = ResNet(
+                spec,
+                num_classes=num_classes,
+                in_chans=3 if in_chans is None else in_chans,
+                **net_kw,
+            )
     except (ValueError, TypeError) as e:
         raise ResnetlabError(f"{name}: {e}") from None
     config = {"name": name, "num_classes": num_classes, "options": dict(options)}
     if entry.layout != "mlp":
-        config["in_chans"] = in_chans or 3
+        config["in_chans"] = 3 if in_chans is None else in_chans
     model.resnetlab_config = config
     if features_only:
         try:

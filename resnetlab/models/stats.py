@@ -16,7 +16,8 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
 
 def count_macs(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> int:
     """Multiply-adds of one forward pass, as the ResNet paper and torchvision count FLOPs."""
-    x = torch.zeros(batch_size, *input_size)
+    param = next(model.parameters(), None)
+    x = torch.zeros(batch_size, *input_size, device=param.device if param is not None else None)
     was_training = model.training
     model.eval()
     try:
