@@ -1,12 +1,7 @@
-"""Shared pieces of the training tests: a tiny learnable dataset and a tiny model configuration.
-
-Run as a script, it trains in a fresh process (for the kill/resume and Ctrl-C tests):
-`python tests/test_train_helpers.py OUT_DIR [--resume] [--epochs N] [--every N] [--lr X]`.
-"""
+"""Shared pieces of the training tests: a tiny learnable dataset, a tiny model, a CLI runner."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
@@ -50,30 +45,41 @@ def tiny_config(out, **kw):
     return TrainConfig(**base)
 
 
-def main(argv: list[str]) -> int:
-    """Train `tiny_config` in this process (what the subprocess tests run)."""
-    from resnetlab.errors import ResnetlabError
-    from resnetlab.train.loop import fit
+def write_npz(path, n_train: int = 192, n_test: int = 64):
+    """Save `tiny_splits` as an .npz source (x_train, y_train, x_test, y_test, classes)."""
+    import numpy as np
 
-    p = argparse.ArgumentParser()
-    p.add_argument("out")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--every", type=int, default=0)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--recipe", default="fast")
-    a = p.parse_args(argv)
-    torch.set_num_threads(1)
-    cfg = tiny_config(a.out, epochs=a.epochs, checkpoint_every=a.every, lr=a.lr, recipe=a.recipe)
-    try:
-        fit(cfg, tiny_splits(), resume=a.out if a.resume else None)
-    except ResnetlabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    sp = tiny_splits(n_train, n_test)
+    np.savez(
+        path,
+        x_train=sp.train.images[:, 0].numpy(),
+        y_train=sp.train.labels.numpy(),
+        x_test=sp.test.images[:, 0].numpy(),
+        y_test=sp.test.labels.numpy(),
+        classes=np.array(sp.train.classes),
+    )
+    return path
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+TINY_CLI = [
+    "--model", "resnet20", "--option", "layers=[1,1,1]", "--option", "widths=[8,16,16]",
+    "--option", "stem_width=8", "--batch-size", "32", "--no-compile", "--precision", "fp32",
+    "--quiet",
+]  # fmt: skip
+
+
+def run_cli(args: list[str], env_extra: dict | None = None, **kw):
+    """Run `python -m resnetlab ARGS` in a fresh single-threaded process; returns the Popen."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **(env_extra or {}))
+    env.pop("RESNETLAB_DEBUG", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "resnetlab", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )

@@ -64,7 +64,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps; 0: only at epoch ends (and every `checkpoint_minutes`)
     checkpoint_minutes: float = 10.0
     device: str = "auto"
-    quiet: bool = False
+    quiet: bool = False  # no progress display (epoch lines and the result are still printed)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (weights_only-loadable)."""
@@ -428,7 +428,7 @@ def _fit(
         "dataset": splits.name,
         "tta": recipe.tta_flip,
     }
-    say = _printer(info.is_main and not cfg.quiet)
+    say = _printer(info.is_main)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         say(
