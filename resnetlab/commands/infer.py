@@ -60,6 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated subset of eager-fp32,eager-bf16,fast,fast-nocompile,onnxruntime",
     )
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions (default 5)")
+    p.add_argument(
+        "--rep-time", type=float, default=0.5, help="least seconds per repetition (default 0.5)"
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=run_bench)
 
@@ -155,7 +158,16 @@ def run_bench(args: argparse.Namespace) -> int:
     log = None if args.json else (lambda m: print("  " + m, file=sys.stderr, flush=True))
     if not args.json:
         print(f"{name}  input {'x'.join(map(str, size))}  {machine_line()}", flush=True)
-    rows = bench(model, name, size, sizes, paths=paths, repeats=args.repeats, log=log)
+    rows = bench(
+        model,
+        name,
+        size,
+        sizes,
+        paths=paths,
+        repeats=args.repeats,
+        min_rep_s=args.rep_time,
+        log=log,
+    )
     if args.json:
         print(json.dumps(rows_as_json(rows), indent=1))
     else:
@@ -179,11 +191,11 @@ def run_explain(args: argparse.Namespace) -> int:
         else:
             shown = ", ".join(classes[:10]) + (" ..." if len(classes) > 10 else "")
             raise ResnetlabError(f"unknown class {args.target!r}; classes are {shown}")
-    x = prep.load(args.image)
-    res = grad_cam(model, x[None], target=target, stage=args.stage)
     out = Path(args.out) if args.out else Path(f"{Path(args.image).stem}.gradcam.png")
     if out.suffix.lower() != ".png":
         raise ResnetlabError(f"--out {out}: the heatmap is written as PNG; use a .png name")
+    x = prep.load(args.image)
+    res = grad_cam(model, x[None], target=target, stage=args.stage)
     p = float(res.probs[res.index])
     pred = int(res.probs.argmax())
     title = f"{Path(args.image).name}: {classes[res.index]} (p={p:.3f}), stage {res.stage}"
