@@ -19,8 +19,15 @@ from .errors import ResnetlabError
 COMMAND_MODULES = (models_cmd, data_cmd, train_cmd, infer_cmd)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="resnetlab",
         description="Build, train, evaluate, explain, export and benchmark residual networks.",
     )
