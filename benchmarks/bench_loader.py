@@ -1,0 +1,136 @@
+"""Loader throughput against training throughput: data must never limit training.
+
+Measures, on this machine:
+1. BatchLoader throughput in images/s on Fashion-MNIST's 60000 training images with the training
+   augmentations (pad-4 random crop, horizontal flip, random erasing), batch 128, one epoch;
+2. resnet20 training throughput (in_chans=1, 28x28, batch 128, SGD, channels_last) over a few
+   steps after warm-up, with bf16 autocast and in fp32 (on CPUs without AMX or AVX512-BF16, bf16
+   is emulated and slower than fp32);
+and prints the ratio of the loader to the faster of the two (target: at least 10x).
+
+Run: .venv/bin/python benchmarks/bench_loader.py [--batches N] [--steps N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+
+from resnetlab.data import BatchLoader, compute_mean_std, load_source
+from resnetlab.models import create_model
+
+TARGET_RATIO = 10.0
+
+
+def loader_throughput(
+    batch_size: int, batches: int | None, erase: float, repeats: int
+) -> tuple[float, int]:
+    """Best of `repeats` passes: images/s of the training loader, and images per pass."""
+    splits = load_source("fashion-mnist")
+    mean, std = compute_mean_std(splits.train.images)
+    loader = BatchLoader(
+        splits.train, batch_size, train=True, mean=mean, std=std, pad=4, flip=True, erase=erase
+    )
+    total = len(loader) if batches is None else min(batches, len(loader))
+    best = 0.0
+    for rep in range(repeats):
+        loader.set_epoch(rep)
+        n = 0
+        start = time.perf_counter()
+        for i, (x, _) in enumerate(loader):
+            n += len(x)
+            if i + 1 >= total:
+                break
+        best = max(best, n / (time.perf_counter() - start))
+    return best, n
+
+
+def train_throughput(batch_size: int, steps: int, warmup: int, bf16: bool) -> float:
+    """images/s of resnet20 training steps (forward, backward, SGD update)."""
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10, in_chans=1).to(
+        memory_format=torch.channels_last
+    )
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    x = torch.randn(batch_size, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch_size,))
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batches", type=int, default=None, help="loader batches (default: 1 epoch)")
+    p.add_argument("--repeats", type=int, default=2, help="loader passes; the best is kept")
+    p.add_argument("--erase", type=float, default=0.5, help="random-erasing probability")
+    p.add_argument("--steps", type=int, default=10, help="timed training steps")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--precision", choices=("both", "bf16", "fp32"), default="both")
+    p.add_argument("--json", action="store_true", help="also print one JSON line")
+    args = p.parse_args(argv)
+
+    loader_ips, n = loader_throughput(args.batch_size, args.batches, args.erase, args.repeats)
+    precisions = ("bf16", "fp32") if args.precision == "both" else (args.precision,)
+    train = {
+        prec: train_throughput(args.batch_size, args.steps, args.warmup, prec == "bf16")
+        for prec in precisions
+    }
+    fastest = max(train, key=train.get)
+    ratio = loader_ips / train[fastest]
+    verdict = "meets" if ratio >= TARGET_RATIO else "misses"
+    cpu = platform.processor() or platform.machine()
+    print(
+        f"machine:  {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"loader:   {loader_ips:,.0f} images/s (Fashion-MNIST train, batch {args.batch_size}, "
+        f"pad-4 crop + flip + erase p={args.erase}, {n} images per pass, best of {args.repeats})"
+    )
+    for prec, ips in train.items():
+        amp = "bf16 autocast" if prec == "bf16" else "fp32"
+        print(
+            f"training: {ips:,.0f} images/s (resnet20, in_chans=1, 28x28, batch "
+            f"{args.batch_size}, {amp}, channels_last, {args.steps} steps)"
+        )
+    print(
+        f"ratio:    {ratio:.1f}x over {fastest} training (target >= {TARGET_RATIO:.0f}x: {verdict})"
+    )
+    print("rerun:    .venv/bin/python benchmarks/bench_loader.py " + " ".join(argv or sys.argv[1:]))
+    if args.json:
+        row = {
+            "loader_images_per_s": round(loader_ips, 1),
+            "train_images_per_s": {k: round(v, 1) for k, v in train.items()},
+            "ratio": round(ratio, 2),
+            "ratio_over": fastest,
+            "batch_size": args.batch_size,
+            "erase": args.erase,
+            "threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(),
+        }
+        print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
