@@ -11,19 +11,20 @@ from resnetlab.data import DataSplits, ImageDataset
 TINY_OPTIONS = {"layers": [1, 1, 1], "widths": [8, 16, 16], "stem_width": 8}
 
 
-def stripes(n: int, seed: int, size: int = 8, classes: int = 4) -> ImageDataset:
-    """Noise images with a bright row whose position is the class: learnable in a few steps."""
+def squares(n: int, seed: int, size: int = 8, classes: int = 4) -> ImageDataset:
+    """Noisy images with a bright square whose brightness is the class (flip and shift proof)."""
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(n) % classes
     y = y[torch.randperm(n, generator=g)]
-    x = (torch.rand(n, 1, size, size, generator=g) * 80).to(torch.uint8)
-    x[torch.arange(n), 0, 1 + 2 * y, :] = 240
-    return ImageDataset(x, y, [f"class{i}" for i in range(classes)])
+    x = torch.rand(n, 1, size, size, generator=g) * 60
+    lo, hi = size // 4, size - size // 4
+    x[:, :, lo:hi, lo:hi] += (60 * y + 40).view(n, 1, 1, 1).float()
+    return ImageDataset(x.clamp(0, 255).to(torch.uint8), y, [f"class{i}" for i in range(classes)])
 
 
 def tiny_splits(n_train: int = 192, n_test: int = 64) -> DataSplits:
-    """Train and test splits of `stripes`."""
-    return DataSplits("stripes", stripes(n_train, 1), stripes(n_test, 2))
+    """Train and test splits of `squares`."""
+    return DataSplits("squares", squares(n_train, 1), squares(n_test, 2))
 
 
 def tiny_config(out, **kw):
@@ -32,7 +33,7 @@ def tiny_config(out, **kw):
 
     base = dict(
         model="resnet20",
-        data="stripes",
+        data="squares",
         out=str(out),
         epochs=2,
         batch_size=32,

@@ -1,0 +1,154 @@
+"""Training throughput: the project's training step against a plain eager fp32 NCHW loop.
+
+Both loops train the same model (resnet20 at 32x32 by default, batch 128, SGD with momentum) on the
+same random batches in the same process, timed in alternating rounds after a warm-up each (for the
+compiled step the warm-up includes compiling; its time is reported separately). The project's
+step is the one resnetlab.train uses: channels_last, bf16 autocast where the CPU has native bf16
+(or when --precision bf16), torch.compile when --compile (default: on).
+
+    python benchmarks/bench_train.py                       # resnet20, 32x32, batch 128
+    python benchmarks/bench_train.py --size 28 --in-chans 1 --compile off
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import time
+
+import torch
+from torch import nn
+
+from resnetlab import create_model
+from resnetlab.train.loop import precision_name, resolve_precision
+
+
+def make_step(model: nn.Module, forward, dtype: torch.dtype | None):
+    """One SGD step of forward, cross-entropy, backward and update."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    crit = nn.CrossEntropyLoss()
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> float:
+        ctx = torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
+        with ctx:
+            loss = crit(forward(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    return step
+
+
+def interleaved(steps: dict, batches: dict, warmup: int, rounds: int, per_round: int) -> dict:
+    """Warm each step up (timing it), then time them in alternating rounds, so that a machine
+    whose load changes during the run weighs on every loop alike. Returns per-loop figures."""
+    out = {}
+    for name, step in steps.items():
+        t0 = time.perf_counter()
+        for i in range(warmup):
+            step(*batches[name][i % len(batches[name])])
+        out[name] = {"warmup_s": time.perf_counter() - t0, "seconds": 0.0, "images": 0}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            for i in range(per_round):
+                x, y = batches[name][i % len(batches[name])]
+                step(x, y)
+                out[name]["images"] += len(y)
+            out[name]["seconds"] += time.perf_counter() - t0
+    for v in out.values():
+        v["images_per_s"] = v["images"] / v["seconds"]
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--in-chans", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=4, help="alternating timed rounds per loop")
+    p.add_argument("--steps-per-round", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--compile", choices=("on", "off"), default="on")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args()
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        (
+            torch.randn(a.batch_size, a.in_chans, a.size, a.size, generator=g),
+            torch.randint(0, 10, (a.batch_size,), generator=g),
+        )
+        for _ in range(4)
+    ]
+
+    # the reference: eager, fp32, NCHW, the way a first training loop is written
+    ref_model = create_model(a.model, num_classes=10, in_chans=a.in_chans).train()
+
+    # the project's step
+    dtype = resolve_precision(a.precision, "cpu")
+    model = create_model(a.model, num_classes=10, in_chans=a.in_chans)
+    model.train().to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if a.compile == "on" else model
+    cl_batches = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in batches]
+
+    res = interleaved(
+        {
+            "reference": make_step(ref_model, ref_model, None),
+            "resnetlab": make_step(model, forward, dtype),
+        },
+        {"reference": batches, "resnetlab": cl_batches},
+        a.warmup,
+        a.rounds,
+        a.steps_per_round,
+    )
+    ref_ips, ips, warm = (
+        res["reference"]["images_per_s"],
+        res["resnetlab"]["images_per_s"],
+        res["resnetlab"]["warmup_s"],
+    )
+    result = {
+        "model": a.model,
+        "input": [a.in_chans, a.size, a.size],
+        "batch_size": a.batch_size,
+        "threads": torch.get_num_threads(),
+        "reference_images_per_s": round(ref_ips, 1),
+        "images_per_s": round(ips, 1),
+        "ratio": round(ips / ref_ips, 2),
+        "precision": precision_name(dtype),
+        "channels_last": True,
+        "compiled": a.compile == "on",
+        "warmup_seconds": round(warm, 1),
+        "load_average": os.getloadavg()[0],
+    }
+    if a.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{a.model} {a.in_chans}x{a.size}x{a.size} batch {a.batch_size}, "
+            f"{result['threads']} threads (load average {result['load_average']:.1f})"
+        )
+        print(f"  eager fp32 NCHW reference : {ref_ips:8.1f} images/s")
+        print(
+            f"  resnetlab training step   : {ips:8.1f} images/s  ({result['precision']}, "
+            f"channels_last{', compiled' if result['compiled'] else ''}; warm-up "
+            f"{warm:.1f}s incl. compile)"
+        )
+        print(f"  ratio                     : {result['ratio']:.2f}x")
+        print(
+            "rerun: python benchmarks/bench_train.py "
+            f"--model {a.model} --size {a.size} --in-chans {a.in_chans} "
+            f"--batch-size {a.batch_size} --compile {a.compile} --precision {a.precision} "
+            f"--rounds {a.rounds} --steps-per-round {a.steps_per_round}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
