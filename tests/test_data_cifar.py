@@ -224,3 +224,45 @@ def test_named_lookup_reads_env_dir_and_offline_fails_one_line(tmp_path, monkeyp
     with pytest.raises(ResnetlabError) as e:
         load_cifar("cifar100", allow_download=False)
     assert "RESNETLAB_DATA" in str(e.value) and "\n" not in str(e.value)
+
+
+def _serve_archive(tmp_path, monkeypatch, sha=None):
+    import dataclasses
+    import hashlib
+    import tarfile
+
+    from resnetlab.data import cifar
+
+    written = write_cifar10(tmp_path / "src" / "cifar-10-batches-py")
+    archive = tmp_path / "src" / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    layout = dataclasses.replace(
+        cifar.CIFAR_LAYOUTS["cifar10"], url=archive.as_uri(), sha256=sha or digest
+    )
+    monkeypatch.setitem(cifar.CIFAR_LAYOUTS, "cifar10", layout)
+    monkeypatch.setenv("RESNETLAB_DATA", str(tmp_path / "cache"))
+    return written
+
+
+def test_download_extracts_only_the_batches_and_drops_the_archive(tmp_path, monkeypatch):
+    written = _serve_archive(tmp_path, monkeypatch)
+    monkeypatch.delenv("RESNETLAB_DATA")
+    monkeypatch.setattr("resnetlab.data.download.DEFAULT_CACHE", tmp_path / "cache")
+    s = load_cifar("cifar10")
+    assert torch.equal(
+        s.test.images, torch.from_numpy(written["test_batch"][0]).view(-1, 3, 32, 32)
+    )
+    files = sorted(p.name for p in (tmp_path / "cache" / "cifar10").iterdir())
+    assert files == sorted(
+        [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+    )
+
+
+def test_download_checksum_mismatch_keeps_nothing(tmp_path, monkeypatch):
+    _serve_archive(tmp_path, monkeypatch, sha="f" * 64)
+    with pytest.raises(ResnetlabError, match="SHA-256 mismatch") as e:
+        load_cifar("cifar10")
+    assert "\n" not in str(e.value)
+    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
