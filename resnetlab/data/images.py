@@ -83,9 +83,12 @@ def open_image(
         opener = io.BytesIO(bytes(source))
     else:
         label = name or str(source)
-        opener = Path(source)
-        if not opener.is_file():
-            raise ResnetlabError(f"{label}: no such image file")
+        try:  # read whole: no file handle outlives the call, even for multi-frame images
+            opener = io.BytesIO(Path(source).read_bytes())
+        except FileNotFoundError:
+            raise ResnetlabError(f"{label}: no such image file") from None
+        except OSError as e:
+            raise ResnetlabError(f"{label}: cannot read ({e.strerror or e})") from None
     try:
         with warnings.catch_warnings():
             # Pillow warns between its limit and twice its limit; the check below decides instead.

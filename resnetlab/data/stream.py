@@ -28,6 +28,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _generator(*key: int) -> torch.Generator:
+    state = np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+
+
 def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=gen))
 
@@ -156,9 +161,7 @@ class FolderDataset(Dataset):
                 return None
             raise
         if self.train:
-            gen = torch.Generator().manual_seed(
-                (self.seed * 1_000_003 + self.epoch) * 1_000_000_007 + i
-            )
+            gen = _generator(self.seed, self.epoch, i)
             img = train_transform(img, gen, self.size)
         else:
             img = eval_transform(img, self.size, self.resize)
@@ -200,7 +203,7 @@ class StreamLoader:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        gen = _generator(self.seed, self.epoch)
         loader = DataLoader(
             self.dataset,
             batch_size=self.batch_size,
