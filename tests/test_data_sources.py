@@ -48,6 +48,11 @@ def test_unknown_name_suggests_close_ones():
         load_source("fashon-mnist")
 
 
+def test_missing_path_says_so(tmp_path):
+    with pytest.raises(ResnetlabError, match="no such file or directory"):
+        load_source(str(tmp_path / "gone"))
+
+
 def test_unrecognised_directory_and_plain_file(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(ResnetlabError, match="format not recognised"):

@@ -64,6 +64,8 @@ def detect_format(path: str | os.PathLike) -> str:
 
 
 def _unknown(source: str) -> ResnetlabError:
+    if os.sep in source or source.startswith((".", "~")) or source.lower().endswith(".npz"):
+        return ResnetlabError(f"{source}: no such file or directory")
     close = difflib.get_close_matches(source.lower(), DATASET_NAMES, n=3, cutoff=0.5)
     hint = (
         f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(DATASET_NAMES)}"
