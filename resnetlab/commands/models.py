@@ -54,7 +54,11 @@ def run_models(args: argparse.Namespace) -> int:
     names = list_models(args.family)
     if not names:
         raise ResnetlabError(f"no models in family {args.family!r}")
-    rows = [model_row(n) for n in names]
+    layouts = {"imagenet": 0, "cifar": 1, "mlp": 2}
+    rows = sorted(
+        (model_row(n) for n in names),
+        key=lambda r: (layouts[r["layout"]], r["family"], r["depth"], r["name"]),
+    )
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
