@@ -93,8 +93,12 @@ def test_truncated_header_and_gzip(tmp_path):
 def test_trailing_bytes_and_empty_file_rejected(tmp_path):
     p = tmp_path / "y"
     p.write_bytes(idx_bytes(np.zeros(3, np.uint8)) + b"\x00")
-    with pytest.raises(ResnetlabError, match="1 bytes after the end"):
+    with pytest.raises(ResnetlabError, match="data continues after the 3 bytes"):
         read_idx(p, idx.LABELS_MAGIC)
+    g = tmp_path / "y.gz"  # a small .gz that would inflate to 64 MB: refused after one byte
+    g.write_bytes(gzip.compress(idx_bytes(np.zeros(3, np.uint8)) + bytes(64 << 20)))
+    with pytest.raises(ResnetlabError, match="data continues after"):
+        read_idx(g, idx.LABELS_MAGIC)
     p.write_bytes(idx_bytes(np.zeros(0, np.uint8)))
     with pytest.raises(ResnetlabError, match="holds no samples"):
         read_idx(p, idx.LABELS_MAGIC)

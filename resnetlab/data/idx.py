@@ -101,51 +101,67 @@ IDX_SOURCES: dict[str, IdxSource] = {
 }
 
 
-def _read_bytes(path: Path) -> bytes:
-    if path.suffix == ".gz":
-        try:
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        except (OSError, EOFError, zlib.error) as e:
-            raise ResnetlabError(f"{path}: not a readable gzip file ({e})") from None
+def _open(path: Path):
     try:
-        return path.read_bytes()
+        return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
     except OSError as e:
         raise ResnetlabError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
+def _read_exactly(f, n: int, path: Path) -> bytes | bytearray:
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    try:
+        while got < n:
+            k = f.readinto(view[got:])
+            if not k:
+                break
+            got += k
+    except (OSError, EOFError, zlib.error) as e:
+        raise ResnetlabError(f"{path}: not a readable gzip file ({e})") from None
+    return buf[:got] if got < n else buf
+
+
 def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
-    """Read an IDX file of unsigned bytes (.gz or raw) whose magic number must be `magic`."""
+    """Read an IDX file of unsigned bytes (.gz or raw) whose magic number must be `magic`.
+
+    The file is streamed: no more than the header announces is ever read into memory.
+    """
     path = Path(path)
-    data = _read_bytes(path)
     rank = magic & 0xFF
     kind = "images" if magic == IMAGES_MAGIC else "labels"
-    if len(data) < 4:
-        raise ResnetlabError(f"{path}: truncated IDX file ({len(data)} bytes, no header)")
-    found = int.from_bytes(data[:4], "big")
-    if found != magic:
-        raise ResnetlabError(
-            f"{path}: wrong magic number 0x{found:08x}; IDX {kind} start with 0x{magic:08x}"
-        )
-    header = 4 + 4 * rank
-    if len(data) < header:
-        raise ResnetlabError(f"{path}: truncated IDX header ({len(data)} of {header} bytes)")
-    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank))
-    if dims[0] == 0:
-        raise ResnetlabError(f"{path}: IDX file holds no samples")
-    if any(d == 0 for d in dims[1:]):
-        raise ResnetlabError(f"{path}: IDX dimensions {dims} contain a zero")
-    need = int(np.prod(dims, dtype=np.int64))
-    have = len(data) - header
-    if have < need:
-        raise ResnetlabError(
-            f"{path}: truncated IDX file: header says {dims} = {need} bytes of data, found {have}"
-        )
-    if have > need:
-        raise ResnetlabError(
-            f"{path}: {have - need} bytes after the end of the IDX data {dims}; corrupt file?"
-        )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
+    with _open(path) as f:
+        head = _read_exactly(f, 4, path)
+        if len(head) < 4:
+            raise ResnetlabError(f"{path}: truncated IDX file ({len(head)} bytes, no header)")
+        found = int.from_bytes(head, "big")
+        if found != magic:
+            raise ResnetlabError(
+                f"{path}: wrong magic number 0x{found:08x}; IDX {kind} start with 0x{magic:08x}"
+            )
+        raw_dims = _read_exactly(f, 4 * rank, path)
+        if len(raw_dims) < 4 * rank:
+            raise ResnetlabError(
+                f"{path}: truncated IDX header ({4 + len(raw_dims)} of {4 + 4 * rank} bytes)"
+            )
+        dims = tuple(int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(rank))
+        if dims[0] == 0:
+            raise ResnetlabError(f"{path}: IDX file holds no samples")
+        if any(d == 0 for d in dims[1:]):
+            raise ResnetlabError(f"{path}: IDX dimensions {dims} contain a zero")
+        need = int(np.prod(dims, dtype=np.int64))
+        data = _read_exactly(f, need, path)
+        if len(data) < need:
+            raise ResnetlabError(
+                f"{path}: truncated IDX file: header says {dims} = {need} bytes of data, "
+                f"found {len(data)}"
+            )
+        if _read_exactly(f, 1, path):
+            raise ResnetlabError(
+                f"{path}: data continues after the {need} bytes of {dims} the header announces; "
+                "corrupt file?"
+            )
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 def find_idx_files(directory: str | os.PathLike) -> dict[str, Path] | None:
@@ -184,8 +200,9 @@ def _split(images_path: Path, labels_path: Path, classes: list[str] | None) -> I
 
 
 def _recognise(files: dict[str, Path]) -> IdxSource | None:
-    data = _read_bytes(files["train_labels"])
-    digest = hashlib.sha256(data).hexdigest()
+    labels = read_idx(files["train_labels"], LABELS_MAGIC)
+    header = LABELS_MAGIC.to_bytes(4, "big") + len(labels).to_bytes(4, "big")
+    digest = hashlib.sha256(header + labels.tobytes()).hexdigest()
     for source in IDX_SOURCES.values():
         if source.train_labels_sha256 == digest:
             return source
