@@ -175,3 +175,10 @@ def test_bad_arguments(tmp_path):
         read_image_folder(tmp_path, test_fraction=1.5)
     with pytest.raises(ResnetlabError, match="no such directory"):
         read_image_folder(tmp_path / "nope")
+
+
+def test_test_tree_may_hold_fewer_classes(tmp_path):
+    make_tree(tmp_path / "train", per_class=2)
+    make_tree(tmp_path / "test", classes=("dog",), per_class=2)
+    s, _ = read_image_folder(tmp_path)
+    assert s.test.labels.tolist() == [1, 1] and s.test.classes == ["cat", "dog"]

@@ -45,8 +45,13 @@ def _is_image(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
 
 
-def scan_class_tree(root: str | os.PathLike) -> tuple[list[str], list[tuple[Path, int]]]:
-    """Class names (sorted sub-folder names) and (path, label) for every image file below them."""
+def scan_class_tree(
+    root: str | os.PathLike, *, strict: bool = True
+) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Class names (sorted sub-folder names) and (path, label) for every image file below them.
+
+    strict (for a whole dataset or its train split): at least two classes, none of them empty.
+    """
     root = Path(root)
     if not root.is_dir():
         raise ResnetlabError(f"{root}: no such directory")
@@ -63,6 +68,8 @@ def scan_class_tree(root: str | os.PathLike) -> tuple[list[str], list[tuple[Path
         raise ResnetlabError(
             f"{root}: no images found (expected {root}/<class>/<image>.{{{suffixes}}})"
         )
+    if not strict:
+        return classes, items
     if len(classes) < 2:
         raise ResnetlabError(
             f"{root}: only one class folder ({classes[0]!r}); a classifier needs at least two"
@@ -159,6 +166,28 @@ def _tree_splits(root: Path) -> dict[str, Path] | None:
     return present if len(present) >= 2 else None
 
 
+def _scan_splits(
+    root: Path,
+) -> tuple[dict[str, Path], dict[str, list[tuple[Path, int]]], list[str]]:
+    """(split directories, (path, label) per split, classes); split "all" when there is none."""
+    trees = _tree_splits(root) or {"all": root}
+    scans = {
+        name: scan_class_tree(path, strict=name in ("all", "train")) for name, path in trees.items()
+    }
+    classes = scans.get("train", scans.get("all"))[0]
+    items: dict[str, list[tuple[Path, int]]] = {}
+    for name, (cls, its) in scans.items():
+        unknown = sorted(set(cls) - set(classes))
+        if unknown:
+            raise ResnetlabError(
+                f"{trees[name]}: class folder(s) {', '.join(map(repr, unknown))} not in "
+                f"{trees['train']}"
+            )
+        remap = [classes.index(c) for c in cls]
+        items[name] = [(p, remap[y]) for p, y in its]
+    return trees, items, classes
+
+
 def read_image_folder(
     root: str | os.PathLike,
     *,
@@ -174,19 +203,7 @@ def read_image_folder(
         raise ResnetlabError(f"unknown image mode {mode!r}; use RGB or L")
     if size is not None and size < 1:
         raise ResnetlabError(f"size must be a positive number of pixels, got {size}")
-    trees = _tree_splits(root) or {"all": root}
-    scans = {name: scan_class_tree(path) for name, path in trees.items()}
-    classes = scans.get("train", scans.get("all"))[0]
-    items: dict[str, list[tuple[Path, int]]] = {}
-    for name, (cls, its) in scans.items():
-        unknown = sorted(set(cls) - set(classes))
-        if unknown:
-            raise ResnetlabError(
-                f"{trees[name]}: class folder(s) {', '.join(map(repr, unknown))} not in "
-                f"{trees['train']}"
-            )
-        remap = [classes.index(c) for c in cls]
-        items[name] = [(p, remap[y]) for p, y in its]
+    trees, items, classes = _scan_splits(root)
 
     paths = [p for its in items.values() for p, _ in its]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
@@ -237,16 +254,7 @@ def tree_items(
     files is held out as test. Nothing is decoded here.
     """
     root = Path(root)
-    trees = _tree_splits(root) or {"all": root}
-    scans = {name: scan_class_tree(p) for name, p in trees.items()}
-    classes = scans.get("train", scans.get("all"))[0]
-    out = {}
-    for name, (cls, its) in scans.items():
-        unknown = sorted(set(cls) - set(classes))
-        if unknown:
-            raise ResnetlabError(f"{trees[name]}: class folder(s) {unknown} not in train/")
-        remap = [classes.index(c) for c in cls]
-        out[name] = [(p, remap[y]) for p, y in its]
+    _, out, classes = _scan_splits(root)
     if "all" in out:
         items = out.pop("all")
         k = holdout_count(len(items), test_fraction, "test split")
