@@ -8,7 +8,12 @@ Measures, on this machine:
    is emulated and slower than fp32);
 and prints the ratio of the loader to the faster of the two (target: at least 10x).
 
+With --stream it measures instead the decode-on-the-fly path (FolderDataset + StreamLoader) on a
+folder of synthetic 500x375 JPEGs written to a temporary directory: images/s of the training
+transform (random-resized crop 224 + flip) and of the evaluation one (resize 256, centre 224).
+
 Run: .venv/bin/python benchmarks/bench_loader.py [--batches N] [--steps N] [--json]
+     .venv/bin/python benchmarks/bench_loader.py --stream [--images N] [--workers N]
 """
 
 from __future__ import annotations
@@ -77,9 +82,62 @@ def train_throughput(batch_size: int, steps: int, warmup: int, bf16: bool) -> fl
     return steps * batch_size / (time.perf_counter() - start)
 
 
+def stream_throughput(images: int, workers: int, batch_size: int) -> dict[str, float]:
+    """images/s of the decode-on-the-fly loader on synthetic JPEGs, train and eval transforms."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from resnetlab.data.folders import tree_items
+    from resnetlab.data.stream import FolderDataset, StreamLoader
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:375, 0:500]
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(images):
+            base = np.stack([(xx * (i + 1)) % 256, (yy * 3) % 256, (xx + yy) % 256], axis=-1)
+            noisy = base + rng.integers(0, 40, base.shape)
+            d = Path(tmp) / f"class{i % 4}"
+            d.mkdir(exist_ok=True)
+            Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(d / f"{i}.jpg", quality=90)
+        items, classes = tree_items(tmp, test_fraction=0.01)
+        every = items["train"] + items["test"]
+        for train in (True, False):
+            ds = FolderDataset(every, classes, train=train)
+            loader = StreamLoader(ds, batch_size, shuffle=train, workers=workers, drop_last=False)
+            start = time.perf_counter()
+            n = sum(len(x) for x, _ in loader)
+            out["train" if train else "eval"] = n / (time.perf_counter() - start)
+    return out
+
+
+def main_stream(args: argparse.Namespace) -> int:
+    ips = stream_throughput(args.images, args.workers, args.batch_size)
+    print(
+        f"machine:  {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}"
+    )
+    for k, v in ips.items():
+        what = "random-resized crop 224 + flip" if k == "train" else "resize 256 + centre 224"
+        print(
+            f"stream {k}: {v:,.1f} images/s ({args.images} JPEGs of 500x375, {what}, "
+            f"{args.workers} workers, batch {args.batch_size}, start-up included)"
+        )
+    print(
+        "rerun:    .venv/bin/python benchmarks/bench_loader.py --stream "
+        f"--images {args.images} --workers {args.workers} --batch-size {args.batch_size}"
+    )
+    if args.json:
+        print(json.dumps({f"stream_{k}_images_per_s": round(v, 1) for k, v in ips.items()}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=None, help="default 128 (--stream: 32)")
     p.add_argument("--batches", type=int, default=None, help="loader batches (default: 1 epoch)")
     p.add_argument("--repeats", type=int, default=2, help="loader passes; the best is kept")
     p.add_argument("--erase", type=float, default=0.5, help="random-erasing probability")
@@ -87,7 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--precision", choices=("both", "bf16", "fp32"), default="both")
     p.add_argument("--json", action="store_true", help="also print one JSON line")
+    p.add_argument("--stream", action="store_true", help="measure the decode-on-the-fly path")
+    p.add_argument("--images", type=int, default=256, help="--stream: synthetic JPEGs")
+    p.add_argument("--workers", type=int, default=2, help="--stream: DataLoader workers")
     args = p.parse_args(argv)
+    if args.stream:
+        args.batch_size = args.batch_size or 32
+        return main_stream(args)
+    args.batch_size = args.batch_size or 128
 
     loader_ips, n = loader_throughput(args.batch_size, args.batches, args.erase, args.repeats)
     precisions = ("bf16", "fp32") if args.precision == "both" else (args.precision,)
