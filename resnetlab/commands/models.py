@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
 from ..errors import ResnetlabError
 from ..models import create_model, get_entry, list_models
 from ..models.stats import count_macs, count_params, stage_summary
@@ -37,7 +39,8 @@ def _size(text: str) -> tuple[int, ...]:
 
 def model_row(name: str) -> dict:
     entry = get_entry(name)
-    model = create_model(name)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation, same counts
+        model = create_model(name)
     return {
         "name": name,
         "family": entry.family,
