@@ -76,11 +76,82 @@ def wrap(model: nn.Module, info: DistInfo, *, sync_bn: bool = False) -> nn.Modul
     return DDP(model, device_ids=ids, broadcast_buffers=not sync_bn)
 
 
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm whose training statistics cover the batch of every process (any backend).
+
+    torch's SyncBatchNorm only runs on CUDA; this one all-reduces per-channel sums, sums of squares
+    and counts with a differentiable all_reduce, so gloo on a CPU works too. In eval mode, or
+    with one process, it is plain batch norm.
+    """
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input, got {x.dim()}-D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        c = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        xd = x.double()  # sums in float64: E[x^2] - E[x]^2 stays accurate
+        count = torch.full((1,), x.numel() // c, dtype=torch.float64, device=x.device)
+        stats = all_reduce(torch.cat([xd.sum(dims), (xd * xd).sum(dims), count]))
+        n = stats[2 * c]
+        mean = stats[:c] / n
+        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = (
+                    self.momentum
+                    if self.momentum is not None
+                    else 1 / float(self.num_batches_tracked)
+                )
+                self.running_mean.mul_(1 - m).add_(mean.to(self.running_mean.dtype), alpha=m)
+                unbiased = var * n / (n - 1).clamp_min(1)
+                self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
+        shape = [1, c] + [1] * (x.dim() - 2)
+        y = (xd - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
+        y = y.to(x.dtype)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
+
+
 def convert_sync_bn(model: nn.Module, info: DistInfo, sync_bn: bool) -> nn.Module:
-    """Replace BatchNorm by SyncBatchNorm in place of the model's modules (multi-process only)."""
-    if info.enabled and sync_bn:
+    """With several processes and sync_bn: batch norm over the global batch (SyncBatchNorm on CUDA,
+    GlobalBatchNorm elsewhere). Parameter and buffer names do not change."""
+    if not (info.enabled and sync_bn):
+        return model
+    if info.device.startswith("cuda"):
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return model
+    return _to_global_bn(model)
+
+
+def _to_global_bn(module: nn.Module) -> nn.Module:
+    out = module
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
+        module, GlobalBatchNorm
+    ):
+        out = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                              module.track_running_stats)  # fmt: skip
+        if module.affine:
+            with torch.no_grad():
+                out.weight = module.weight
+                out.bias = module.bias
+        if module.track_running_stats:
+            out.running_mean = module.running_mean
+            out.running_var = module.running_var
+            out.num_batches_tracked = module.num_batches_tracked
+        out.train(module.training)
+    for name, child in module.named_children():
+        out.add_module(name, _to_global_bn(child))
+    for attr in ("resnetlab_config",):
+        if hasattr(module, attr):
+            setattr(out, attr, getattr(module, attr))
+    return out
 
 
 def barrier(info: DistInfo) -> None:

@@ -328,6 +328,7 @@ def _fit(
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, image_shape, num_classes, cfg.model_options)
+    model = distributed.convert_sync_bn(model, info, cfg.sync_bn)
     is_mlp = get_entry(cfg.model).layout == "mlp"
     note_init = init_from(model, cfg.init_from) if cfg.init_from and state_ck is None else None
     frozen = freeze(model, cfg.freeze)
@@ -340,7 +341,6 @@ def _fit(
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    model = distributed.convert_sync_bn(model, info, cfg.sync_bn)
 
     optimizer = torch.optim.SGD(
         param_groups(model, recipe, recipe.lr, body_scale),
