@@ -180,8 +180,7 @@ def prepare_for_inference(
     precision: "auto" (bf16 on CPUs with native bf16, else fp32), "fp32" or "bf16".
     compile: True / False, or None to compile when it pays: a C++ compiler is present and
     `expected_images` (how many images will go through) is at least COMPILE_MIN_IMAGES.
-    The returned callable must be called under torch.no_grad() or torch.inference_mode()
-    (it does so itself: see `__call__` of the result).
+    The result runs under torch.no_grad() and returns float32 logits.
     """
     precision = resolve_precision(precision)
     folded, n = fold_batchnorm(model)
@@ -201,11 +200,8 @@ def prepare_for_inference(
     if compile:
         if not compiler_available():
             raise ResnetlabError("torch.compile needs a C++ compiler (g++ or clang++) on the PATH")
-        import torch._inductor.config as inductor_config
-
         # frozen weights: constants folded into the graph, oneDNN weight prepacking
-        inductor_config.freezing = True
-        prepared.model = torch.compile(prepared.model, dynamic=False)
+        prepared.model = torch.compile(prepared.model, dynamic=False, options={"freezing": True})
         prepared.compiled = True
     return _NoGrad(prepared)
 
@@ -215,14 +211,24 @@ COMPILE_MIN_IMAGES = 2000
 
 
 class _NoGrad:
-    """Calls the prepared module under torch.inference_mode(); exposes its attributes."""
+    """Calls the prepared module under torch.no_grad(); exposes its attributes.
+
+    A compiled model is specialised to one batch size: smaller batches (the last one of a data
+    set) are padded up to the largest size seen so far instead of compiling the graph again.
+    """
 
     def __init__(self, module: InferenceModel) -> None:
         self.module = module
+        self.batch = 0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
         with torch.no_grad():
-            return self.module(x)
+            if not self.module.compiled or n >= self.batch:
+                self.batch = max(self.batch, n)
+                return self.module(x)
+            pad = x.new_zeros((self.batch - n, *x.shape[1:]))
+            return self.module(torch.cat([x, pad]))[:n]
 
     def __getattr__(self, name: str):
         return getattr(self.module, name)
