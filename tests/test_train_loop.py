@@ -201,3 +201,19 @@ def test_bf16_autocast_training_runs_on_cpu(tmp_path):
     summary = fit(tiny_config(tmp_path, epochs=1, precision="bf16"), tiny_splits())
     assert summary["precision"] == "bf16"
     assert 0 <= summary["final_test_accuracy"] <= 1
+
+
+def test_progress_prints_a_few_plain_lines_when_not_on_a_terminal():
+    import io
+
+    from resnetlab.train.logging import Progress
+
+    stream = io.StringIO()
+    p = Progress(100, "epoch 1/1", stream=stream)
+    for i in range(100):
+        p.update(1, loss=1.0, acc=0.5, images=32 * (i + 1))
+    p.close()
+    lines = stream.getvalue().splitlines()
+    assert 4 <= len(lines) <= 6
+    assert lines[-1].startswith("epoch 1/1 100/100 loss 1.0000 acc 50.00%")
+    assert "img/s" in lines[-1] and "eta" in lines[-1]
