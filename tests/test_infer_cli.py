@@ -20,15 +20,6 @@ CLASSES = ["cat", "dog", "fox"]
 META = {"classes": CLASSES, "input_size": [1, 28, 28], "mean": [0.5], "std": [0.25]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models gain nothing from a second thread, and on a shared machine it costs a lot
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_model():
     torch.manual_seed(0)
     model = create_model(

@@ -16,16 +16,6 @@ from resnetlab.infer.fastpath import (
     resolve_precision,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models gain nothing from a second thread, and on a shared machine it costs a lot
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # tiny versions of every kind of block, stem and shortcut; (name, options, input C,H,W)
 TINY = {
     "postact_basic_A": ("resnet20", dict(layers=(1, 1, 1), widths=(4, 8, 16), stem_width=4), 16),
@@ -179,19 +169,6 @@ def test_prepared_bf16_stays_close_and_returns_fp32():
     assert got.dtype == torch.float32
     # bf16 keeps 8 bits of mantissa: a few per cent of the logit scale
     assert close(got, ref, 5e-2)
-
-
-@pytest.mark.slow
-def test_compiled_fast_path_agrees_with_eager():
-    model, x = tiny("postact_basic_A")
-    fast = prepare_for_inference(model, precision="fp32", compile=True)
-    with torch.no_grad():
-        ref = model(x)
-    assert fast.compiled
-    assert close(fast(x), ref, 1e-4)
-    # a smaller last batch is padded to the compiled batch size, not recompiled
-    assert fast(x[:3]).shape == (3, 5) and fast.batch == 4
-    assert close(fast(x[:3]), ref[:3], 1e-4)
 
 
 def test_precision_choice():

@@ -10,16 +10,6 @@ from resnetlab import create_model
 from resnetlab.errors import ResnetlabError
 from resnetlab.infer.gradcam import grad_cam, stage_module
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models gain nothing from a second thread, and on a shared machine it costs a lot
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SIDE, SQUARE = 32, 8
 
 

@@ -14,16 +14,6 @@ from PIL import Image
 from resnetlab.errors import ResnetlabError
 from resnetlab.infer.preprocess import Preprocess, default_crop_pct, load_image, resize_and_crop
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models gain nothing from a second thread, and on a shared machine it costs a lot
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 GREY = Preprocess((1, 28, 28), (0.5,), (0.25,), 1.0)
 RGB = Preprocess((3, 64, 64), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 0.875)
 
