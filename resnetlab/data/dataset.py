@@ -17,9 +17,8 @@ class ImageDataset:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(
-                f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}"
-            )
+            shape = tuple(self.images.shape)
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {shape}")
         if self.labels.ndim != 1 or len(self.labels) != len(self.images):
             raise ValueError(
                 f"{len(self.images)} images but labels of shape {tuple(self.labels.shape)}"

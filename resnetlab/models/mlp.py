@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .head import ClassifierHead
 from .layers import DropPath
 
 
@@ -31,7 +32,7 @@ class MLPBlock(nn.Module):
         return self.relu(out)
 
 
-class ResidualMLP(nn.Module):
+class ResidualMLP(ClassifierHead):
     """Flatten, Linear stem, `depth` blocks of two layers, Linear head: 2 * depth + 2 layers."""
 
     def __init__(
@@ -79,16 +80,3 @@ class ResidualMLP(nn.Module):
                 f"input has {x.shape[1]} features per sample; this MLP expects {self.in_features}"
             )
         return self.blocks(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.head_drop(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()

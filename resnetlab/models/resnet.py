@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .blocks import BLOCKS
+from .blocks import BLOCKS, BlockOptions
+from .head import ClassifierHead
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class ResNetSpec:
         return self.stem_stride * 2 ** (len(self.layers) - 1)
 
 
-class ResNet(nn.Module):
+class ResNet(ClassifierHead):
     """A residual (or plain) convolutional network built from a ResNetSpec."""
 
     def __init__(
@@ -78,6 +79,14 @@ class ResNet(nn.Module):
         stem_reduction = 2 if spec.stem == "imagenet" else 1  # the stem map before the max pool
         self.feature_info = [dict(module=stem_name, num_chs=w, reduction=stem_reduction)]
 
+        opts = BlockOptions(
+            shortcut=spec.shortcut,
+            plain=spec.plain,
+            groups=spec.groups,
+            base_width=spec.base_width,
+            stride_in_1x1=spec.stride_in_1x1,
+            drop_rate=spec.block_drop_rate,
+        )
         total_blocks = sum(spec.layers)
         block_idx = 0
         net_stride, dilation = spec.stem_stride, 1
@@ -99,15 +108,10 @@ class ResNet(nn.Module):
                         cin,
                         planes,
                         stride if j == 0 else 1,
-                        shortcut=spec.shortcut,
-                        plain=spec.plain,
-                        groups=spec.groups,
-                        base_width=spec.base_width,
+                        opts,
                         dilation=dilation,
                         first_dilation=prev_dilation if j == 0 else dilation,
                         drop_path=dpr,
-                        block_drop_rate=spec.block_drop_rate,
-                        stride_in_1x1=spec.stride_in_1x1,
                     )
                 )
                 cin = planes * block_cls.expansion
@@ -158,20 +162,6 @@ class ResNet(nn.Module):
         for name in self.stage_names:
             x = getattr(self, name)(x)
         return self.act(self.norm(x))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.head_drop(torch.flatten(self.avgpool(x), 1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a freshly initialised one (fine-tuning to a new label set)."""
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
 class FeatureExtractor(nn.Module):

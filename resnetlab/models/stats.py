@@ -14,8 +14,8 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def count_macs(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> int:
-    """Multiply-adds of one forward pass, as the ResNet paper and torchvision count FLOPs."""
+def _counted_forward(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1):
+    """Run one eval-mode forward pass under a FLOP counter; returns the counter."""
     param = next(model.parameters(), None)
     x = torch.zeros(batch_size, *input_size, device=param.device if param is not None else None)
     was_training = model.training
@@ -25,7 +25,13 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 
             model(x)
     finally:
         model.train(was_training)
-    return counter.get_total_flops() // 2  # the counter reports 2 FLOPs per multiply-add
+    return counter
+
+
+def count_macs(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> int:
+    """Multiply-adds of one forward pass, as the ResNet paper and torchvision count FLOPs."""
+    # the counter reports 2 FLOPs per multiply-add
+    return _counted_forward(model, input_size, batch_size).get_total_flops() // 2
 
 
 @dataclass
@@ -38,22 +44,16 @@ class StageRow:
 
 def stage_summary(model: nn.Module, input_size: tuple[int, ...]) -> list[StageRow]:
     """One row per top-level child module that holds parameters or changes the shape."""
-    x = torch.zeros(1, *input_size)
     shapes: dict[str, tuple[int, ...]] = {}
-    hooks = []
-    for name, child in model.named_children():
-        hooks.append(
-            child.register_forward_hook(
-                lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape))
-            )
+    hooks = [
+        child.register_forward_hook(
+            lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape))
         )
-    was_training = model.training
-    model.eval()
+        for name, child in model.named_children()
+    ]
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
+        counter = _counted_forward(model, input_size)
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     per_module = counter.get_flop_counts()
