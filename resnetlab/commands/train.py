@@ -88,6 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="translation and flips as the recipe says (default), or none",
     )
     p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the cores not already busy)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=run_train)
 
@@ -152,6 +153,7 @@ def build_config(args: argparse.Namespace):
         "augment": args.augment,
         "checkpoint_every": args.checkpoint_every,
         "device": args.device,
+        "threads": args.threads,
         "quiet": args.quiet or None,
     }
     for key in ("epochs", "batch_size", "subset", "checkpoint_every"):

@@ -64,6 +64,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps; 0: only at epoch ends (and every `checkpoint_minutes`)
     checkpoint_minutes: float = 10.0
     device: str = "auto"
+    threads: int | None = None  # CPU threads; None: the cores not already busy (see cpu_threads)
     quiet: bool = False  # no progress display (epoch lines and the result are still printed)
 
     def to_dict(self) -> dict[str, Any]:
@@ -247,8 +248,30 @@ def cpu_has_native_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def cpu_threads(requested: int | None, world_size: int = 1) -> int:
+    """Threads for a CPU run: as asked; else OMP_NUM_THREADS if set; else this process's share of
+    the cores that are not already busy (1-minute load average). On a shared machine, more
+    threads than free cores make every OpenMP barrier wait for a descheduled thread: measured
+    2.5x slower (docs/training.md)."""
+    if requested is not None:
+        if requested < 1:
+            raise ResnetlabError(f"--threads must be at least 1, got {requested}")
+        return requested
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    share = max(1, (cores or 1) // max(world_size, 1))
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    free = max(1, int((cores or 1) - busy + 0.5))
+    return max(1, min(share, free, torch.get_num_threads()))
+
+
 def resolve_compile(option: str, device: str, distributed_run: bool) -> bool:
-    """on/off as asked; auto compiles on CUDA and on CPU (measured gains in docs/training.md)."""
+    """on/off as asked; auto compiles on CUDA only (on a small CPU compiling costs more than it
+    saves: measured in docs/training.md)."""
     if option in ("on", True):
         return True
     if option in ("off", False):
@@ -266,7 +289,9 @@ def load_data(cfg: TrainConfig) -> DataSplits:
     """Read the source through resnetlab.data (with the validation split and subset)."""
     from ..data import load_source
 
-    splits = load_source(cfg.data, val_split=cfg.val_split, seed=cfg.seed)
+    val = cfg.val_split
+    val = int(val) if val >= 1 else val  # a count of images, or a fraction of train
+    splits = load_source(cfg.data, val_split=val, seed=cfg.seed)
     if cfg.subset is not None:
         if cfg.subset < 1:
             raise ResnetlabError(f"--subset must be at least 1, got {cfg.subset}")
@@ -336,6 +361,9 @@ def _fit(
     if body_scale is None:
         body_scale = 0.1 if cfg.init_from else 1.0
     device = info.device
+    if not device.startswith("cuda"):
+        cfg = replace(cfg, threads=cpu_threads(cfg.threads, info.world_size))
+        torch.set_num_threads(cfg.threads)  # kept in the checkpoint: a resumed run uses as many
     autocast_dtype = resolve_precision(cfg.precision, device)
     channels_last = not is_mlp
     model.to(device)
@@ -439,6 +467,7 @@ def _fit(
             f"{precision_name(autocast_dtype)}"
             f"{', channels_last' if channels_last else ''}{', compiled' if compiled else ''}"
             f"{f', {info.world_size} processes' if info.enabled else ''}"
+            f"{f', {cfg.threads} thread(s)' if cfg.threads else ''}"
         )
         if note_init:
             say(note_init)
