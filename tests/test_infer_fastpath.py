@@ -15,6 +15,7 @@ from resnetlab.infer.fastpath import (
     prepare_for_inference,
     resolve_precision,
 )
+from resnetlab.models.stats import count_macs
 
 # tiny versions of every kind of block, stem and shortcut; (name, options, input C,H,W)
 TINY = {
@@ -179,7 +180,16 @@ def test_precision_choice():
         resolve_precision("fp16")
 
 
-def test_automatic_compile_only_for_large_workloads():
+def test_automatic_compile_only_for_large_workloads(monkeypatch):
+    import resnetlab.infer.fastpath as fp
+
+    monkeypatch.setattr(fp, "compiler_available", lambda: True)
     model, _ = tiny("postact_basic_A")
+    size = (3, 16, 16)
+    macs = count_macs(model, size)
+    assert not fp.compile_pays(model, 10, size)
+    assert not fp.compile_pays(model, 10**12, None)  # no size: the work is unknown
+    assert fp.compile_pays(model, int(fp.COMPILE_MIN_MACS // macs) + 1, size)
     assert not prepare_for_inference(model, precision="fp32", expected_images=10).compiled
-    assert not prepare_for_inference(model, precision="fp32").compiled
+    monkeypatch.setattr(fp, "compiler_available", lambda: False)
+    assert not fp.compile_pays(model, 10**12, size)

@@ -174,12 +174,14 @@ def prepare_for_inference(
     precision: str = "auto",
     compile: bool | None = None,
     expected_images: int | None = None,
+    input_size: tuple[int, ...] | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The model folded, channels_last, in the chosen precision and optionally compiled.
 
     precision: "auto" (bf16 on CPUs with native bf16, else fp32), "fp32" or "bf16".
-    compile: True / False, or None to compile when it pays: a C++ compiler is present and
-    `expected_images` (how many images will go through) is at least COMPILE_MIN_IMAGES.
+    compile: True / False, or None to compile when it pays: a C++ compiler is present and the
+    work ahead, `expected_images` x the multiply-adds of one `input_size` (C, H, W) image, is at
+    least COMPILE_MIN_MACS (compiling costs about a minute; see docs/inference.md).
     The result runs under torch.no_grad() and returns float32 logits.
     """
     precision = resolve_precision(precision)
@@ -192,11 +194,7 @@ def prepare_for_inference(
     prepared = InferenceModel(folded, precision=precision, channels_last=is_conv).eval()
     prepared.folded_bn = n
     if compile is None:
-        compile = (
-            compiler_available()
-            and expected_images is not None
-            and expected_images >= COMPILE_MIN_IMAGES
-        )
+        compile = compile_pays(model, expected_images, input_size)
     if compile:
         if not compiler_available():
             raise ResnetlabError("torch.compile needs a C++ compiler (g++ or clang++) on the PATH")
@@ -206,8 +204,25 @@ def prepare_for_inference(
     return _NoGrad(prepared)
 
 
-# Below this many images, compiling (tens of seconds for a ResNet-50 on 2 cores) does not pay back.
-COMPILE_MIN_IMAGES = 2000
+# Compiling a ResNet-50 took about 55 s on the 2-core development machine and saved about a third
+# of the folded eager time, so it paid back after about 500 images of 4.1 GMACs (2e12 multiply-adds;
+# docs/inference.md). Automatic compilation asks for 2.5 times that much work ahead.
+COMPILE_MIN_MACS = 5e12
+
+
+def compile_pays(
+    model: nn.Module, expected_images: int | None, input_size: tuple[int, ...] | None
+) -> bool:
+    """Whether compiling is worth it for `expected_images` images of `input_size` (C, H, W)."""
+    if not expected_images or not input_size or not compiler_available():
+        return False
+    from ..models.stats import count_macs
+
+    try:
+        macs = count_macs(model, tuple(input_size))
+    except Exception:  # a shape the model rejects: let the real call report it
+        return False
+    return expected_images * macs >= COMPILE_MIN_MACS
 
 
 class _NoGrad:

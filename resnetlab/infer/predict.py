@@ -123,7 +123,11 @@ def predict(
     if not paths:
         raise ResnetlabError(f"no image files in {', '.join(str(i) for i in inputs)}")
     fast = prepare_for_inference(
-        model, precision=precision, compile=compile, expected_images=len(paths)
+        model,
+        precision=precision,
+        compile=compile,
+        expected_images=len(paths),
+        input_size=prep.input_size,
     )
     classes = class_names(meta, int(meta["num_classes"]))
     return predict_files(
