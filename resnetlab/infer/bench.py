@@ -3,7 +3,8 @@
 Paths: eager-fp32 (the model as built, NCHW), eager-bf16 (the same under bf16 autocast), fast
 (`prepare_for_inference`: folded BN, channels_last, bf16 where native, compiled), fast-nocompile
 (the same without torch.compile) and onnxruntime (the model exported to ONNX, when onnxruntime is
-installed). Each figure is the median of several timed repetitions after warm-up.
+installed). Each figure is the median of several timed repetitions after warm-up; the
+repetitions of the paths are interleaved, so that load from elsewhere falls on all of them alike.
 """
 
 from __future__ import annotations
@@ -73,19 +74,18 @@ def load_bench_model(
     return model, name, (c, h, w)
 
 
-def _time_calls(fn: Callable[[], Any], repeats: int, min_rep_s: float) -> list[float]:
-    """Seconds per call: `repeats` medians-ready samples, each averaged over enough calls."""
+def _calls_per_rep(fn: Callable[[], Any], min_rep_s: float) -> int:
+    """How many calls make one repetition of at least `min_rep_s` seconds (from one timed call)."""
     t0 = time.perf_counter()
     fn()
-    one = max(time.perf_counter() - t0, 1e-6)
-    k = max(1, int(min_rep_s / one))
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(k):
-            fn()
-        out.append((time.perf_counter() - t0) / k)
-    return out
+    return max(1, int(min_rep_s / max(time.perf_counter() - t0, 1e-6)))
+
+
+def _time_rep(fn: Callable[[], Any], k: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(k):
+        fn()
+    return (time.perf_counter() - t0) / k
 
 
 def _runner(path: str, model: nn.Module, x: torch.Tensor, tmpdir: str):
@@ -147,7 +147,7 @@ def bench(
     with tempfile.TemporaryDirectory(prefix="resnetlab-bench-") as tmpdir:
         for b in batch_sizes:
             x = torch.randn((b, *input_size), generator=torch.Generator().manual_seed(0))
-            base: float | None = None
+            ready = []
             for path in paths:
                 made = _runner(path, model, x, tmpdir)
                 if made is None:
@@ -157,14 +157,22 @@ def bench(
                 run, precision, setup_s = made
                 for _ in range(warmup):
                     run()
-                times = _time_calls(run, repeats, min_rep_s)
-                lat = statistics.median(times)
-                if path == "eager-fp32":
-                    base = lat
+                ready.append((path, run, precision, setup_s, _calls_per_rep(run, min_rep_s)))
+                if log:
+                    log(f"batch {b} {path}: ready (setup {setup_s:.1f} s)")
+            # repetitions take turns across the paths, so a burst of load elsewhere on the
+            # machine hits every path alike instead of one path's whole measurement
+            times: dict[str, list[float]] = {p: [] for p, *_ in ready}
+            for _ in range(repeats):
+                for path, run, _, _, k in ready:
+                    times[path].append(_time_rep(run, k))
+            base = statistics.median(times["eager-fp32"]) if "eager-fp32" in times else None
+            for path, _, precision, setup_s, _ in ready:
+                lat = statistics.median(times[path])
                 row = BenchRow(
                     model=name, path=path, batch_size=b, input_size=list(input_size),
                     images_per_s=b / lat, latency_ms=lat * 1e3,
-                    latency_ms_all=[round(t * 1e3, 3) for t in times],
+                    latency_ms_all=[round(t * 1e3, 3) for t in times[path]],
                     ratio_vs_eager_fp32=(base / lat) if base else None,
                     precision=precision, setup_s=round(setup_s, 2), threads=threads,
                 )  # fmt: skip
@@ -172,7 +180,7 @@ def bench(
                 if log:
                     log(
                         f"batch {b} {path}: {row.images_per_s:.1f} images/s, "
-                        f"{row.latency_ms:.1f} ms (setup {setup_s:.1f} s)"
+                        f"{row.latency_ms:.1f} ms"
                     )
     return rows
 

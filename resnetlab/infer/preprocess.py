@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..data.images import MAX_PIXELS, convert_mode, decode_image
 from ..errors import ResnetlabError
@@ -148,8 +148,6 @@ def _load_jpeg_draft(
         try:
             img.draft(mode, (need, need))
             img.load()
-            from PIL import ImageOps
-
             img = ImageOps.exif_transpose(img) or img
             img = convert_mode(img, mode)
         except Exception:
