@@ -111,6 +111,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the cores not already busy)")
     p.set_defaults(func=run_eval)
 
 
@@ -210,6 +211,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..models import get_entry, load_model
     from ..train.distributed import pick_device
     from ..train.evaluate import evaluate, plot_confusion
+    from ..train.loop import cpu_threads
 
     if args.batch_size < 1:
         raise ResnetlabError(f"--batch-size must be positive, got {args.batch_size}")
@@ -237,6 +239,8 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         mean, std = compute_mean_std(splits.train.images)
     device = pick_device(args.device)
+    if not device.startswith("cuda"):
+        torch.set_num_threads(cpu_threads(args.threads))
     conv = get_entry(meta["name"]).layout != "mlp"
     model.to(device)
     if conv:

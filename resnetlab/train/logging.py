@@ -47,11 +47,24 @@ def plot_curves(run_dir: str | os.PathLike, rows: list[dict[str, Any]], title: s
     import matplotlib.pyplot as plt
 
     epochs = [r["epoch"] for r in rows]
+    marker = "o" if len(rows) <= 30 else None
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     ax.plot(
-        epochs, [100 * r["train_top1_err"] for r in rows], "--", color="C0", label="train error"
+        epochs,
+        [100 * r["train_top1_err"] for r in rows],
+        "--",
+        color="C0",
+        marker=marker,
+        label="train error",
     )
-    ax.plot(epochs, [100 * r["test_top1_err"] for r in rows], "-", color="C0", label="test error")
+    ax.plot(
+        epochs,
+        [100 * r["test_top1_err"] for r in rows],
+        "-",
+        color="C0",
+        marker=marker,
+        label="test error",
+    )
     if any("val_top1_err" in r for r in rows):
         ax.plot(
             [r["epoch"] for r in rows if "val_top1_err" in r],
@@ -60,6 +73,7 @@ def plot_curves(run_dir: str | os.PathLike, rows: list[dict[str, Any]], title: s
             color="C1",
             label="validation error",
         )
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("epoch")
     ax.set_ylabel("error (%)")
     ax.set_title(title)
