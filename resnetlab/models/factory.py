@@ -53,7 +53,8 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     meta = read_metadata(path)
     if "name" not in meta:
         raise ResnetlabError(
-            f"{path} carries no resnetlab metadata; use create_model(NAME, pretrained=PATH)"
+            f"{path} carries no resnetlab metadata: not a weights file written by "
+            "`resnetlab train` or save_weights (those record the model they belong to)"
         )
     model = create_model(meta["name"], pretrained=path)
     return model.eval(), meta
