@@ -230,6 +230,7 @@ def test_bench_table_by_model_name(capsys):
         (["bench", "resnet20", "--batch-size", "0"], "--batch-size '0'"),
         (["bench", "resnet20", "--paths", "warp"], "unknown bench path"),
         (["bench", "residual_mlp"], "bench measures conv models"),
+        (["bench", "resnet20", "--threads", "0"], "--threads 0"),
     ],
 )
 def test_bench_bad_input(capsys, argv, message):

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 from ..errors import ResnetlabError
 
 
@@ -63,6 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--rep-time", type=float, default=0.5, help="least seconds per repetition (default 0.5)"
     )
+    p.add_argument("--threads", type=int, help="intra-op threads (default: torch's own choice)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=run_bench)
 
@@ -154,6 +157,10 @@ def run_bench(args: argparse.Namespace) -> int:
     paths = tuple(p.strip() for p in args.paths.split(",")) if args.paths else PATHS
     if args.repeats < 1:
         raise ResnetlabError(f"--repeats {args.repeats} must be at least 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ResnetlabError(f"--threads {args.threads} must be at least 1")
+        torch.set_num_threads(args.threads)
     model, name, size = load_bench_model(args.model, args.image_size)
     log = None if args.json else (lambda m: print("  " + m, file=sys.stderr, flush=True))
     if not args.json:

@@ -204,9 +204,9 @@ def prepare_for_inference(
     return _NoGrad(prepared)
 
 
-# Compiling a ResNet-50 took about 55 s on the 2-core development machine and saved about a third
-# of the folded eager time, so it paid back after about 500 images of 4.1 GMACs (2e12 multiply-adds;
-# docs/inference.md). Automatic compilation asks for 2.5 times that much work ahead.
+# A cold compile of ResNet-50 took 35-55 s on the 2-core development machine and saved 23-103 ms
+# per image against the folded eager model: it paid back after 500-1,500 images of 4.1 GMACs
+# (docs/inference.md). Automatic compilation wants about 1,200 such images of work ahead.
 COMPILE_MIN_MACS = 5e12
 
 
