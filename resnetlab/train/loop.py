@@ -514,7 +514,11 @@ def _fit(
     interrupted = {"flag": False}
 
     def on_signal(signum, frame):  # noqa: ARG001
+        if interrupted["flag"]:  # a second Ctrl-C: stop now (the last checkpoint stays intact)
+            raise KeyboardInterrupt
         interrupted["flag"] = True
+        if info.is_main:
+            print("stopping after this step (Ctrl-C again to stop at once)", file=sys.stderr)
 
     handlers = {}
     if _in_main_thread():
