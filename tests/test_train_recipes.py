@@ -42,7 +42,9 @@ def test_paper_warm_up_at_0_01_only_for_nets_of_110_layers_or_more():
     for _ in range(10):
         deep.step(train_err=0.85)  # still above 80% train error: keep warming up
     assert deep.apply() == pytest.approx(0.01)
-    deep.step(train_err=0.79)  # below 80%: back to 0.1
+    deep.step(train_err=0.5)  # one good batch: the running error is 0.815, still warming up
+    assert deep.apply() == pytest.approx(0.01)
+    deep.step(train_err=0.5)  # running error 0.7835 < 0.8: back to 0.1
     assert deep.apply() == pytest.approx(0.1)
 
 

@@ -118,7 +118,7 @@ def lr_factor(recipe: Recipe, step: int, total_steps: int) -> float:
 
 
 class Schedule:
-    """Sets each parameter group's lr every step; its whole state is two numbers."""
+    """Sets each parameter group's lr every step; its whole state is three numbers."""
 
     def __init__(self, optimizer, recipe: Recipe, total_steps: int, depth: int) -> None:
         self.optimizer = optimizer
@@ -128,6 +128,7 @@ class Schedule:
         # the paper's warm-up applies to nets of 110 layers or more
         self.deep_warmup = bool(recipe.deep_warmup_lr > 0 and depth >= 110)
         self.warm_done = not self.deep_warmup
+        self.err_avg: float | None = None
         for g in optimizer.param_groups:
             g.setdefault("base_lr", g["lr"])
 
@@ -147,19 +148,24 @@ class Schedule:
         return max(lrs)
 
     def step(self, train_err: float | None = None) -> None:
-        """Advance one step; the paper's warm-up ends when train error < 80% or after its budget."""
+        """Advance one step; the paper's warm-up ends when the training error (a running average
+        over recent batches) falls below 80%, or after its budget of steps."""
         self.step_count += 1
+        if train_err is not None:
+            a = self.err_avg
+            self.err_avg = train_err if a is None else 0.9 * a + 0.1 * train_err
         if not self.warm_done and (
-            (train_err is not None and train_err < 0.8)
+            (self.err_avg is not None and self.err_avg < 0.8)
             or self.step_count >= self.recipe.deep_warmup_iters
         ):
             self.warm_done = True
 
     def state_dict(self) -> dict[str, Any]:
-        """Step count and warm-up flag."""
-        return {"step_count": self.step_count, "warm_done": self.warm_done}
+        """Step count, warm-up flag, running training error."""
+        return {"step_count": self.step_count, "warm_done": self.warm_done, "err_avg": self.err_avg}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what state_dict returned."""
         self.step_count = int(state["step_count"])
         self.warm_done = bool(state["warm_done"])
+        self.err_avg = state.get("err_avg")
