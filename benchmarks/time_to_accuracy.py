@@ -38,7 +38,7 @@ def main() -> int:
     cmd = [sys.executable, "-m", "resnetlab", "train", "--data", a.data, "--out", a.out]
     if a.epochs is not None:
         cmd += ["--epochs", str(a.epochs)]
-    cmd += ["--quiet", *extra]
+    cmd += ["--quiet", "--overwrite", *extra]
     metrics = Path(a.out) / "metrics.jsonl"
     metrics.unlink(missing_ok=True)
     start = time.time()

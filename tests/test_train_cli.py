@@ -131,3 +131,14 @@ def test_eval_on_images_of_another_size_fails_in_one_line(trained, train_output,
     code, _, err = _run(capsys, ["eval", out / "last.safetensors", "--data", tmp_path / "big.npz"])
     assert code == 2
     assert "expects images 1x8x8" in err
+
+
+def test_training_into_a_run_directory_with_a_checkpoint_needs_resume_or_overwrite(
+    trained, train_output, capsys
+):
+    _, data, out = trained
+    before = (out / "checkpoint" / "state.pt").read_bytes()
+    code, _, err = _run(capsys, ["train", *TINY_CLI, "--data", data, "--out", out])
+    assert code == 2
+    assert "already holds a run" in err and "--resume" in err
+    assert (out / "checkpoint" / "state.pt").read_bytes() == before

@@ -35,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="continue the run in DIR (default: --out) from its checkpoint",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an --out that already holds a run's checkpoint",
+    )
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--subset", type=int, help="train on the first N training images only")
     p.add_argument("--val-split", type=float, help="hold out this fraction (or count) of train")
@@ -188,6 +193,12 @@ def build_config(args: argparse.Namespace):
     if given["out"] is None:
         stem = Path(given["data"]).name or "data"
         given["out"] = str(Path("runs") / f"{given['model']}-{stem}")
+    ck = Path(given["out"], "checkpoint")
+    if (ck.exists() or ck.with_name("checkpoint.old").exists()) and not args.overwrite:
+        raise ResnetlabError(
+            f"{given['out']} already holds a run; continue it with --resume, start afresh with "
+            "--overwrite, or choose another --out"
+        )
     return TrainConfig(**{k: v for k, v in given.items() if v is not None}), None
 
 
