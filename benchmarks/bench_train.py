@@ -75,6 +75,11 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--compile", choices=("on", "off"), default="on")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    p.add_argument(
+        "--threads-sweep",
+        metavar="N,M",
+        help="also time the project's step at these thread counts, in alternating rounds",
+    )
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
 
@@ -113,6 +118,27 @@ def main() -> int:
         res["resnetlab"]["images_per_s"],
         res["resnetlab"]["warmup_s"],
     )
+    sweep = {}
+    if a.threads_sweep:
+        project = make_step(model, forward, dtype)
+
+        def at(n: int):
+            def step(x, y):
+                torch.set_num_threads(n)
+                return project(x, y)
+
+            return step
+
+        counts = [int(t) for t in a.threads_sweep.split(",")]
+        runs = interleaved(
+            {n: at(n) for n in counts},
+            {n: cl_batches for n in counts},
+            1,
+            a.rounds,
+            a.steps_per_round,
+        )
+        sweep = {str(n): round(r["images_per_s"], 1) for n, r in runs.items()}
+
     result = {
         "model": a.model,
         "input": [a.in_chans, a.size, a.size],
@@ -126,6 +152,7 @@ def main() -> int:
         "compiled": a.compile == "on",
         "warmup_seconds": round(warm, 1),
         "load_average": os.getloadavg()[0],
+        "threads_sweep_images_per_s": sweep,
     }
     if a.json:
         print(json.dumps(result))
@@ -141,11 +168,14 @@ def main() -> int:
             f"{warm:.1f}s incl. compile)"
         )
         print(f"  ratio                     : {result['ratio']:.2f}x")
+        for n, v in sweep.items():
+            print(f"  resnetlab step, {n} thread(s) : {v:8.1f} images/s")
         print(
             "rerun: python benchmarks/bench_train.py "
             f"--model {a.model} --size {a.size} --in-chans {a.in_chans} "
             f"--batch-size {a.batch_size} --compile {a.compile} --precision {a.precision} "
             f"--rounds {a.rounds} --steps-per-round {a.steps_per_round}"
+            + (f" --threads-sweep {a.threads_sweep}" if a.threads_sweep else "")
         )
     return 0
 
