@@ -142,3 +142,19 @@ def test_training_into_a_run_directory_with_a_checkpoint_needs_resume_or_overwri
     assert code == 2
     assert "already holds a run" in err and "--resume" in err
     assert (out / "checkpoint" / "state.pt").read_bytes() == before
+
+
+def test_fine_tune_from_trained_weights_with_a_frozen_stem(trained, train_output, capsys, tmp_path):
+    _, data, out = trained
+    argv = ["train", *TINY_CLI, "--data", data, "--out", tmp_path / "ft", "--epochs", "1",
+            "--init-from", out / "last.safetensors", "--freeze", "stem,layer1"]  # fmt: skip
+    code, text, err = _run(capsys, argv)
+    assert code == 0, err
+    assert "loaded" in text and "tensors from" in text
+    from safetensors.torch import load_file
+
+    before = load_file(str(out / "last.safetensors"))
+    after = load_file(str(tmp_path / "ft" / "last.safetensors"))
+    assert torch.equal(before["conv1.weight"], after["conv1.weight"])
+    assert torch.equal(before["layer1.0.conv1.weight"], after["layer1.0.conv1.weight"])
+    assert not torch.equal(before["layer2.0.conv1.weight"], after["layer2.0.conv1.weight"])
