@@ -1,6 +1,7 @@
 """resnetlab: the residual network family, complete and fast."""
 
 from .errors import ResnetlabError
+from .infer import prepare_for_inference
 from .models import (
     create_model,
     list_models,
@@ -10,16 +11,20 @@ from .models import (
     read_metadata,
     save_weights,
 )
+from .train.loop import TrainConfig, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ResnetlabError",
+    "TrainConfig",
     "create_model",
+    "fit",
     "list_models",
     "list_pretrained",
     "load_model",
     "load_weights",
+    "prepare_for_inference",
     "read_metadata",
     "save_weights",
 ]
