@@ -2,7 +2,7 @@
 
 Speed: a model (resnet50 by default, random weights: speed does not depend on their values) at the
 given batch sizes along eager-fp32, eager-bf16, fast (folded BN, channels_last, bf16 where the CPU
-has native bf16, torch.compile with frozen weights), fast-nocompile and onnxruntime. The issue's
+has native bf16, torch.compile with frozen weights), fast-nocompile and onnxruntime. The project's
 target: the fast path at least 8x eager fp32 at batch 16, 224x224.
 
 Agreement: top-1 of the fast path (fp32 and bf16) and of eager bf16 against eager fp32 on all
