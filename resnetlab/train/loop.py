@@ -248,11 +248,35 @@ def cpu_has_native_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def busy_cores(window: float = 0.3) -> float:
+    """Cores other processes keep busy now: /proc/stat sampled over `window` seconds (this
+    process sleeps meanwhile). Falls back to the 1-minute load average, which lags by a minute."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        total0, idle0 = sample()
+        time.sleep(window)
+        total1, idle1 = sample()
+        if total1 > total0:
+            return (cores or 1) * (1.0 - (idle1 - idle0) / (total1 - total0))
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
+
+
 def cpu_threads(requested: int | None, world_size: int = 1) -> int:
     """Threads for a CPU run: as asked; else OMP_NUM_THREADS if set; else this process's share of
-    the cores that are not already busy (1-minute load average). On a shared machine, more
-    threads than free cores make every OpenMP barrier wait for a descheduled thread: measured
-    2.5x slower (docs/training.md)."""
+    the cores that other processes do not keep busy. On a shared machine, more threads than free
+    cores make every OpenMP barrier wait for a descheduled thread: measured 2.5x slower
+    (docs/training.md)."""
     if requested is not None:
         if requested < 1:
             raise ResnetlabError(f"--threads must be at least 1, got {requested}")
@@ -261,11 +285,7 @@ def cpu_threads(requested: int | None, world_size: int = 1) -> int:
         return torch.get_num_threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     share = max(1, (cores or 1) // max(world_size, 1))
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    free = max(1, int((cores or 1) - busy + 0.5))
+    free = max(1, int((cores or 1) - busy_cores() + 0.5))
     return max(1, min(share, free, torch.get_num_threads()))
 
 
