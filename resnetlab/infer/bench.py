@@ -22,10 +22,11 @@ import torch
 from torch import nn
 
 from ..errors import ResnetlabError
+from ..hardware import native_bf16
 from ..models.factory import create_model, load_model
 from ..models.registry import get_entry
 from .export import export_onnx, onnx_session, require_onnxruntime
-from .fastpath import compiler_available, native_bf16, prepare_for_inference, resolve_precision
+from .fastpath import compiler_available, prepare_for_inference, resolve_precision
 
 PATHS = ("eager-fp32", "eager-bf16", "fast", "fast-nocompile", "onnxruntime")
 

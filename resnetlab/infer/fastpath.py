@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ResnetlabError
+from ..hardware import native_bf16
 from ..models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
 from ..models.mlp import MLPBlock
 from ..models.resnet import ResNet
@@ -109,21 +110,6 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
             setattr(module, bn_name, nn.Identity())
             folded += 1
     return model, folded
-
-
-def native_bf16() -> bool:
-    """True when this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles) and oneDNN is on."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # older torch: look at the CPU flags directly
-        try:
-            with open("/proc/cpuinfo") as f:
-                flags = f.read()
-        except OSError:
-            return False
-        return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_precision(precision: str) -> str:

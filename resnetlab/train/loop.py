@@ -25,6 +25,7 @@ from torch import nn
 from ..data import DataSplits, ImageDataset
 from ..data.loader import BatchLoader, compute_mean_std
 from ..errors import ResnetlabError
+from ..hardware import native_bf16, usable_cores
 from ..models import create_model, get_entry, save_weights
 from ..models.weights import read_metadata, read_state_dict
 from . import checkpoint as ckpt
@@ -231,21 +232,12 @@ def resolve_precision(precision: str, device: str) -> torch.dtype | None:
         return torch.float16
     if cuda:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_native_bf16() else None
+    return torch.bfloat16 if native_bf16() else None
 
 
 def precision_name(dtype: torch.dtype | None) -> str:
     """fp32, bf16 or fp16."""
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-
-
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs with AVX512-BF16 or AMX (where bf16 autocast is faster than fp32)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def busy_cores(window: float = 0.3) -> float:
@@ -257,13 +249,13 @@ def busy_cores(window: float = 0.3) -> float:
         idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
         return sum(fields), idle
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     try:
         total0, idle0 = sample()
         time.sleep(window)
         total1, idle1 = sample()
         if total1 > total0:
-            return (cores or 1) * (1.0 - (idle1 - idle0) / (total1 - total0))
+            return cores * (1.0 - (idle1 - idle0) / (total1 - total0))
     except (OSError, ValueError, IndexError):
         pass
     try:
@@ -283,9 +275,9 @@ def cpu_threads(requested: int | None, world_size: int = 1) -> int:
         return requested
     if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    share = max(1, (cores or 1) // max(world_size, 1))
-    free = max(1, int((cores or 1) - busy_cores() + 0.5))
+    cores = usable_cores()
+    share = max(1, cores // max(world_size, 1))
+    free = max(1, int(cores - busy_cores() + 0.5))
     return max(1, min(share, free, torch.get_num_threads()))
 
 
