@@ -11,12 +11,13 @@ import os
 import sys
 
 from .commands import data as data_cmd
+from .commands import experiment as experiment_cmd
 from .commands import infer as infer_cmd
 from .commands import models as models_cmd
 from .commands import train as train_cmd
 from .errors import ResnetlabError
 
-COMMAND_MODULES = (models_cmd, data_cmd, train_cmd, infer_cmd)
+COMMAND_MODULES = (models_cmd, data_cmd, train_cmd, infer_cmd, experiment_cmd)
 
 
 class Parser(argparse.ArgumentParser):

@@ -87,6 +87,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also checkpoint every STEPS steps (always at each epoch's end)",
     )
     p.add_argument(
+        "--log-every",
+        type=int,
+        metavar="STEPS",
+        help="also log the training error of the batches as trained every STEPS steps "
+        "(steps.jsonl)",
+    )
+    p.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -158,13 +165,14 @@ def build_config(args: argparse.Namespace):
         "sync_bn": args.sync_bn,
         "augment": args.augment,
         "checkpoint_every": args.checkpoint_every,
+        "log_every": args.log_every,
         "device": args.device,
         "threads": args.threads,
         "quiet": args.quiet or None,
     }
-    for key in ("epochs", "batch_size", "subset", "checkpoint_every"):
+    for key in ("epochs", "batch_size", "subset", "checkpoint_every", "log_every"):
         v = given[key]
-        if v is not None and (v < 1 if key != "checkpoint_every" else v < 0):
+        if v is not None and (v < 0 if key in ("checkpoint_every", "log_every") else v < 1):
             raise ResnetlabError(f"--{key.replace('_', '-')} must be positive, got {v}")
     if given["lr"] is not None and not (math.isfinite(given["lr"]) and given["lr"] > 0):
         raise ResnetlabError(f"--lr must be a positive number, got {given['lr']}")

@@ -12,16 +12,24 @@ from typing import Any
 from ..models.weights import atomic_write
 
 METRICS_FILE = "metrics.jsonl"
+STEPS_FILE = "steps.jsonl"
 CURVES_FILE = "curves.png"
 SUMMARY_FILE = "summary.json"
 
 
-def write_metrics(run_dir: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
+def write_metrics(
+    run_dir: str | os.PathLike, rows: list[dict[str, Any]], name: str = METRICS_FILE
+) -> Path:
     """Write every epoch's row as one JSON line (the whole file, atomically: resume-safe)."""
-    path = Path(run_dir) / METRICS_FILE
+    path = Path(run_dir) / name
     text = "".join(json.dumps(r) + "\n" for r in rows)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return path
+
+
+def write_steps(run_dir: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
+    """steps.jsonl: the training error of the batches as trained, every `log_every` steps."""
+    return write_metrics(run_dir, rows, STEPS_FILE)
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ from ..models.weights import read_metadata, read_state_dict
 from . import checkpoint as ckpt
 from . import distributed
 from .evaluate import evaluate
-from .logging import Progress, plot_curves, write_metrics, write_summary
+from .logging import Progress, plot_curves, write_metrics, write_steps, write_summary
 from .recipes import Recipe, Schedule, get_recipe
 
 LAST_WEIGHTS = "last.safetensors"
@@ -64,6 +64,7 @@ class TrainConfig:
     augment: bool = True  # False: no translation, flips or erasing whatever the recipe says
     checkpoint_every: int = 0  # steps; 0: only at epoch ends (and every `checkpoint_minutes`)
     checkpoint_minutes: float = 10.0
+    log_every: int = 0  # steps; >0: also log the training error of the batches as trained
     device: str = "auto"
     threads: int | None = None  # CPU threads; None: the cores not already busy (see cpu_threads)
     quiet: bool = False  # no progress display (epoch lines and the result are still printed)
@@ -428,7 +429,12 @@ def _fit(
     history: list[dict[str, Any]] = []
     best_err = math.inf
     acc = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
+    # the training error of the batches as trained, every `log_every` steps (the paper's thin curves)
+    step_log: list[dict[str, Any]] = []
+    window = {"loss": 0.0, "correct": 0, "count": 0}
     elapsed_before = 0.0
+    if cfg.log_every < 0:
+        raise ResnetlabError(f"--log-every must be >= 0, got {cfg.log_every}")
     if state_ck is not None:
         model_w, ema_w = ckpt.split_ema(weights_ck)
         try:
@@ -452,6 +458,8 @@ def _fit(
         best_err = float(state_ck["best_err"])
         acc = dict(state_ck["epoch_acc"])
         elapsed_before = float(state_ck["elapsed"])
+        step_log = list(state_ck.get("step_log", []))
+        window = dict(state_ck.get("step_window", window))
 
     compiled = resolve_compile(cfg.compile, device, total_steps)
     net = distributed.wrap(model, info, sync_bn=cfg.sync_bn)
@@ -509,6 +517,8 @@ def _fit(
             "elapsed": elapsed_before + (time.time() - t_start),
             "ema_updates": ema.updates if ema is not None else 0,
             "meta": meta,
+            "step_log": step_log,
+            "step_window": dict(window),
         }
         return weights, state
 
@@ -587,6 +597,13 @@ def _fit(
                 acc["correct"] += correct
                 acc["count"] += len(y)
                 schedule.step(train_err=1 - correct / len(y))
+                if cfg.log_every:
+                    window["loss"] += loss_val * len(y)
+                    window["correct"] += correct
+                    window["count"] += len(y)
+                    if step % cfg.log_every == 0:
+                        step_log.append(_window_row(window, step, steps_per_epoch, lr_now))
+                        window = {"loss": 0.0, "correct": 0, "count": 0}
                 if ema is not None and step % recipe.ema_every == 0:
                     ema.update(model)
                 seen += len(y)
@@ -656,6 +673,8 @@ def _fit(
                     best_err = select
                     save_weights(em, out / BEST_WEIGHTS, wmeta)
                 write_metrics(out, history)
+                if cfg.log_every:
+                    write_steps(out, step_log)
                 plot_curves(out, history, f"{cfg.model} on {splits.name} ({recipe.name} recipe)")
                 say(_epoch_line(row, recipe.epochs))
             acc = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
@@ -713,6 +732,18 @@ def _fit(
             f"-> {out / LAST_WEIGHTS}"
         )
     return model, summary
+
+
+def _window_row(window: dict, step: int, steps_per_epoch: int, lr: float) -> dict[str, Any]:
+    n = max(window["count"], 1)
+    return {
+        "step": step,
+        "epoch": step / steps_per_epoch,
+        "train_top1_err": 1 - window["correct"] / n,
+        "train_loss": window["loss"] / n,
+        "images": window["count"],
+        "lr": lr,
+    }
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:

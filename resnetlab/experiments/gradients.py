@@ -1,0 +1,326 @@
+"""Gradient flow and layer responses (He et al. 2015, Figure 7) of plain and residual twins.
+
+On real batches, for every net: the gradient norm of each conv layer's weights, the norm of the
+gradient of the loss with respect to each block's output (the signal flowing back), and the
+standard deviation of each 3x3 layer's response after BN and before the nonlinearity.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import load_source
+from ..data.loader import BatchLoader, compute_mean_std
+from ..errors import ResnetlabError
+from ..models import load_model
+from ..models.weights import atomic_write
+from ..train.loop import build_model
+from .nets import cifar_net
+
+JSON_FILE = "gradients.json"
+GRADIENTS_FIGURE = "gradients.png"
+RESPONSES_FIGURE = "responses.png"
+
+
+@dataclass
+class Probe:
+    """What one net shows on the probe batches (each value averaged over the batches)."""
+
+    conv_names: list[str]
+    conv_grad_norms: list[float]  # ||dL/dW|| of every conv, in forward order
+    block_names: list[str]
+    block_grad_norms: list[float]  # ||dl/d(block output)||, RMS over images, in block order
+    response_names: list[str]
+    response_stds: list[float]  # std of each 3x3 layer's output after BN, before ReLU/addition
+
+
+def residual_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The blocks of a conv ResNet (or its plain twin), in forward order: layerI.J."""
+    stages = getattr(model, "stage_names", None)
+    if not stages:
+        return []
+    return [(f"{s}.{j}", b) for s in stages for j, b in enumerate(getattr(model, s))]
+
+
+def response_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The BN that follows each 3x3 conv (post-activation nets: convK -> bnK in one module)."""
+    out = []
+    for name, module in model.named_modules():
+        for cname, conv in module.named_children():
+            if not (isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3)):
+                continue
+            if not cname.startswith("conv") or getattr(module, "preact", False):
+                continue
+            bn = getattr(module, "bn" + cname[4:], None)
+            if isinstance(bn, nn.BatchNorm2d):
+                out.append((f"{name}.{cname}" if name else cname, bn))
+    return out
+
+
+def probe(
+    model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], *, train_mode: bool = True
+) -> Probe:
+    """Gradient norms and responses of `model` on `batches`, averaged over the batches.
+
+    train_mode: BN uses the batch's statistics (as in training; the only meaningful choice at
+    initialisation); else its running statistics (a trained net as it is used). The model's
+    weights, buffers and gradients are left as they were.
+    """
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    blocks = residual_blocks(model)
+    resp = response_layers(model)
+    if not convs:
+        raise ResnetlabError("this model has no conv layers to probe")
+    saved_state = {k: v.clone() for k, v in model.state_dict().items()}
+    saved_grads = [p.grad for p in model.parameters()]
+    was_training = model.training
+    conv_acc = torch.zeros(len(convs), dtype=torch.float64)
+    block_acc = torch.zeros(len(blocks), dtype=torch.float64)
+    resp_acc = torch.zeros(len(resp), dtype=torch.float64)
+    outputs: list[torch.Tensor] = []
+    stds: list[float] = []
+
+    def keep_output(_m, _i, out):
+        out.retain_grad()
+        outputs.append(out)
+
+    def keep_std(_m, _i, out):  # runs before the in-place ReLU that may follow
+        stds.append(float(out.detach().double().std()))
+
+    hooks = [b.register_forward_hook(keep_output) for _, b in blocks]
+    hooks += [bn.register_forward_hook(keep_std) for _, bn in resp]
+    try:
+        model.train(train_mode)
+        for x, y in batches:
+            outputs.clear()
+            stds.clear()
+            model.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            conv_acc += torch.tensor([float(m.weight.grad.norm()) for _, m in convs])
+            # per image: dL/dx of the batch-mean loss is each image's own gradient over B, so
+            # ||dL/dx|| * sqrt(B) is the root mean square of the images' gradient norms
+            block_acc += torch.tensor([float(o.grad.norm()) * len(x) ** 0.5 for o in outputs],
+                                      dtype=torch.float64)  # fmt: skip
+            resp_acc += torch.tensor(stds, dtype=torch.float64)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.load_state_dict(saved_state)
+        for p, g in zip(model.parameters(), saved_grads):
+            p.grad = g
+        model.train(was_training)
+    n = len(batches)
+    return Probe(
+        [c for c, _ in convs],
+        (conv_acc / n).tolist(),
+        [b for b, _ in blocks],
+        (block_acc / n).tolist(),
+        [r for r, _ in resp],
+        (resp_acc / n).tolist(),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the study
+
+
+@dataclass
+class NetProbe:
+    """One net's probe, with where its weights came from."""
+
+    family: str
+    depth: int
+    state: str  # "init" or "trained"
+    weights: str | None
+    response_mode: str  # "batch statistics" (train mode) or "running statistics" (eval mode)
+    probe: Probe
+
+    def record(self) -> dict[str, Any]:
+        """The row of gradients.json."""
+        p = self.probe
+        d = {
+            "family": self.family,
+            "depth": self.depth,
+            "state": self.state,
+            "weights": self.weights,
+            "response_mode": self.response_mode,
+        }
+        d.update(asdict(p))
+        d["first_to_last_conv_grad"] = p.conv_grad_norms[0] / max(p.conv_grad_norms[-1], 1e-30)
+        d["first_to_last_block_grad"] = (
+            p.block_grad_norms[0] / max(p.block_grad_norms[-1], 1e-30)
+            if p.block_grad_norms
+            else None
+        )
+        return d
+
+
+def probe_batches(data, mean, std, batch_size: int, count: int, seed: int):
+    """`count` batches of training images, seeded, without augmentation."""
+    if len(data) < batch_size:
+        raise ResnetlabError(
+            f"{len(data)} training images make no batch of {batch_size}; lower --batch-size"
+        )
+    loader = BatchLoader(data, batch_size, train=True, mean=mean, std=std, pad=0, flip=False,
+                         seed=seed)  # fmt: skip
+    loader.set_epoch(0)
+    batches = []
+    for x, y in loader:
+        batches.append((x.contiguous(), y))
+        if len(batches) == count:
+            break
+    return batches
+
+
+def run_gradients(
+    data: str,
+    out: str,
+    depths: tuple[int, ...] = (20, 56, 110),
+    families: tuple[str, ...] = ("plain", "resnet"),
+    study: str | None = None,
+    batches: int = 2,
+    batch_size: int = 128,
+    seed: int = 0,
+    say=print,
+) -> list[NetProbe]:
+    """Probe every (family, depth) at initialisation and, from a degradation study, trained."""
+    if batches < 1 or batch_size < 1:
+        raise ResnetlabError("--batches and --batch-size must be at least 1")
+    splits = load_source(data)
+    train = splits.train
+    mean, std = compute_mean_std(train.images)
+    xs = probe_batches(train, mean, std, batch_size, batches, seed)
+    classes = len(train.classes)
+    results = []
+    for depth in depths:
+        for family in families:
+            name, options = cifar_net(family, depth)
+            torch.manual_seed(seed)  # twins start from the same conv weights
+            model = build_model(name, tuple(train.image_shape), classes, options)
+            results.append(NetProbe(family, depth, "init", None, "batch statistics",
+                                    probe(model, xs, train_mode=True)))  # fmt: skip
+            say(_line(results[-1]))
+            if study is not None:
+                w = Path(study) / f"{family}{depth}-s{seed}" / "last.safetensors"
+                if not w.is_file():
+                    say(f"{family}-{depth}: no trained weights at {w}; initialisation only")
+                    continue
+                trained, meta = load_model(w)
+                if list(meta.get("input_size", [])) != list(train.image_shape):
+                    raise ResnetlabError(
+                        f"{w} was trained on images {meta.get('input_size')}, but {data} has "
+                        f"{list(train.image_shape)}"
+                    )
+                txs = probe_batches(train, meta["mean"], meta["std"], batch_size, batches, seed)
+                p = probe(trained, txs, train_mode=False)
+                # gradients as in training (batch statistics); responses as the net is used
+                g = probe(trained, txs, train_mode=True)
+                p.conv_grad_norms, p.block_grad_norms = g.conv_grad_norms, g.block_grad_norms
+                results.append(NetProbe(family, depth, "trained", str(w), "running statistics", p))
+                say(_line(results[-1]))
+    write_gradients(results, Path(out), splits.name)
+    return results
+
+
+def _line(r: NetProbe) -> str:
+    d = r.record()
+    return (
+        f"{r.family}-{r.depth} ({r.state}): first/last conv weight gradient "
+        f"{d['first_to_last_conv_grad']:.3g}x, first/last block output gradient "
+        f"{d['first_to_last_block_grad']:.3g}x, mean 3x3 response std "
+        f"{sum(r.probe.response_stds) / len(r.probe.response_stds):.3g}"
+    )
+
+
+def write_gradients(results: list[NetProbe], out: Path, dataset: str) -> None:
+    """gradients.json, gradients.png and responses.png in `out`."""
+    text = json.dumps([r.record() for r in results], indent=1) + "\n"
+    atomic_write(out / JSON_FILE, lambda tmp: Path(tmp).write_text(text))
+    plot_gradients(results, out / GRADIENTS_FIGURE, dataset)
+    plot_responses(results, out / RESPONSES_FIGURE, dataset)
+
+
+def _style(results: list[NetProbe]):
+    depths = sorted({r.depth for r in results})
+    colours = {d: f"C{i}" for i, d in enumerate(depths)}
+    return lambda r: dict(color=colours[r.depth], linestyle="-" if r.family == "resnet" else "--")
+
+
+def plot_gradients(results: list[NetProbe], path: Path, dataset: str) -> None:
+    """Log-scale gradient norms against layer index: conv weights (left), block outputs (right);
+    one row per state (initialisation, trained)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    states = [s for s in ("init", "trained") if any(r.state == s for r in results)]
+    style = _style(results)
+    fig, axes = plt.subplots(len(states), 2, figsize=(12, 4.2 * len(states)), dpi=120,
+                             squeeze=False)  # fmt: skip
+    for row, state in zip(axes, states):
+        when = "at initialisation" if state == "init" else "trained"
+        for r in (r for r in results if r.state == state):
+            label = f"{r.family}-{r.depth}"
+            p = r.probe
+            row[0].plot(range(1, len(p.conv_grad_norms) + 1), p.conv_grad_norms, label=label,
+                        **style(r))  # fmt: skip
+            row[1].plot(range(1, len(p.block_grad_norms) + 1), p.block_grad_norms, label=label,
+                        **style(r))  # fmt: skip
+        row[0].set_title(f"conv weight gradient norm ||dL/dW||, {when}")
+        row[0].set_xlabel("conv layer (1 = stem, input side)")
+        row[1].set_title(f"block output gradient norm ||dL/dx|| per image, {when}")
+        row[1].set_xlabel("block (1 = first, input side)")
+        for ax in row:
+            ax.set_yscale("log")
+            ax.set_ylabel("gradient norm (log scale)")
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=8, title="dashed: plain, solid: ResNet", title_fontsize=8)
+    fig.suptitle(f"Gradient flow on {dataset} (real training batches)")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def plot_responses(results: list[NetProbe], path: Path, dataset: str) -> None:
+    """Figure 7 of the paper: std of each 3x3 layer's response, in layer order (top) and sorted
+    by magnitude (bottom); the trained nets when there are any, else at initialisation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    state = "trained" if any(r.state == "trained" for r in results) else "init"
+    chosen = [r for r in results if r.state == state]
+    style = _style(chosen)
+    fig, axes = plt.subplots(2, 1, figsize=(8, 7), dpi=120)
+    for r in chosen:
+        s = r.probe.response_stds
+        label = f"{r.family}-{r.depth}"
+        axes[0].plot(range(1, len(s) + 1), s, label=label, **style(r))
+        axes[1].plot(range(1, len(s) + 1), sorted(s, reverse=True), label=label, **style(r))
+    when = (
+        "trained nets, BN running statistics"
+        if state == "trained"
+        else "at initialisation, BN batch statistics (std is about 1 by construction)"
+    )
+    axes[0].set_title(f"Std of 3x3 layer responses (after BN, before ReLU/addition): {when}",
+                      fontsize=9)  # fmt: skip
+    axes[0].set_xlabel("3x3 layer index (original order)")
+    axes[1].set_xlabel("3x3 layer index (sorted by magnitude)")
+    for ax in axes:
+        ax.set_ylabel("std")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="dashed: plain, solid: ResNet", title_fontsize=8)
+    fig.suptitle(f"Layer responses on {dataset}")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)

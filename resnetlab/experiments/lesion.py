@@ -1,0 +1,248 @@
+"""The lesion study of Veit, Wilber and Belongie (2016): delete blocks from a trained net at test
+time and measure the error.
+
+Deleting a residual block removes its residual branch and keeps its shortcut: the block computes
+relu(shortcut(x)) (post-activation) or shortcut(x) (pre-activation). With the CIFAR nets' option-A
+shortcut that works for every block, downsampling ones included (the shortcut subsamples and
+zero-pads). A plain block has no shortcut: deleting it means skipping it, which only blocks whose
+input and output shapes agree allow; its downsampling blocks stay. The random k-block deletions
+draw from the blocks that keep their shape in both kinds of net, so plain and ResNet curves compare
+like with like.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import load_source
+from ..data.loader import BatchLoader
+from ..errors import ResnetlabError
+from ..models import load_model
+from ..models.weights import atomic_write
+from .gradients import residual_blocks
+
+JSON_FILE = "lesion.json"
+FIGURE_FILE = "lesion.png"
+
+
+def keeps_shape(block: nn.Module) -> bool:
+    """Input and output of the block have the same shape (stride 1, as many channels)."""
+    conv1 = block.conv1
+    stride = max(m.stride[0] for m in block.modules() if isinstance(m, nn.Conv2d))
+    out_ch = [m for m in block.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+    return stride == 1 and conv1.in_channels == out_ch
+
+
+def deletable(block: nn.Module) -> bool:
+    """A residual block always (its shortcut remains); a plain block only if it keeps its shape."""
+    return not block.plain or keeps_shape(block)
+
+
+def shortcut_only(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What the block computes with its residual branch deleted."""
+    if block.plain:
+        return x
+    if block.downsample is None:
+        identity = x
+    elif block.preact and isinstance(block.downsample, nn.Sequential):
+        identity = block.downsample(torch.relu(block.bn1(x)))  # a projection reads the BN input
+    else:
+        identity = block.downsample(x)
+    return identity if block.preact else torch.relu(identity)
+
+
+@contextlib.contextmanager
+def deleted(blocks: list[nn.Module]):
+    """Within the context, the given blocks compute only their shortcut."""
+    hooks = [b.register_forward_hook(lambda m, inp, _out: shortcut_only(m, inp[0])) for b in blocks]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+@torch.no_grad()
+def error_rate(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Top-1 error of the model (eval mode) on the batches."""
+    wrong = total = 0
+    for x, y in batches:
+        wrong += int((model(x).argmax(1) != y).sum())
+        total += len(y)
+    return wrong / max(total, 1)
+
+
+@dataclass
+class Lesion:
+    """One net's lesion results (errors as fractions)."""
+
+    name: str
+    weights: str
+    family: str
+    baseline_err: float
+    blocks: list[str]
+    single: list[float | None]  # error with block i deleted; None where it cannot be deleted
+    ks: list[int]
+    k_mean: list[float]
+    k_std: list[float]
+    draws: int
+
+    def record(self) -> dict[str, Any]:
+        """The object of lesion.json."""
+        return dict(self.__dict__)
+
+
+def lesion_model(
+    model: nn.Module,
+    batches,
+    *,
+    pool: list[int],
+    draws: int = 5,
+    seed: int = 0,
+    max_k: int | None = None,
+) -> tuple[float, list[float | None], list[int], list[float], list[float]]:
+    """Baseline error, each single deletion, and mean/std error of k random deletions from pool."""
+    model.eval()
+    blocks = [b for _, b in residual_blocks(model)]
+    base = error_rate(model, batches)
+    single: list[float | None] = []
+    for b in blocks:
+        if deletable(b):
+            with deleted([b]):
+                single.append(error_rate(model, batches))
+        else:
+            single.append(None)
+    rng = random.Random(seed)
+    top = len(pool) if max_k is None else min(max_k, len(pool))
+    ks, means, stds = [], [], []
+    for k in range(1, top + 1):
+        errs = []
+        for _ in range(1 if k == len(pool) else draws):
+            chosen = rng.sample(pool, k)
+            with deleted([blocks[i] for i in chosen]):
+                errs.append(error_rate(model, batches))
+        m = sum(errs) / len(errs)
+        ks.append(k)
+        means.append(m)
+        stds.append((sum((e - m) ** 2 for e in errs) / len(errs)) ** 0.5)
+    return base, single, ks, means, stds
+
+
+def run_lesion(
+    weights: list[str],
+    data: str,
+    out: str,
+    *,
+    images: int | None = 2000,
+    draws: int = 5,
+    max_k: int | None = None,
+    seed: int = 0,
+    say=print,
+) -> list[Lesion]:
+    """Lesion every given weights file on the test split of `data`; write lesion.json/.png."""
+    if draws < 1:
+        raise ResnetlabError(f"--draws must be at least 1, got {draws}")
+    if max_k is not None and max_k < 1:
+        raise ResnetlabError(f"--max-k must be at least 1, got {max_k}")
+    if images is not None and images < 1:
+        raise ResnetlabError(f"--images must be at least 1, got {images}")
+    models = []
+    for w in weights:
+        model, meta = load_model(w)
+        blocks = residual_blocks(model)
+        if not blocks:
+            raise ResnetlabError(
+                f"{w}: {meta.get('name')} has no residual blocks (or plain twins of them) to delete"
+            )
+        models.append((w, model, meta, blocks))
+    splits = load_source(data)
+    test = splits.test
+    if images is not None and images < len(test):
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(test), generator=g)[:images].sort().values
+        test = type(test)(test.images[idx], test.labels[idx], test.classes)
+    results = []
+    for w, model, meta, blocks in models:
+        shape = list(meta.get("input_size", []))
+        if shape != list(test.image_shape):
+            raise ResnetlabError(
+                f"{w} expects images {'x'.join(map(str, shape))} but {data} has "
+                f"{'x'.join(map(str, test.image_shape))}"
+            )
+        if int(meta.get("num_classes", 0)) <= int(test.labels.max()):
+            raise ResnetlabError(f"{w} has fewer classes than {data} has labels")
+        loader = BatchLoader(test, 500, train=False, mean=meta["mean"], std=meta["std"])
+        batches = list(loader)
+        pool = [i for i, (_, b) in enumerate(blocks) if keeps_shape(b)]
+        base, single, ks, means, stds = lesion_model(
+            model, batches, pool=pool, draws=draws, seed=seed, max_k=max_k
+        )
+        family = "plain" if all(b.plain for _, b in blocks) else "resnet"
+        res = Lesion(meta["name"], str(w), family, base, [n for n, _ in blocks], single, ks,
+                     means, stds, draws)  # fmt: skip
+        results.append(res)
+        worst = max(e for e in single if e is not None)
+        n_del = sum(e is not None for e in single)
+        say(
+            f"{res.name}: baseline err {100 * base:.2f}% on {len(test)} test images; one block "
+            f"deleted ({n_del} of {len(blocks)} deletable): median "
+            f"{100 * _median([e for e in single if e is not None]):.2f}%, worst {100 * worst:.2f}%;"
+            f" {ks[-1]} blocks deleted: {100 * means[-1]:.2f}%"
+        )
+    text = json.dumps([r.record() for r in results], indent=1) + "\n"
+    outp = Path(out)
+    atomic_write(outp / JSON_FILE, lambda tmp: Path(tmp).write_text(text))
+    plot_lesion(results, outp / FIGURE_FILE, splits.name, len(test))
+    return results
+
+
+def _median(v: list[float]) -> float:
+    s = sorted(v)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def plot_lesion(results: list[Lesion], path: Path, dataset: str, n_images: int) -> None:
+    """Left: test error with one block deleted, per block; right: mean error against the number
+    of blocks deleted at random (band: +- one std over draws)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), dpi=120)
+    for i, r in enumerate(results):
+        c = f"C{i}"
+        ls = "--" if r.family == "plain" else "-"
+        xs = [j + 1 for j, e in enumerate(r.single) if e is not None]
+        ys = [100 * e for e in r.single if e is not None]
+        axes[0].plot(xs, ys, ls, color=c, marker="o", markersize=3, label=f"{r.name}")
+        axes[0].axhline(100 * r.baseline_err, color=c, linestyle=":", linewidth=1)
+        m = [100 * v for v in r.k_mean]
+        s = [100 * v for v in r.k_std]
+        axes[1].plot(r.ks, m, ls, color=c, marker="o", markersize=3, label=r.name)
+        axes[1].fill_between(r.ks, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)],
+                             color=c, alpha=0.15)  # fmt: skip
+    if results:
+        axes[1].axhline(100 * results[0].baseline_err, color="grey", linestyle=":", linewidth=1)
+    axes[0].set_title("one block deleted (dotted: nothing deleted)")
+    axes[0].set_xlabel("deleted block (1 = input side)")
+    axes[1].set_title("k random blocks deleted (mean, band: ± std over draws)")
+    axes[1].set_xlabel("number of blocks deleted")
+    for ax in axes:
+        ax.set_ylabel("test error (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="dashed: plain, solid: ResNet", title_fontsize=8)
+    fig.suptitle(f"Lesion study on {dataset} ({n_images} test images)")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)

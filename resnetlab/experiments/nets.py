@@ -1,0 +1,54 @@
+"""The nets the studies compare: CIFAR-style plain and residual twins of depth 6n+2."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ResnetlabError
+from ..models import list_models
+
+FAMILIES = ("plain", "resnet")
+
+
+def parse_depths(text: str) -> tuple[int, ...]:
+    """'20,56' -> (20, 56); each depth must be 6n+2 with n >= 1 (the paper's CIFAR nets)."""
+    depths = []
+    for item in str(text).split(","):
+        item = item.strip()
+        try:
+            d = int(item)
+        except ValueError:
+            raise ResnetlabError(f"depth {item!r} is not a whole number; e.g. --depths 20,56")
+        if d < 8 or (d - 2) % 6:
+            raise ResnetlabError(
+                f"depth {d} is not of the form 6n+2 (n >= 1); CIFAR nets are 8, 14, 20, 32, 44, "
+                "56, 110, ..."
+            )
+        depths.append(d)
+    if not depths:
+        raise ResnetlabError("no depth given; e.g. --depths 20,56")
+    return tuple(dict.fromkeys(depths))
+
+
+def parse_families(text: str) -> tuple[str, ...]:
+    """'plain,resnet' -> ('plain', 'resnet'); unknown names fail in one line."""
+    families = tuple(dict.fromkeys(f.strip() for f in str(text).split(",") if f.strip()))
+    if not families:
+        raise ResnetlabError("no family given; use plain, resnet or plain,resnet")
+    for f in families:
+        if f not in FAMILIES:
+            raise ResnetlabError(f"unknown family {f!r}; choose from {', '.join(FAMILIES)}")
+    return families
+
+
+def cifar_net(family: str, depth: int) -> tuple[str, dict[str, Any]]:
+    """(registered name, options) of the net: `plain56` itself, or for a depth the registry lacks
+    (e.g. plain-1202) the depth-20 net of the family with n blocks per stage."""
+    if family not in FAMILIES:
+        raise ResnetlabError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+    parse_depths(str(depth))
+    name = f"{family}{depth}"
+    if name in list_models():
+        return name, {}
+    n = (depth - 2) // 6
+    return f"{family}20", {"layers": [n, n, n]}
