@@ -18,7 +18,9 @@ def parse_depths(text: str) -> tuple[int, ...]:
         try:
             d = int(item)
         except ValueError:
-            raise ResnetlabError(f"depth {item!r} is not a whole number; e.g. --depths 20,56")
+            raise ResnetlabError(
+                f"depth {item!r} is not a whole number; e.g. --depths 20,56"
+            ) from None
         if d < 8 or (d - 2) % 6:
             raise ResnetlabError(
                 f"depth {d} is not of the form 6n+2 (n >= 1); CIFAR nets are 8, 14, 20, 32, 44, "

@@ -429,7 +429,7 @@ def _fit(
     history: list[dict[str, Any]] = []
     best_err = math.inf
     acc = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
-    # the training error of the batches as trained, every `log_every` steps (the paper's thin curves)
+    # the training error of the batches as trained, every `log_every` steps (thin curves)
     step_log: list[dict[str, Any]] = []
     window = {"loss": 0.0, "correct": 0, "count": 0}
     elapsed_before = 0.0
