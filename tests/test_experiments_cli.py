@@ -1,0 +1,186 @@
+"""The three `resnetlab experiment` commands on tiny budgets: the files they write and their keys,
+a killed degradation study that resumes without retraining finished nets, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from test_train_helpers import run_cli, write_npz
+
+from resnetlab.cli import main
+from resnetlab.models import create_model, save_weights
+from resnetlab.train.loop import FAULT_ENV
+
+STUDY = ["--depths", "8", "--epochs", "2", "--batch-size", "32", "--log-every", "2",
+         "--precision", "fp32", "--threads", "1"]  # fmt: skip
+RECORD_KEYS = {"family", "depth", "seed", "params", "final_train_err", "final_test_err",
+               "best_test_err"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_npz(tmp_path_factory.mktemp("data") / "squares.npz")
+
+
+@pytest.fixture(scope="module")
+def study(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("study") / "deg"
+    assert main(["experiment", "degradation", "--data", str(data), "--out", str(out), *STUDY]) == 0
+    return out
+
+
+def test_degradation_writes_figure_table_and_json(study):
+    records = json.loads((study / "degradation.json").read_text())
+    assert [(r["family"], r["depth"], r["seed"]) for r in records] == [
+        ("plain", 8, 0),
+        ("resnet", 8, 0),
+    ]
+    for r in records:
+        assert r.keys() >= RECORD_KEYS
+        for k in ("final_train_err", "final_test_err", "best_test_err"):
+            assert 0.0 <= r[k] <= 1.0
+        assert r["best_test_err"] <= r["final_test_err"]
+        # option A adds no parameters: the twins have the same count
+        want = sum(p.numel() for p in create_model("plain20", num_classes=4, in_chans=1,
+                                                   layers=[1, 1, 1]).parameters())  # fmt: skip
+        assert r["params"] == want
+    table = (study / "degradation.md").read_text()
+    assert "| plain | 8 |" in table and "| resnet | 8 |" in table
+    assert (study / "degradation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("plain8-s0", "resnet8-s0"):
+        run = study / name
+        assert (run / "last.safetensors").is_file() and (run / "summary.json").is_file()
+
+
+def test_study_logs_training_error_every_few_steps_and_test_error_every_epoch(study):
+    run = study / "resnet8-s0"
+    steps = [json.loads(line) for line in (run / "steps.jsonl").read_text().splitlines()]
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # 192 images in batches of 32: 6 steps an epoch, 12 in all, a point every 2 steps
+    assert [r["step"] for r in steps] == [2, 4, 6, 8, 10, 12]
+    assert all(r["images"] == 64 and 0 <= r["train_top1_err"] <= 1 for r in steps)
+    assert [r["step"] for r in epochs] == [6, 12]
+    assert all(0 <= r["test_top1_err"] <= 1 for r in epochs)
+    # the epoch's training error is the mean of its windows (equal-sized here)
+    first = sum(r["train_top1_err"] for r in steps[:3]) / 3
+    assert epochs[0]["train_top1_err"] == pytest.approx(first)
+
+
+def test_killed_study_resumes_without_retraining_finished_nets(data, study, tmp_path):
+    out = tmp_path / "deg"
+    base = ["experiment", "degradation", "--data", str(data), "--out", str(out), *STUDY]
+    # the plain net alone, then the full study killed (SIGKILL) during the ResNet at step 9
+    assert main([*base, "--families", "plain"]) == 0
+    plain_before = (out / "plain8-s0" / "last.safetensors").read_bytes()
+    plain_mtime = (out / "plain8-s0" / "summary.json").stat().st_mtime_ns
+    p = run_cli(base, {FAULT_ENV: "KILL:9"})
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == -9, err
+    assert not (out / "resnet8-s0" / "summary.json").exists()
+    assert (out / "resnet8-s0" / "checkpoint").is_dir()
+    p = run_cli(base)
+    stdout, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert "plain-8 seed 0: already trained" in stdout
+    assert "resnet-8 seed 0: resuming" in stdout
+    assert (out / "plain8-s0" / "summary.json").stat().st_mtime_ns == plain_mtime
+    assert (out / "plain8-s0" / "last.safetensors").read_bytes() == plain_before
+    # the resumed net ends exactly where the uninterrupted study's did, step log included
+    for f in ("last.safetensors", "steps.jsonl"):
+        assert (out / "resnet8-s0" / f).read_bytes() == (study / "resnet8-s0" / f).read_bytes()
+    records = json.loads((out / "degradation.json").read_text())
+    assert len(records) == 2
+
+
+def test_study_refuses_a_folder_holding_other_settings(data, study, capsys):
+    rc = main(["experiment", "degradation", "--data", str(data), "--out", str(study),
+               *STUDY[:2], "--epochs", "3", *STUDY[4:]])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "holds a run of other settings (epochs 2, not 3)" in err[0]
+
+
+def test_gradients_at_init_and_trained(data, study, tmp_path):
+    out = tmp_path / "grad"
+    rc = main(["experiment", "gradients", "--data", str(data), "--out", str(out), "--depths",
+               "8,14", "--from", str(study), "--batch-size", "32", "--threads", "1"])  # fmt: skip
+    assert rc == 0
+    rows = json.loads((out / "gradients.json").read_text())
+    got = [(r["family"], r["depth"], r["state"]) for r in rows]
+    assert got == [
+        ("plain", 8, "init"), ("plain", 8, "trained"), ("resnet", 8, "init"),
+        ("resnet", 8, "trained"), ("plain", 14, "init"), ("resnet", 14, "init"),
+    ]  # fmt: skip
+    for r in rows:
+        n_conv = 1 + 2 * 3 * (r["depth"] - 2) // 6
+        assert len(r["conv_grad_norms"]) == len(r["conv_names"]) == n_conv
+        assert len(r["response_stds"]) == n_conv  # every conv of these nets is a 3x3
+        assert len(r["block_grad_norms"]) == (r["depth"] - 2) // 2
+        assert all(v > 0 for v in r["conv_grad_norms"] + r["block_grad_norms"])
+        assert r["first_to_last_conv_grad"] > 0
+    trained = rows[3]
+    assert trained["weights"].endswith("resnet8-s0/last.safetensors")
+    assert trained["response_mode"] == "running statistics"
+    for f in ("gradients.png", "responses.png"):
+        assert (out / f).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_lesion_on_a_resnet_and_its_plain_twin(data, study, tmp_path):
+    out = tmp_path / "lesion"
+    weights = [str(study / n / "last.safetensors") for n in ("resnet8-s0", "plain8-s0")]
+    rc = main(["experiment", "lesion", *weights, "--data", str(data), "--out", str(out),
+               "--draws", "2", "--threads", "1"])  # fmt: skip
+    assert rc == 0
+    rows = json.loads((out / "lesion.json").read_text())
+    assert [r["family"] for r in rows] == ["resnet", "plain"]
+    for r in rows:
+        assert r["blocks"] == ["layer1.0", "layer2.0", "layer3.0"]
+        assert 0 <= r["baseline_err"] <= 1
+        assert r["ks"] == [1]  # only layer1.0 keeps its shape
+    assert all(e is not None for e in rows[0]["single"])
+    assert rows[1]["single"][1:] == [None, None]  # a plain downsampling block cannot be skipped
+    assert (out / "lesion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_commands_run_on_a_class_folder_tree(tmp_path):
+    for k, cls in enumerate(("dark", "mid", "light")):
+        (tmp_path / "tree" / cls).mkdir(parents=True)
+        for i in range(16):
+            Image.new("L", (8, 8), 40 + 80 * k + i).save(tmp_path / "tree" / cls / f"{i}.png")
+    out = tmp_path / "grad"
+    rc = main(["experiment", "gradients", "--data", str(tmp_path / "tree"), "--out", str(out),
+               "--depths", "8", "--batch-size", "8", "--batches", "1"])  # fmt: skip
+    assert rc == 0 and len(json.loads((out / "gradients.json").read_text())) == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["degradation", "--families", "plain,vgg"], "unknown family 'vgg'"),
+        (["degradation", "--depths", "20,21"], "depth 21 is not of the form 6n+2"),
+        (["gradients", "--depths", "7"], "depth 7 is not of the form 6n+2"),
+        (["degradation", "--epochs", "0"], "--epochs must be at least 1"),
+        (["degradation", "--data", "no-such-dataset"], "no-such-dataset"),
+    ],
+)
+def test_bad_study_input_is_one_line(args, message, data, tmp_path, capsys):
+    full = ["experiment", *args[:1], "--out", str(tmp_path / "o"), *args[1:]]
+    if "--data" not in args:
+        full += ["--data", str(data)]
+    rc = main(full)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_lesion_refuses_a_model_without_residual_blocks(data, tmp_path, capsys):
+    mlp = create_model("plain_mlp", num_classes=4, in_features=64)
+    w = tmp_path / "mlp.safetensors"
+    save_weights(mlp, w, {"classes": ["a", "b", "c", "d"], "input_size": [1, 8, 8]})
+    rc = main(["experiment", "lesion", str(w), "--data", str(data), "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "plain_mlp has no residual blocks" in err[0]
+    assert not (tmp_path / "lesion.json").exists()
