@@ -94,6 +94,12 @@ def _threads(n: int | None) -> None:
     torch.set_num_threads(cpu_threads(n))
 
 
+def _machine() -> str:
+    from ..infer.bench import machine_line
+
+    return machine_line()
+
+
 def run_degradation(args: argparse.Namespace) -> int:
     """`resnetlab experiment degradation`."""
     from ..experiments.degradation import DegradationConfig, run_study
@@ -134,10 +140,8 @@ def run_gradients(args: argparse.Namespace) -> int:
     t0 = time.time()
     run(args.data, args.out, depths, families, study=args.study, batches=args.batches,
         batch_size=args.batch_size, seed=args.seed)  # fmt: skip
-    print(
-        f"done in {time.time() - t0:.0f} s -> {args.out}/gradients.png, responses.png, "
-        "gradients.json"
-    )
+    print(f"done in {time.time() - t0:.1f} s ({_machine()})")
+    print(f"-> {args.out}/gradients.png, responses.png, gradients.json")
     return 0
 
 
@@ -149,5 +153,6 @@ def run_lesion(args: argparse.Namespace) -> int:
     t0 = time.time()
     run(args.weights, args.data, args.out, images=None if args.all_images else args.images,
         draws=args.draws, max_k=args.max_k, seed=args.seed)  # fmt: skip
-    print(f"done in {time.time() - t0:.0f} s -> {args.out}/lesion.png, lesion.json")
+    print(f"done in {time.time() - t0:.1f} s ({_machine()})")
+    print(f"-> {args.out}/lesion.png, lesion.json")
     return 0
