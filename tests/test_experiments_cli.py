@@ -164,10 +164,15 @@ def test_commands_run_on_a_class_folder_tree(tmp_path):
         (["gradients", "--depths", "7"], "depth 7 is not of the form 6n+2"),
         (["degradation", "--epochs", "0"], "--epochs must be at least 1"),
         (["degradation", "--data", "no-such-dataset"], "no-such-dataset"),
+        (["gradients", "--from", "/no/such/study"], "/no/such/study is not a directory"),
+        (["gradients", "--batches", "0"], "batches and batch size must be at least 1"),
+        (["lesion", "--draws", "0"], "--draws must be at least 1"),
     ],
 )
 def test_bad_study_input_is_one_line(args, message, data, tmp_path, capsys):
     full = ["experiment", *args[:1], "--out", str(tmp_path / "o"), *args[1:]]
+    if args[0] == "lesion":
+        full.insert(2, str(tmp_path / "missing.safetensors"))
     if "--data" not in args:
         full += ["--data", str(data)]
     rc = main(full)

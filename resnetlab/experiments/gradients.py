@@ -193,7 +193,11 @@ def run_gradients(
 ) -> list[NetProbe]:
     """Probe every (family, depth) at initialisation and, from a degradation study, trained."""
     if batches < 1 or batch_size < 1:
-        raise ResnetlabError("--batches and --batch-size must be at least 1")
+        raise ResnetlabError(
+            f"batches and batch size must be at least 1, got {batches}, {batch_size}"
+        )
+    if study is not None and not Path(study).is_dir():
+        raise ResnetlabError(f"{study} is not a directory (expected a degradation study's --out)")
     splits = load_source(data)
     train = splits.train
     mean, std = compute_mean_std(train.images)
@@ -277,6 +281,8 @@ def plot_gradients(results: list[NetProbe], path: Path, dataset: str) -> None:
                         **style(r))  # fmt: skip
         row[0].set_title(f"conv weight gradient norm ||dL/dW||, {when}")
         row[0].set_xlabel("conv layer (1 = stem, input side)")
+        for ax in row:
+            ax.xaxis.get_major_locator().set_params(integer=True)
         row[1].set_title(f"block output gradient norm ||dL/dx|| per image, {when}")
         row[1].set_xlabel("block (1 = first, input side)")
         for ax in row:
