@@ -27,3 +27,40 @@ def native_bf16() -> bool:
         except OSError:
             return False
         return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ('unknown CPU' where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def cpu_features() -> dict[str, bool]:
+    """The vector units that decide CPU speed: AVX2, AVX-512, VNNI (int8 dot products), AMX."""
+
+    def has(name: str) -> bool:
+        fn = getattr(torch.cpu, f"_is_{name}_supported", None)
+        try:
+            return bool(fn()) if fn is not None else False
+        except RuntimeError:
+            return False
+
+    return {
+        "AVX2": has("avx2"),
+        "AVX-512": has("avx512"),
+        "VNNI": has("vnni"),
+        "AMX": has("amx_tile"),
+        "native bf16": native_bf16(),
+    }
+
+
+def features_line() -> str:
+    """'AMD EPYC ..., AVX2 yes, AVX-512 yes, VNNI yes, AMX no, native bf16 yes': one line."""
+    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu_features().items())
+    return f"{cpu_model()}, {flags}"

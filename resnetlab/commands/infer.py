@@ -1,4 +1,4 @@
-"""`resnetlab predict`, `export`, `bench` and `explain`: using a trained model."""
+"""`resnetlab predict`, `export`, `quantize`, `bench` and `explain`: using a trained model."""
 
 from __future__ import annotations
 
@@ -46,12 +46,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_export)
 
     p = sub.add_parser(
+        "quantize",
+        help="int8 model (ONNX Runtime, static): calibrated on training images, compared with fp32",
+        description="Post-training static int8 quantization: calibrate on N training images of "
+        "SOURCE (preprocessed as the weights say), write an int8 ONNX file with the weights' "
+        "metadata, then report top-1 agreement and accuracy of both on the test split, their "
+        "size on disk, and images/s and batch-1 latency of both.",
+    )
+    p.add_argument("weights", help="a resnetlab .safetensors weights file (fp32)")
+    p.add_argument(
+        "--calib", metavar="SOURCE", help="dataset to calibrate on (default: the weights' own)"
+    )
+    p.add_argument(
+        "--images", type=int, default=512, help="calibration images from its training split (512)"
+    )
+    p.add_argument("--out", help="output file (default: WEIGHTS_STEM.int8.onnx beside it)")
+    p.add_argument(
+        "--test-images", type=int, help="compare on this many test images (default all; 0: none)"
+    )
+    p.add_argument(
+        "--bench-batch", type=int, default=16, help="batch for images/s (default 16; 0: no timing)"
+    )
+    p.add_argument("--threads", type=int, help="intra-op threads (default: torch's own choice)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run_quantize)
+
+    p = sub.add_parser(
         "bench",
         help="images/s and latency: eager fp32, eager bf16, fast path, ONNX Runtime",
         description="Benchmark inference paths of one model in one run: medians of several "
         "repetitions after warm-up, with ratios to eager fp32.",
     )
-    p.add_argument("model", metavar="MODEL_OR_WEIGHTS", help="a model name or a weights file")
+    p.add_argument(
+        "model",
+        metavar="MODEL_OR_WEIGHTS",
+        help="a model name, a weights file, or an int8 .onnx file from `resnetlab quantize`",
+    )
     p.add_argument(
         "--batch-size", default="1,16", help="comma-separated batch sizes (default 1,16)"
     )
@@ -59,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--paths",
         default=None,
-        help="comma-separated subset of eager-fp32,eager-bf16,fast,fast-nocompile,onnxruntime",
+        help="comma-separated subset of eager-fp32,eager-bf16,fast,fast-nocompile,onnxruntime,int8",
     )
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions (default 5)")
     p.add_argument(
@@ -132,6 +162,49 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_quantize(args: argparse.Namespace) -> int:
+    """Quantize to int8 and print what it costs and gains."""
+    from ..infer.quantize import quantize
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ResnetlabError(f"--threads {args.threads} must be at least 1")
+        torch.set_num_threads(args.threads)
+    if args.bench_batch < 0:
+        raise ResnetlabError(f"--bench-batch {args.bench_batch} must be 0 (no timing) or more")
+    if args.test_images is not None and args.test_images < 0:
+        raise ResnetlabError(f"--test-images {args.test_images} must be 0 (none) or more")
+    log = None if args.json else (lambda m: print("  " + m, file=sys.stderr, flush=True))
+    rep = quantize(
+        args.weights, calib=args.calib, images=args.images, out=args.out,
+        test_images=args.test_images, bench_batch=args.bench_batch, log=log,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(rep.as_dict(), indent=1))
+        return 0
+    print(
+        f"wrote {rep.out} (int8, ONNX QDQ, calibrated on {rep.calib_images} training images of "
+        f"{rep.calib_source}, {rep.seconds:.1f} s)"
+    )
+    print(
+        f"size on disk: fp32 {rep.fp32_bytes / 1e6:.3f} MB, int8 {rep.int8_bytes / 1e6:.3f} MB "
+        f"({rep.fp32_bytes / rep.int8_bytes:.1f}x smaller)"
+    )
+    if rep.test_images:
+        tta = ", flip TTA" if rep.tta_flip else ""
+        print(
+            f"on {rep.test_images} test images{tta}: top-1 agreement int8 vs fp32 "
+            f"{100 * rep.top1_agreement:.2f}%, accuracy fp32 {100 * rep.fp32_top1:.2f}% "
+            f"int8 {100 * rep.int8_top1:.2f}%"
+        )
+    if rep.speed:
+        from ..infer.bench import BenchRow, format_table
+
+        print(rep.machine)
+        print(format_table([BenchRow(**r) for r in rep.speed]))
+    return 0
+
+
 def _batch_sizes(text: str) -> list[int]:
     try:
         sizes = [int(t) for t in text.split(",") if t.strip()]
@@ -148,7 +221,7 @@ def run_bench(args: argparse.Namespace) -> int:
         PATHS,
         bench,
         format_table,
-        load_bench_model,
+        load_bench_target,
         machine_line,
         rows_as_json,
     )
@@ -161,7 +234,7 @@ def run_bench(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ResnetlabError(f"--threads {args.threads} must be at least 1")
         torch.set_num_threads(args.threads)
-    model, name, size = load_bench_model(args.model, args.image_size)
+    model, name, size, int8_file = load_bench_target(args.model, args.image_size)
     log = None if args.json else (lambda m: print("  " + m, file=sys.stderr, flush=True))
     if not args.json:
         print(f"{name}  input {'x'.join(map(str, size))}  {machine_line()}", flush=True)
@@ -174,6 +247,7 @@ def run_bench(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         min_rep_s=args.rep_time,
         log=log,
+        int8_file=int8_file,
     )
     if args.json:
         print(json.dumps(rows_as_json(rows), indent=1))
@@ -186,7 +260,13 @@ def run_explain(args: argparse.Namespace) -> int:
     """Grad-CAM for one image, written as a PNG overlay."""
     from ..infer.gradcam import denormalise, grad_cam, save_overlay
     from ..infer.predict import class_names, load_for_inference
+    from ..infer.quantize import is_onnx_file
 
+    if is_onnx_file(args.weights):
+        raise ResnetlabError(
+            f"{args.weights} is an ONNX file: Grad-CAM needs the gradients of the PyTorch model; "
+            "explain its fp32 .safetensors weights"
+        )
     model, meta, prep = load_for_inference(args.weights)
     classes = class_names(meta, int(meta["num_classes"]))
     target = None

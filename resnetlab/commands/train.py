@@ -105,7 +105,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and a confusion matrix")
-    p.add_argument("weights", help="a .safetensors file written by `resnetlab train`")
+    p.add_argument(
+        "weights",
+        help="a .safetensors file written by `resnetlab train`, or an int8 .onnx from `quantize`",
+    )
     p.add_argument("--data", required=True, help="dataset source (as for train)")
     p.add_argument("--split", choices=("test", "train"), default="test")
     p.add_argument(
@@ -176,6 +179,11 @@ def build_config(args: argparse.Namespace):
             raise ResnetlabError(f"--{key.replace('_', '-')} must be positive, got {v}")
     if given["lr"] is not None and not (math.isfinite(given["lr"]) and given["lr"] > 0):
         raise ResnetlabError(f"--lr must be a positive number, got {given['lr']}")
+    if args.init_from and Path(args.init_from).suffix.lower() == ".onnx":
+        raise ResnetlabError(
+            f"--init-from {args.init_from}: an ONNX file (such as an int8 model from `resnetlab "
+            "quantize`) holds no trainable weights; start from the fp32 .safetensors it came from"
+        )
     if given["val_split"] is not None and given["val_split"] < 0:
         raise ResnetlabError(f"--val-split must be >= 0, got {given['val_split']}")
     resume = None
@@ -227,6 +235,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from ..data import load_source
     from ..data.loader import BatchLoader, compute_mean_std
+    from ..infer.quantize import is_onnx_file, load_int8
     from ..models import get_entry, load_model
     from ..train.distributed import pick_device
     from ..train.evaluate import evaluate, plot_confusion
@@ -234,7 +243,17 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ResnetlabError(f"--batch-size must be positive, got {args.batch_size}")
-    model, meta = load_model(args.weights)
+    int8 = is_onnx_file(args.weights)
+    if int8:  # an int8 model from `resnetlab quantize`, run by ONNX Runtime on the CPU
+        if args.precision == "bf16":
+            raise ResnetlabError(
+                f"{args.weights} is an int8 model; --precision bf16 does not apply"
+            )
+        if args.device not in (None, "auto", "cpu"):
+            raise ResnetlabError(f"--device {args.device}: an int8 model runs on the CPU")
+        model, meta = load_int8(args.weights)
+    else:
+        model, meta = load_model(args.weights)
     splits = load_source(args.data)
     data = splits.test if args.split == "test" else splits.train
     shape = list(data.image_shape)
@@ -257,7 +276,7 @@ def run_eval(args: argparse.Namespace) -> int:
         mean, std = meta["mean"], meta["std"]
     else:
         mean, std = compute_mean_std(splits.train.images)
-    device = pick_device(args.device)
+    device = "cpu" if int8 else pick_device(args.device)
     if not device.startswith("cuda"):
         torch.set_num_threads(cpu_threads(args.threads))
     conv = get_entry(meta["name"]).layout != "mlp"

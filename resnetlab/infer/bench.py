@@ -2,8 +2,10 @@
 
 Paths: eager-fp32 (the model as built, NCHW), eager-bf16 (the same under bf16 autocast), fast
 (`prepare_for_inference`: folded BN, channels_last, bf16 where native, compiled), fast-nocompile
-(the same without torch.compile) and onnxruntime (the model exported to ONNX, when onnxruntime is
-installed). Each figure is the median of several timed repetitions after warm-up; the
+(the same without torch.compile), onnxruntime (the model exported to ONNX, when onnxruntime is
+installed) and int8 (static int8 quantization run by ONNX Runtime: the given int8 file, or the
+model quantized here on random input, which gives the same speed as real calibration data).
+Each figure is the median of several timed repetitions after warm-up; the
 repetitions of the paths are interleaved, so that load from elsewhere falls on all of them alike.
 """
 
@@ -22,13 +24,13 @@ import torch
 from torch import nn
 
 from ..errors import ResnetlabError
-from ..hardware import native_bf16
+from ..hardware import features_line
 from ..models.factory import create_model, load_model
 from ..models.registry import get_entry
 from .export import export_onnx, onnx_session, require_onnxruntime
 from .fastpath import compiler_available, prepare_for_inference, resolve_precision
 
-PATHS = ("eager-fp32", "eager-bf16", "fast", "fast-nocompile", "onnxruntime")
+PATHS = ("eager-fp32", "eager-bf16", "fast", "fast-nocompile", "onnxruntime", "int8")
 
 
 @dataclass
@@ -52,6 +54,41 @@ def load_bench_model(
     model_or_weights: str, image_size: int | None
 ) -> tuple[nn.Module, str, tuple[int, int, int]]:
     """A model name (random weights) or a weights file -> (model in eval mode, name, input size)."""
+    model, name, size, _ = load_bench_target(model_or_weights, image_size)
+    return model, name, size
+
+
+def load_bench_target(
+    model_or_weights: str, image_size: int | None
+) -> tuple[nn.Module, str, tuple[int, int, int], str | None]:
+    """As load_bench_model, plus the int8 file when one is given (else None).
+
+    For an int8 file the fp32 paths run its architecture with random weights: their speed does
+    not depend on the values.
+    """
+    from .quantize import is_onnx_file, load_int8
+
+    p = Path(model_or_weights)
+    if is_onnx_file(p):
+        _, meta = load_int8(p)
+        name = str(meta["name"])
+        model = create_model(
+            name, num_classes=meta.get("num_classes"), in_chans=meta.get("in_chans"),
+            **(meta.get("options") or {}),
+        ).eval()  # fmt: skip
+        c, h, w = (int(s) for s in meta["input_size"])
+        if image_size is not None and image_size != h:
+            raise ResnetlabError(
+                f"--image-size {image_size}: the int8 file {p} was made for {h}x{w} inputs"
+            )
+        return model, name, (c, h, w), str(p)
+    model, name, size = _load_fp32_target(model_or_weights, image_size)
+    return model, name, size, None
+
+
+def _load_fp32_target(
+    model_or_weights: str, image_size: int | None
+) -> tuple[nn.Module, str, tuple[int, int, int]]:
     p = Path(model_or_weights)
     if p.suffix in (".safetensors", ".pth", ".pt") or p.is_file():
         model, meta = load_model(p)
@@ -62,7 +99,7 @@ def load_bench_model(
         model = create_model(name).eval()
         size = None
     entry = get_entry(name)
-    if entry.layout == "mlp":
+    if entry.is_mlp:
         raise ResnetlabError(f"{name} is an MLP on vectors; bench measures conv models on images")
     if not size:
         c = int(model.resnetlab_config.get("in_chans", 3))
@@ -89,7 +126,7 @@ def _time_rep(fn: Callable[[], Any], k: int) -> float:
     return (time.perf_counter() - t0) / k
 
 
-def _runner(path: str, model: nn.Module, x: torch.Tensor, tmpdir: str):
+def _runner(path: str, model: nn.Module, x: torch.Tensor, tmpdir: str, int8_file: str | None):
     """(callable on x, precision label, setup seconds) for one path; None if it cannot run here."""
     t0 = time.perf_counter()
     if path == "eager-fp32":
@@ -121,6 +158,20 @@ def _runner(path: str, model: nn.Module, x: torch.Tensor, tmpdir: str):
         feed = {sess.get_inputs()[0].name: x.numpy()}
         sess.run(None, feed)
         return (lambda: sess.run(None, feed)), "fp32", time.perf_counter() - t0
+    if path == "int8":
+        if require_onnxruntime() is None:
+            return None
+        from .quantize import load_int8, quantize_model
+
+        if int8_file is None:
+            int8_file = os.path.join(tmpdir, "model.int8.onnx")
+            if not os.path.exists(int8_file):
+                calib = torch.randn((32, *x.shape[1:]), generator=torch.Generator().manual_seed(1))
+                meta = dict(getattr(model, "resnetlab_config", {}) or {})
+                quantize_model(model, meta, calib, int8_file)
+        int8, _ = load_int8(int8_file)
+        int8(x)
+        return (lambda: int8(x)), "int8", time.perf_counter() - t0
     raise ResnetlabError(f"unknown bench path {path!r}; use some of {', '.join(PATHS)}")
 
 
@@ -135,8 +186,15 @@ def bench(
     warmup: int = 2,
     min_rep_s: float = 0.5,
     log: Callable[[str], None] | None = None,
+    int8_file: str | None = None,
+    remember: bool = True,
 ) -> list[BenchRow]:
-    """Measure every path at every batch size; ratios are against eager-fp32 of the same run."""
+    """Measure every path at every batch size; ratios are against eager-fp32 of the same run.
+
+    int8_file: an int8 model of the same architecture for the int8 path (default: quantize
+    `model` here). remember: record the fast path's candidates (infer/backends.py), so that
+    `prepare_for_inference(backend="auto")` picks the fastest for this model and batch.
+    """
     bad = [p for p in paths if p not in PATHS]
     if bad:
         raise ResnetlabError(f"unknown bench path(s) {bad}; choose from {', '.join(PATHS)}")
@@ -150,7 +208,7 @@ def bench(
             x = torch.randn((b, *input_size), generator=torch.Generator().manual_seed(0))
             ready = []
             for path in paths:
-                made = _runner(path, model, x, tmpdir)
+                made = _runner(path, model, x, tmpdir, int8_file)
                 if made is None:
                     if log:
                         log(f"{path}: skipped (onnxruntime is not installed)")
@@ -168,6 +226,7 @@ def bench(
                 for path, run, _, _, k in ready:
                     times[path].append(_time_rep(run, k))
             base = statistics.median(times["eager-fp32"]) if "eager-fp32" in times else None
+            candidates = {}
             for path, _, precision, setup_s, _ in ready:
                 lat = statistics.median(times[path])
                 row = BenchRow(
@@ -178,21 +237,28 @@ def bench(
                     precision=precision, setup_s=round(setup_s, 2), threads=threads,
                 )  # fmt: skip
                 rows.append(row)
+                if path in ("fast", "fast-nocompile", "onnxruntime"):
+                    candidates[path] = {"images_per_s": round(b / lat, 3), "precision": precision}
                 if log:
                     log(
                         f"batch {b} {path}: {row.images_per_s:.1f} images/s, "
                         f"{row.latency_ms:.1f} ms"
                     )
+            if remember:
+                from .backends import record
+
+                record(model, input_size, b, candidates)
     return rows
 
 
 def machine_line() -> str:
-    """Torch version, threads, CPU vector unit and whether bf16 is native: the context of a run."""
+    """Torch version, threads, the CPU and its vector units (AVX2, AVX-512, VNNI, AMX, native
+    bf16): the context of a run."""
     cap = torch.backends.cpu.get_cpu_capability()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
         f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} cores, "
-        f"{cap}, native bf16: {'yes' if native_bf16() else 'no'}, "
+        f"{features_line()} (torch kernels {cap}), "
         f"fast path precision: {resolve_precision('auto')}, load average {load:.1f}"
     )
 

@@ -22,6 +22,7 @@ from ..models.mlp import MLPBlock
 from ..models.resnet import ResNet
 
 PRECISIONS = ("auto", "fp32", "bf16")
+BACKENDS = ("auto", "torch", "onnxruntime")
 
 # (layer, the BN that normalises its output) inside each block; pre-activation blocks normalise
 # their input with bn1, which has no conv before it inside the block, so bn1 stays.
@@ -143,6 +144,7 @@ class InferenceModel(nn.Module):
         self.channels_last = channels_last
         self.compiled = False
         self.folded_bn = 0
+        self.backend = "torch"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last and x.ndim == 4:
@@ -161,6 +163,8 @@ def prepare_for_inference(
     compile: bool | None = None,
     expected_images: int | None = None,
     input_size: tuple[int, ...] | None = None,
+    backend: str = "auto",
+    batch_size: int | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The model folded, channels_last, in the chosen precision and optionally compiled.
 
@@ -168,9 +172,37 @@ def prepare_for_inference(
     compile: True / False, or None to compile when it pays: a C++ compiler is present and the
     work ahead, `expected_images` x the multiply-adds of one `input_size` (C, H, W) image, is at
     least COMPILE_MIN_MACS (compiling costs about a minute; see docs/inference.md).
+    backend: "torch", "onnxruntime" (fp32, needs `input_size`), or "auto": the faster of the two
+    as `resnetlab bench` measured them on this machine for this model, `input_size` and
+    `batch_size` (infer/backends.py), else torch. An int8 model (`load_int8`) runs as it is.
     The result runs under torch.no_grad() and returns float32 logits.
     """
+    from .quantize import Int8Model
+
+    if isinstance(model, Int8Model):
+        return _NoGrad(model)
+    if backend not in BACKENDS:
+        raise ResnetlabError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    asked = precision
     precision = resolve_precision(precision)
+    if backend == "auto":
+        backend = "torch"
+        if input_size and batch_size:
+            from .backends import fastest
+
+            best = fastest(model, tuple(input_size), batch_size, precision)
+            if best is not None and not (best[0] == "onnxruntime" and asked == "bf16"):
+                backend = best[0]
+                if compile is None and best[0] == "torch" and compiler_available():
+                    compile = best[1]
+    if backend == "onnxruntime":
+        if asked == "bf16":
+            raise ResnetlabError("the onnxruntime backend runs fp32; use precision fp32 or auto")
+        if not input_size:
+            raise ResnetlabError("the onnxruntime backend needs the input size (C, H, W)")
+        from .backends import onnxruntime_model
+
+        return _NoGrad(onnxruntime_model(model, tuple(input_size)))
     folded, n = fold_batchnorm(model)
     for p in folded.parameters():
         p.requires_grad_(False)
@@ -218,7 +250,7 @@ class _NoGrad:
     set) are padded up to the largest size seen so far instead of compiling the graph again.
     """
 
-    def __init__(self, module: InferenceModel) -> None:
+    def __init__(self, module: nn.Module) -> None:
         self.module = module
         self.batch = 0
 

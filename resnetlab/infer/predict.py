@@ -54,8 +54,11 @@ def class_names(meta: dict[str, Any], num_classes: int) -> list[str]:
 
 
 def load_for_inference(weights: str | os.PathLike) -> tuple[nn.Module, dict[str, Any], Preprocess]:
-    """Model (eval), metadata and preprocessing of a resnetlab weights file, checked for predict."""
-    model, meta = load_model(weights)
+    """Model (eval), metadata and preprocessing of a resnetlab weights file (or an int8 file from
+    `resnetlab quantize`), checked for predict."""
+    from .quantize import is_onnx_file, load_int8
+
+    model, meta = load_int8(weights) if is_onnx_file(weights) else load_model(weights)
     if int(meta.get("num_classes") or 0) <= 0:
         raise ResnetlabError(f"{weights}: a model without a classifier head cannot predict classes")
     if getattr(model, "resnetlab_config", {}).get("features_only"):
@@ -128,6 +131,7 @@ def predict(
         compile=compile,
         expected_images=len(paths),
         input_size=prep.input_size,
+        batch_size=min(batch_size, len(paths)),
     )
     classes = class_names(meta, int(meta["num_classes"]))
     return predict_files(
