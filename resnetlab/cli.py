@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("RESNETLAB_DEBUG") == "1"
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # the reader went away (`resnetlab models --json | head -3`): not an error; keep the
+        # interpreter's final flush of stdout from failing again on the closed pipe
+        _silence_stdout()
+        return 0
     except ResnetlabError as e:
         if debug:
             raise
@@ -57,12 +62,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"resnetlab {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (OSError, ValueError, RuntimeError) as e:
+    except Exception as e:  # last resort: a bug or an unforeseen failure is still one line
         if debug:
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        print(f"resnetlab {args.command}: error: {type(e).__name__}: {first}", file=sys.stderr)
+        text = str(e).strip()
+        first = text.splitlines()[0] if text else ""
+        hint = "" if isinstance(e, (OSError, ValueError, RuntimeError)) else UNEXPECTED_HINT
+        print(
+            f"resnetlab {args.command}: error: {type(e).__name__}: {first}{hint}", file=sys.stderr
+        )
         return 1
+
+
+UNEXPECTED_HINT = " (unexpected; RESNETLAB_DEBUG=1 shows the traceback)"
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a real file (captured in tests)
+        pass
 
 
 if __name__ == "__main__":

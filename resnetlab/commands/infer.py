@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -110,6 +111,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_explain)
 
 
+MAX_REP_TIME = 3600.0  # seconds per timed repetition: an hour is already far more than needed
+
+
 def _err(cmd: str, msg: str) -> None:
     print(f"resnetlab {cmd}: {msg}", file=sys.stderr)
 
@@ -144,9 +148,11 @@ def run_export(args: argparse.Namespace) -> int:
     """Export, verify and report the difference to PyTorch."""
     from ..infer.export import SUFFIXES, export
     from ..models.factory import load_model
+    from ..models.weights import check_output
 
-    model, meta = load_model(args.weights)
     out = Path(args.out) if args.out else Path(args.weights).with_suffix(SUFFIXES[args.format])
+    check_output(out, (args.weights,), "--out")
+    model, meta = load_model(args.weights)
     rep = export(model, meta, args.format, out, dynamic_batch=args.dynamic_batch)
     shape = "x".join(str(s) for s in rep.input_shape)
     batch = "dynamic batch" if rep.dynamic_batch else "batch 1"
@@ -230,6 +236,10 @@ def run_bench(args: argparse.Namespace) -> int:
     paths = tuple(p.strip() for p in args.paths.split(",")) if args.paths else PATHS
     if args.repeats < 1:
         raise ResnetlabError(f"--repeats {args.repeats} must be at least 1")
+    if not (math.isfinite(args.rep_time) and 0 < args.rep_time <= MAX_REP_TIME):
+        raise ResnetlabError(
+            f"--rep-time {args.rep_time}: expected seconds in (0, {MAX_REP_TIME:g}]"
+        )
     if args.threads is not None:
         if args.threads < 1:
             raise ResnetlabError(f"--threads {args.threads} must be at least 1")
@@ -261,6 +271,7 @@ def run_explain(args: argparse.Namespace) -> int:
     from ..infer.gradcam import denormalise, grad_cam, save_overlay
     from ..infer.predict import class_names, load_for_inference
     from ..infer.quantize import is_onnx_file
+    from ..models.weights import check_output
 
     if is_onnx_file(args.weights):
         raise ResnetlabError(
@@ -281,6 +292,7 @@ def run_explain(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(f"{Path(args.image).stem}.gradcam.png")
     if out.suffix.lower() != ".png":
         raise ResnetlabError(f"--out {out}: the heatmap is written as PNG; use a .png name")
+    check_output(out, (args.image, args.weights), "--out")
     x = prep.load(args.image)
     res = grad_cam(model, x[None], target=target, stage=args.stage)
     p = float(res.probs[res.index])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import fields
 from pathlib import Path
 
 from ..errors import ResnetlabError
@@ -122,7 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--confusion",
         metavar="PNG",
-        help="where to write the confusion matrix (default: beside the weights)",
+        help="also draw the confusion matrix into this PNG (default: no picture)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--device", help="auto (default), cpu or cuda")
@@ -146,7 +147,7 @@ def _parse_options(items: list[str] | None) -> dict:
 def build_config(args: argparse.Namespace):
     """TrainConfig from the command line, completed from the checkpoint when resuming."""
     from ..train.checkpoint import load_checkpoint
-    from ..train.loop import TrainConfig
+    from ..train.loop import TrainConfig, check_config
 
     given = {
         "model": args.model,
@@ -193,6 +194,12 @@ def build_config(args: argparse.Namespace):
             raise ResnetlabError("--resume needs the run directory: --resume DIR (or --out DIR)")
         _, state = load_checkpoint(resume)
         saved = dict(state["config"])
+        unknown = sorted(set(saved) - {f.name for f in fields(TrainConfig)})
+        if unknown:
+            raise ResnetlabError(
+                f"checkpoint in {resume} has unknown setting(s) {', '.join(unknown[:5])}; "
+                "expected the settings of a resnetlab training run"
+            )
         for key in ("model", "data"):
             if given[key] is not None and given[key] != saved.get(key):
                 raise ResnetlabError(
@@ -202,7 +209,9 @@ def build_config(args: argparse.Namespace):
             given["out"] = str(resume) if Path(resume, "checkpoint").is_dir() else saved["out"]
         merged = {k: (v if v is not None else saved.get(k)) for k, v in given.items()}
         merged = {k: v for k, v in merged.items() if v is not None}
-        return TrainConfig(**merged), resume
+        cfg = TrainConfig(**merged)
+        check_config(cfg)
+        return cfg, resume
     if given["data"] is None:
         raise ResnetlabError("--data is required (e.g. --data fashion-mnist)")
     given["model"] = given["model"] or DEFAULT_MODEL
@@ -215,7 +224,9 @@ def build_config(args: argparse.Namespace):
             f"{given['out']} already holds a run; continue it with --resume, start afresh with "
             "--overwrite, or choose another --out"
         )
-    return TrainConfig(**{k: v for k, v in given.items() if v is not None}), None
+    cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
+    check_config(cfg)
+    return cfg, None
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -237,12 +248,18 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..data.loader import BatchLoader, compute_mean_std
     from ..infer.quantize import is_onnx_file, load_int8
     from ..models import get_entry, load_model
+    from ..models.weights import check_output
     from ..train.distributed import pick_device
     from ..train.evaluate import evaluate, plot_confusion
     from ..train.loop import cpu_threads
 
     if args.batch_size < 1:
         raise ResnetlabError(f"--batch-size must be positive, got {args.batch_size}")
+    png = Path(args.confusion) if args.confusion else None
+    if png is not None:
+        if png.suffix.lower() != ".png":
+            raise ResnetlabError(f"--confusion {png}: the matrix is drawn as PNG; use a .png name")
+        check_output(png, (args.weights, args.data), "--confusion")
     int8 = is_onnx_file(args.weights)
     if int8:  # an int8 model from `resnetlab quantize`, run by ONNX Runtime on the CPU
         if args.precision == "bf16":
@@ -290,12 +307,7 @@ def run_eval(args: argparse.Namespace) -> int:
         model, loader, num_classes=num_classes, device=device, tta_flip=tta, autocast_dtype=dtype
     )
     weights = Path(args.weights)
-    png = (
-        Path(args.confusion)
-        if args.confusion
-        else weights.with_name(weights.stem + "_confusion.png")
-    )
-    plot_confusion(res.confusion, classes, png, f"{meta['name']} on {splits.name} ({args.split})")
+    title = f"{meta['name']} on {splits.name} ({args.split})"
     per_class = res.per_class_acc()
     report = {
         "weights": str(weights),
@@ -311,10 +323,13 @@ def run_eval(args: argparse.Namespace) -> int:
         "tta_flip": tta,
         "per_class_acc": {c: a for c, a in zip(classes, per_class)},
         "confusion": res.confusion.tolist(),
-        "confusion_png": str(png),
+        "confusion_png": str(png) if png is not None else None,
     }
+    # the results first: a picture that cannot be written must not lose them
     if args.json:
-        print(json.dumps(report, indent=1))
+        print(json.dumps(report, indent=1), flush=True)
+        if png is not None:
+            plot_confusion(res.confusion, classes, png, title)
         return 0
     what = f"{res.n} images{', flip TTA' if tta else ''}"
     print(f"{meta['name']} on {splits.name} {args.split} ({what})")
@@ -322,10 +337,13 @@ def run_eval(args: argparse.Namespace) -> int:
     for c, a in zip(classes, per_class):
         print(f"  {c:<{width}}  {100 * a:6.2f}%" if a == a else f"  {c:<{width}}      -")
     print(f"top-5 accuracy {100 * (1 - res.top5_err):.2f}%")
-    print(f"confusion matrix -> {png}")
     print(
         f"test accuracy {100 * res.top1_acc:.2f}%"
         if args.split == "test"
-        else f"{args.split} accuracy {100 * res.top1_acc:.2f}%"
+        else f"{args.split} accuracy {100 * res.top1_acc:.2f}%",
+        flush=True,
     )
+    if png is not None:
+        plot_confusion(res.confusion, classes, png, title)
+        print(f"confusion matrix -> {png}")
     return 0

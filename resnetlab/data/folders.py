@@ -23,6 +23,7 @@ skip_bad=True such files are skipped and their paths returned, so the caller can
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +34,7 @@ from PIL import Image
 
 from ..errors import ResnetlabError
 from .dataset import DataSplits, ImageDataset
-from .images import IMAGE_SUFFIXES, convert_mode, open_image
+from .images import IMAGE_SUFFIXES, check_image_file, check_resize, convert_mode, open_image
 from .split import holdout_count, split_dataset, stratified_holdout
 
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -97,8 +98,14 @@ def is_class_tree(root: str | os.PathLike) -> bool:
 
 def _header(path: Path) -> tuple[str, tuple[int, int]] | str:
     try:
-        with Image.open(path) as img:
+        check_image_file(path)
+        with warnings.catch_warnings():  # the size is judged when the image is decoded
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
             return img.mode, (img.size[1], img.size[0])
+    except ResnetlabError as e:
+        return str(e)
     except Exception as e:  # unidentifiable, unreadable: reported as a bad file
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "cannot identify image file" in reason:
@@ -106,13 +113,14 @@ def _header(path: Path) -> tuple[str, tuple[int, int]] | str:
         return f"{path}: not a readable image ({reason})"
 
 
-def fit_to(img: Image.Image, height: int, width: int) -> Image.Image:
+def fit_to(img: Image.Image, height: int, width: int, label: str = "image") -> Image.Image:
     """Scale (keeping aspect) until the image covers height x width, then centre-crop to it."""
     w, h = img.size
     if (h, w) == (height, width):
         return img
     scale = max(height / h, width / w)
     nw, nh = max(width, round(w * scale)), max(height, round(h * scale))
+    check_resize((h, w), (nh, nw), label)
     img = img.resize((nw, nh), Image.Resampling.BILINEAR)
     left, top = (nw - width) // 2, (nh - height) // 2
     return img.crop((left, top, left + width, top + height))
@@ -142,7 +150,7 @@ def decode_files(
 
     def work(i: int) -> str | None:
         try:
-            img = fit_to(convert_mode(open_image(paths[i]), mode), h, w)
+            img = fit_to(convert_mode(open_image(paths[i]), mode), h, w, str(paths[i]))
         except ResnetlabError as e:
             return str(e)
         a = np.asarray(img, dtype=np.uint8)

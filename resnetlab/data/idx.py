@@ -122,6 +122,26 @@ def _read_exactly(f, n: int, path: Path) -> bytes | bytearray:
     return buf[:got] if got < n else buf
 
 
+GZIP_MAX_RATIO = 1032  # deflate expands at most ~1032:1; a header claiming more is false
+
+
+def _check_size(path: Path, header: int, dims: tuple[int, ...], need: int) -> None:
+    """Compare what the header announces with the file's size before anything is allocated."""
+    size = path.stat().st_size
+    if path.suffix == ".gz":
+        most = GZIP_MAX_RATIO * size
+        if need > most:
+            raise ResnetlabError(
+                f"{path}: IDX header claims {dims} = {need} bytes of data, but a gzip file of "
+                f"{size} bytes holds at most {most}; corrupt or crafted header"
+            )
+    elif header + need > size:
+        raise ResnetlabError(
+            f"{path}: truncated IDX file: header says {dims} = {need} bytes of data, "
+            f"found {size - header}"
+        )
+
+
 def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
     """Read an IDX file of unsigned bytes (.gz or raw) whose magic number must be `magic`.
 
@@ -149,7 +169,10 @@ def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
             raise ResnetlabError(f"{path}: IDX file holds no samples")
         if any(d == 0 for d in dims[1:]):
             raise ResnetlabError(f"{path}: IDX dimensions {dims} contain a zero")
-        need = int(np.prod(dims, dtype=np.int64))
+        need = 1
+        for d in dims:
+            need *= d  # Python ints: 65535**3 must not wrap around
+        _check_size(path, 4 + 4 * rank, dims, need)
         data = _read_exactly(f, need, path)
         if len(data) < need:
             raise ResnetlabError(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from PIL import Image, ImageOps
 from ..errors import ResnetlabError
 
 MODES = ("RGB", "L")
+MAX_FILE_BYTES = 1 << 30  # 1 GiB: more than a file of MAX_PIXELS 16-bit RGBA pixels, uncompressed
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -74,6 +76,39 @@ def convert_mode(img: Image.Image, mode: str = "RGB") -> Image.Image:
     return img
 
 
+def check_image_file(path: str | os.PathLike, label: str | None = None) -> None:
+    """Refuse, before opening it, a path that is missing, not a regular file (a FIFO would block
+    forever, /dev/zero never ends) or larger than MAX_FILE_BYTES."""
+    label = label or str(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ResnetlabError(f"{label}: no such image file") from None
+    except OSError as e:
+        raise ResnetlabError(f"{label}: cannot read ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a device, FIFO or socket"
+        raise ResnetlabError(f"{label}: not a regular file ({kind}); expected an image file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise ResnetlabError(
+            f"{label}: file of {st.st_size} bytes exceeds the limit of {MAX_FILE_BYTES} bytes "
+            "for one image"
+        )
+
+
+def check_resize(
+    size: tuple[int, int], new: tuple[int, int], label: str, max_pixels: int = MAX_PIXELS
+) -> None:
+    """Refuse a resize of (H, W) `size` to (H, W) `new` that would exceed `max_pixels`: an image
+    of extreme aspect (1 x 40,000,000) would otherwise grow into gigabytes to cover a small box."""
+    (h, w), (nh, nw) = size, new
+    if nh * nw > max_pixels:
+        raise ResnetlabError(
+            f"{label}: image of {w}x{h} would be resized to {nw}x{nh} = {nw * nh} pixels, beyond "
+            f"the limit of {max_pixels}; its aspect ratio is too extreme, crop it first"
+        )
+
+
 def open_image(
     source: str | os.PathLike | bytes, *, name: str | None = None, max_pixels: int = MAX_PIXELS
 ) -> Image.Image:
@@ -83,6 +118,7 @@ def open_image(
         opener = io.BytesIO(bytes(source))
     else:
         label = name or str(source)
+        check_image_file(source, label)
         try:  # read whole: no file handle outlives the call, even for multi-frame images
             opener = io.BytesIO(Path(source).read_bytes())
         except FileNotFoundError:

@@ -22,6 +22,8 @@ from ..errors import ResnetlabError
 from .dataset import DataSplits, ImageDataset
 from .split import split_dataset
 
+MAX_UNNAMED_CLASSES = 100_000  # ImageNet-21k has 21,841: a larger label is a corrupt file
+
 
 def _images(x: np.ndarray, path: Path, key: str) -> torch.Tensor:
     if x.dtype != np.uint8:
@@ -96,6 +98,11 @@ def load_npz(path: str | os.PathLike, *, test_fraction: float = 0.2, seed: int =
         if top >= len(classes):
             raise ResnetlabError(f"{path}: label {top} but only {len(classes)} class names")
     else:
+        if top >= MAX_UNNAMED_CLASSES:
+            raise ResnetlabError(
+                f"{path}: label {top} would make {top + 1} classes; without a `classes` array "
+                f"labels must lie in 0..{MAX_UNNAMED_CLASSES - 1} (add class names for more)"
+            )
         classes = [str(i) for i in range(top + 1)]
     train = ImageDataset(xtr, ytr, classes)
     if xte is not None:

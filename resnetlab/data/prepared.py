@@ -11,11 +11,14 @@ loader reads pages on demand and nothing is written back to the cache.
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import json
 import os
 import shutil
 import struct
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +51,45 @@ def _shrink_npy(path: Path, offset: int, shape: tuple[int, ...]) -> None:
     with open(path, "r+b") as f:
         f.write(header)
         f.truncate(offset + int(np.prod(shape)))
+
+
+LOCK_NAME = ".lock"
+FRESH_SECONDS = 60  # a build directory without a lock this young may be starting, not dead
+
+
+def _hold(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def _alive(build: Path) -> bool:
+    try:
+        fd = os.open(build / LOCK_NAME, os.O_RDWR)
+    except FileNotFoundError:
+        return time.time() - build.stat().st_mtime < FRESH_SECONDS
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True  # its process still holds the lock
+    finally:
+        os.close(fd)
+    return False
+
+
+def remove_stale_builds(out: str | os.PathLike) -> list[Path]:
+    """Delete the `.OUT.*.tmp/` directories that killed runs of prepare_folder left beside OUT
+    (a running build holds a lock in its directory and is left alone)."""
+    out = Path(out)
+    removed = []
+    for build in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
+        try:
+            if build.is_dir() and not build.is_symlink() and not _alive(build):
+                shutil.rmtree(build)
+                removed.append(build)
+        except OSError:
+            continue  # vanished meanwhile, or not ours to remove
+    return removed
 
 
 def prepare_folder(
@@ -94,7 +136,9 @@ def prepare_folder(
     total = sum(len(split_items[s]) for s in order)
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    lock = _hold(tmp / LOCK_NAME)  # tells a later run that this build is alive
     try:
         images_path = tmp / IMAGES_NAME
         arr = np.lib.format.open_memmap(
@@ -138,12 +182,61 @@ def prepare_folder(
             "skipped": len(skipped),
         }
         (tmp / META_NAME).write_text(json.dumps(meta))
+        (tmp / LOCK_NAME).unlink()  # the directory's fresh mtime still marks it as alive
         os.replace(tmp, out)  # onto nothing, or onto an empty directory (checked above)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)
     meta["skipped_files"] = skipped
     return meta
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# the keys load_prepared reads: (is the value right?, what would be right)
+_META_RULES = {
+    "shape": (
+        lambda v: isinstance(v, list) and len(v) == 4 and all(_is_int(n) and n >= 0 for n in v),
+        "[N, C, H, W] of whole numbers",
+    ),
+    "labels": (
+        lambda v: isinstance(v, list) and all(_is_int(n) for n in v),
+        "a list of whole numbers, one per image",
+    ),
+    "classes": (
+        lambda v: isinstance(v, list) and bool(v) and all(isinstance(c, str) for c in v),
+        "a non-empty list of class names",
+    ),
+    "splits": (
+        lambda v: (
+            isinstance(v, dict)
+            and all(
+                isinstance(b, list) and len(b) == 2 and all(_is_int(n) for n in b)
+                for b in v.values()
+            )
+        ),
+        'an object of {"split": [start, stop]}',
+    ),
+    "name": (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def _check_prepared_meta(meta: dict, source: Path) -> None:
+    for key, (ok, expected) in _META_RULES.items():
+        if key not in meta:
+            if key == "name":
+                continue
+            raise ResnetlabError(f"{source}: no {key!r}; expected {expected}; prepare it again")
+        if not ok(meta[key]):
+            shown = json.dumps(meta[key])
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise ResnetlabError(
+                f"{source}: {key} is {shown}; expected {expected}; prepare it again"
+            )
 
 
 def load_prepared(path: str | os.PathLike) -> DataSplits:
@@ -159,6 +252,7 @@ def load_prepared(path: str | os.PathLike) -> DataSplits:
         raise ResnetlabError(
             f"{path}: prepared-data version {meta.get('version')}, this resnetlab reads {VERSION}"
         )
+    _check_prepared_meta(meta, path / META_NAME)
     try:
         arr = np.load(path / IMAGES_NAME, mmap_mode="c", allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -171,9 +265,13 @@ def load_prepared(path: str | os.PathLike) -> DataSplits:
             f"metadata says uint8 {shape}; prepare it again"
         )
     classes = list(meta["classes"])
+    wrong = next((v for v in labels if not 0 <= v < len(classes)), None)
+    if wrong is not None:
+        raise ResnetlabError(
+            f"{path}: label {wrong} out of range for {len(classes)} classes "
+            f"(0..{len(classes) - 1}); prepare it again"
+        )
     y = torch.tensor(labels, dtype=torch.int64)
-    if len(y) and (y.min() < 0 or y.max() >= len(classes)):
-        raise ResnetlabError(f"{path}: labels out of range for {len(classes)} classes")
     x = torch.from_numpy(arr)
     parts = {}
     for s, (a, b) in meta["splits"].items():

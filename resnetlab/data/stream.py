@@ -22,7 +22,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ResnetlabError
-from .images import convert_mode, open_image
+from .images import check_resize, convert_mode, open_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -69,7 +69,7 @@ def random_resized_crop(
     return img.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
 
 
-def resize_shorter(img: Image.Image, size: int) -> Image.Image:
+def resize_shorter(img: Image.Image, size: int, label: str = "image") -> Image.Image:
     """Resize so that the shorter side is `size`, keeping the aspect (bilinear, antialiased)."""
     w, h = img.size
     if min(w, h) == size:
@@ -78,6 +78,7 @@ def resize_shorter(img: Image.Image, size: int) -> Image.Image:
         nw, nh = size, max(1, round(h * size / w))
     else:
         nw, nh = max(1, round(w * size / h)), size
+    check_resize((h, w), (nh, nw), label)
     return img.resize((nw, nh), Image.Resampling.BILINEAR)
 
 
@@ -113,9 +114,11 @@ def train_transform(
     return img
 
 
-def eval_transform(img: Image.Image, size: int = 224, resize: int = 256) -> Image.Image:
+def eval_transform(
+    img: Image.Image, size: int = 224, resize: int = 256, label: str = "image"
+) -> Image.Image:
     """Resize the shorter side to `resize`, then take the centre size x size crop."""
-    return center_crop(resize_shorter(img, resize), size)
+    return center_crop(resize_shorter(img, resize, label), size)
 
 
 class FolderDataset(Dataset):
@@ -156,15 +159,15 @@ class FolderDataset(Dataset):
         path, label = self.items[i]
         try:
             img = convert_mode(open_image(path), self.mode)
+            if self.train:
+                gen = _generator(self.seed, self.epoch, i)
+                img = train_transform(img, gen, self.size)
+            else:
+                img = eval_transform(img, self.size, self.resize, str(path))
         except ResnetlabError:
             if self.skip_bad:
                 return None
             raise
-        if self.train:
-            gen = _generator(self.seed, self.epoch, i)
-            img = train_transform(img, gen, self.size)
-        else:
-            img = eval_transform(img, self.size, self.resize)
         return to_normalised_tensor(img, self.mean, self.std), label
 
 

@@ -94,8 +94,10 @@ def predict_files(
             try:
                 tensors.append(prep.load(p))
                 names.append(str(p))
-            except ResnetlabError as e:
-                reason = str(e)
+            except (ResnetlabError, OSError, ValueError, MemoryError) as e:
+                reason = (
+                    str(e) if isinstance(e, ResnetlabError) else f"{p}: {type(e).__name__}: {e}"
+                )
                 result.failures.append((str(p), reason))
                 if on_failure is not None:
                     on_failure(str(p), reason)

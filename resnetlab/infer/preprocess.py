@@ -24,7 +24,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from ..data.images import MAX_PIXELS, convert_mode, decode_image
+from ..data.images import (
+    MAX_PIXELS,
+    check_image_file,
+    check_resize,
+    convert_mode,
+    decode_image,
+)
 from ..errors import ResnetlabError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -86,7 +92,10 @@ class Preprocess:
 
     def load(self, path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
         """Decode and preprocess one image file; ResnetlabError (naming the file) if unreadable."""
-        return self(load_image(path, self.mode, self.resize_size, max_pixels=max_pixels))
+        image = load_image(path, self.mode, self.resize_size, max_pixels=max_pixels)
+        _, h, w = image.shape
+        check_resize((h, w), cover_size((h, w), self.resize_size, self.input_size[1:]), str(path))
+        return self(image)
 
 
 def default_crop_pct(h: int, w: int) -> float:
@@ -120,6 +129,7 @@ def load_image(
     """Decode an image file to uint8 (C, H, W); a JPEG much larger than `min_size` (H, W) is
     decoded at a reduced scale that still covers it."""
     path = Path(path)
+    check_image_file(path)  # before any open: a FIFO would block, /dev/zero never end
     if min_size is not None and path.suffix.lower() in (".jpg", ".jpeg"):
         reduced = _load_jpeg_draft(path, mode, min_size, max_pixels)
         if reduced is not None:
@@ -167,15 +177,24 @@ def resize_and_crop(
             f"expected a uint8 (C, H, W) image, got {image.dtype} {tuple(image.shape)}"
         )
     _, h, w = image.shape
-    rh, rw = resize_to
-    scale = max(rh / h, rw / w)
-    nh, nw = max(crop[0], round(h * scale)), max(crop[1], round(w * scale))
+    nh, nw = cover_size((h, w), resize_to, crop)
+    check_resize((h, w), (nh, nw), "image")
     if (nh, nw) != (h, w):
         image = F.interpolate(
             image[None], size=(nh, nw), mode="bilinear", antialias=True, align_corners=False
         )[0]
     top, left = (nh - crop[0]) // 2, (nw - crop[1]) // 2
     return image[:, top : top + crop[0], left : left + crop[1]]
+
+
+def cover_size(
+    size: tuple[int, int], resize_to: tuple[int, int], crop: tuple[int, int]
+) -> tuple[int, int]:
+    """The (H, W) an image of (H, W) `size` is resized to, keeping its aspect, to cover
+    `resize_to` (and at least `crop`)."""
+    (h, w), (rh, rw) = size, resize_to
+    scale = max(rh / h, rw / w)
+    return max(crop[0], round(h * scale)), max(crop[1], round(w * scale))
 
 
 def normalise(image: torch.Tensor, prep: Preprocess) -> torch.Tensor:

@@ -7,7 +7,9 @@ through torch.load(weights_only=True).
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,11 @@ PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call write(tmp_path) and rename onto `path`, so a crash never leaves a half-written file."""
+    """Call write(tmp_path) and rename onto `path`, so a crash never leaves a half-written file.
+
+    An existing `path` that is not a regular file (a directory, a device, a FIFO) is refused."""
     path = Path(path)
+    check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -39,6 +44,36 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_output(
+    out: str | os.PathLike, inputs: tuple[str | os.PathLike, ...] = (), flag: str = "output"
+) -> None:
+    """Refuse an output that is one of `inputs`, or that exists and is not a regular file."""
+    out = Path(out)
+    try:
+        st = os.stat(out)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ResnetlabError(f"{flag} {out}: cannot check it ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ResnetlabError(f"{flag} {out} is a directory; give a file name")
+    if not stat.S_ISREG(st.st_mode):
+        raise ResnetlabError(
+            f"{flag} {out} exists and is not a regular file (a device, FIFO or socket); "
+            "give the name of a new or regular file"
+        )
+    for item in inputs:
+        try:
+            same = os.path.samefile(out, item)
+        except OSError:
+            continue
+        if same:
+            raise ResnetlabError(
+                f"{flag} {out} is the input {item}; writing it would destroy the input; "
+                "choose another name"
+            )
 
 
 def model_metadata(model: nn.Module) -> dict[str, Any]:
@@ -76,9 +111,61 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if raw is None:
         return {}
     try:
-        return json.loads(raw)
+        meta = json.loads(raw)
     except json.JSONDecodeError:
         raise ResnetlabError(f"{path}: its resnetlab metadata is not valid JSON") from None
+    check_metadata(meta, str(path))
+    return meta
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _numbers(v: Any) -> bool:
+    return _is_number(v) or (isinstance(v, list) and bool(v) and all(map(_is_number, v)))
+
+
+def _positive_numbers(v: Any) -> bool:
+    return _numbers(v) and min(v if isinstance(v, list) else [v]) > 0
+
+
+# the metadata keys resnetlab reads: (is the value right?, what would be right)
+METADATA_RULES = {
+    "name": (lambda v: isinstance(v, str), "a model name (a string)"),
+    "options": (
+        lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
+        "a JSON object of build options",
+    ),
+    "num_classes": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "in_chans": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "classes": (lambda v: isinstance(v, list), "a list of class names"),
+    "input_size": (
+        lambda v: isinstance(v, list) and bool(v) and all(_is_int(s) and s > 0 for s in v),
+        "a list of positive whole numbers, [C, H, W] or [features]",
+    ),
+    "mean": (_numbers, "a finite number or a list of them, one per channel"),
+    "std": (_positive_numbers, "a positive finite number or a list of them, one per channel"),
+    "crop_pct": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "tta": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def check_metadata(meta: Any, source: str = "weights") -> None:
+    """Fail in one line naming the key, its value and what is expected, if metadata is malformed."""
+    if not isinstance(meta, dict):
+        raise ResnetlabError(
+            f"{source}: its resnetlab metadata is a JSON {type(meta).__name__}, expected an object"
+        )
+    for key, (ok, expected) in METADATA_RULES.items():
+        if key in meta and meta[key] is not None and not ok(meta[key]):
+            shown = json.dumps(meta[key], allow_nan=True)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise ResnetlabError(f"{source}: metadata {key} is {shown}; expected {expected}")
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -53,6 +53,14 @@ def save_checkpoint(
         _fsync_dir(path.parent)
         if old.exists():
             shutil.rmtree(old)
+    except (OSError, RuntimeError, SafetensorError) as e:  # a full disk, a vanished directory
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        kept = path if path.exists() else old
+        have = f"the last good checkpoint is kept in {kept}" if kept.exists() else "none kept"
+        raise ResnetlabError(
+            f"cannot write a checkpoint into {path.parent} ({reason}); {have}"
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -91,7 +99,30 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         ) from None
     if not isinstance(state, dict) or "config" not in state or "step" not in state:
         raise ResnetlabError(f"{ckpt / STATE_FILE}: not a resnetlab training checkpoint")
+    for key, kind, expected in STATE_TYPES:
+        value = state.get(key)
+        if key in state and not (isinstance(value, kind) and not isinstance(value, bool)):
+            shown = repr(value)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise ResnetlabError(
+                f"{ckpt / STATE_FILE}: checkpoint {key} is {shown}; expected {expected}"
+            )
+    if not all(isinstance(k, str) for k in state["config"]):
+        raise ResnetlabError(f"{ckpt / STATE_FILE}: checkpoint config has keys that are not names")
     return weights, state
+
+
+# what a checkpoint's state holds: (key, type, what would be right)
+STATE_TYPES = (
+    ("config", dict, "a mapping of the run's settings"),
+    ("step", int, "a whole number"),
+    ("loader", dict, "a mapping {epoch, batch}"),
+    ("optimizer", dict, "an optimiser state dict"),
+    ("schedule", dict, "a mapping"),
+    ("history", list, "a list of epoch rows"),
+    ("epoch_acc", dict, "a mapping"),
+    ("rng", dict, "a mapping of generator states"),
+)
 
 
 def split_ema(weights: dict[str, torch.Tensor]) -> tuple[dict, dict]:

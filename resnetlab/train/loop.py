@@ -12,6 +12,7 @@ import contextlib
 import copy
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -74,6 +75,102 @@ class TrainConfig:
         return asdict(self)
 
 
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# the numbers of a TrainConfig: (is the value right? (None is always allowed), what would be)
+CONFIG_NUMBERS = {
+    "epochs": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
+    "batch_size": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
+    "lr": (lambda v: _real(v) and v > 0, "a finite number > 0"),
+    "seed": (_whole, "a whole number"),
+    "subset": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
+    "val_split": (lambda v: _real(v) and v >= 0, "a fraction in [0, 1) or a count of images"),
+    "body_lr_scale": (lambda v: _real(v) and v >= 0, "a finite number >= 0"),
+    "checkpoint_every": (lambda v: _whole(v) and v >= 0, "a whole number of steps >= 0"),
+    "checkpoint_minutes": (lambda v: _real(v) and v > 0, "a finite number of minutes > 0"),
+    "log_every": (lambda v: _whole(v) and v >= 0, "a whole number of steps >= 0"),
+    "threads": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
+}
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Fail in one line naming the setting, its value and what is expected, if a number is off
+    (NaN, infinite, negative, of the wrong type) or options are not a mapping."""
+    for key, (ok, expected) in CONFIG_NUMBERS.items():
+        v = getattr(cfg, key)
+        if v is not None and not ok(v):
+            raise ResnetlabError(f"{_flag(key)} {v!r}: expected {expected}")
+    if not isinstance(cfg.model_options, dict):
+        raise ResnetlabError(
+            f"model options {cfg.model_options!r}: expected a mapping of KEY=VALUE settings"
+        )
+    if not isinstance(cfg.freeze, list) or not all(isinstance(f, str) for f in cfg.freeze):
+        raise ResnetlabError(f"--freeze {cfg.freeze!r}: expected a list of part names")
+    for key in ("model", "data", "out"):
+        if not isinstance(getattr(cfg, key), str):
+            raise ResnetlabError(f"{key} {getattr(cfg, key)!r}: expected a string")
+
+
+NAMES_WRITTEN = (
+    ckpt.CHECKPOINT_DIR, LAST_WEIGHTS, BEST_WEIGHTS, "metrics.jsonl", "steps.jsonl",
+    "curves.png", "summary.json",
+)  # fmt: skip
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """Hold `out/.lock` for the run: a second run into the same directory fails at once, in one
+    line; the kernel frees the lock when the process ends, however it ends (kill -9 too)."""
+    import fcntl
+
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    locked = False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise ResnetlabError(
+                f"{out} is in use by another run (process {other}); wait for it to end or "
+                "choose another --out"
+            ) from None
+        locked = True
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        if locked and created and [p.name for p in out.iterdir()] == [LOCK_NAME]:
+            shutil.rmtree(out, ignore_errors=True)  # a run that failed before writing anything
+        os.close(fd)  # releases the lock
+
+
+def remove_stale_temporaries(out: Path) -> list[str]:
+    """Delete what a killed save left in `out` (`.checkpoint.*.tmp/`, `.last.safetensors.*.tmp`,
+    ...); call only while holding the run lock, so that no live save owns them."""
+    removed = []
+    for p in out.glob(".*.tmp"):
+        if any(p.name.startswith(f".{n}.") for n in NAMES_WRITTEN):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p.name)
+    return sorted(removed)
+
+
 class NonFiniteLoss(ResnetlabError):
     """The loss became NaN or infinite."""
 
@@ -105,10 +202,13 @@ def init_from(model: nn.Module, path: str) -> str:
     own = model.state_dict()
     head = _head_prefix(model)
     loaded, skipped_head, bad = {}, [], []
+    unused = []
     for k, v in state.items():
         if k not in own:
             if k.startswith(head):
                 skipped_head.append(k)
+            elif not k.endswith("num_batches_tracked"):
+                unused.append(k)
             continue
         target = own[k]
         if v.shape == target.shape:
@@ -126,6 +226,12 @@ def init_from(model: nn.Module, path: str) -> str:
             bad.append(f"{k} {tuple(v.shape)} vs model {tuple(target.shape)}")
     if bad:
         raise ResnetlabError(f"--init-from {path} does not fit this model: " + "; ".join(bad[:3]))
+    if unused:
+        raise ResnetlabError(
+            f"--init-from {path} holds {len(unused)} tensor(s) this model has no place for, "
+            f"e.g. {', '.join(unused[:3])} (weights of {meta.get('name', 'another model')}?); "
+            "expected weights of the same architecture (only the head may differ)"
+        )
     body_missing = [k for k in own if k not in loaded and not k.startswith(head)]
     body_missing = [k for k in body_missing if not k.endswith("num_batches_tracked")]
     if body_missing:
@@ -325,9 +431,13 @@ def train_model(
 ) -> tuple[nn.Module, dict]:
     """As fit, and also return the trained model (its last weights, not the moving average)."""
     t_start = time.time()
+    check_config(cfg)
     info = distributed.setup(cfg.device)
     try:
-        return _fit(cfg, splits, resume, info, t_start)
+        with run_lock(Path(cfg.out)) if info.is_main else contextlib.nullcontext():
+            if info.is_main:
+                remove_stale_temporaries(Path(cfg.out))
+            return _fit(cfg, splits, resume, info, t_start)
     finally:
         distributed.cleanup(info)
 
