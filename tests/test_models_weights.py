@@ -192,3 +192,94 @@ def test_metadata_is_json_in_the_safetensors_header(tmp_path):
     resnetlab.save_weights(resnetlab.create_model("plain20"), tmp_path / "p.safetensors", {"x": 1})
     meta = read_metadata(tmp_path / "p.safetensors")
     assert json.loads(json.dumps(meta)) == meta and meta["x"] == 1 and meta["name"] == "plain20"
+
+
+# --------------------------------------------------------------------------------------------
+# backbones: the same weight files as the full models
+
+
+def stage_outputs(model, x):
+    """The outputs of the modules `feature_info` names, taken from the full model by hooks."""
+    got = {}
+    hooks = [
+        model.get_submodule(f["module"]).register_forward_hook(
+            lambda _m, _i, out, name=f["module"]: got.setdefault(name, out.clone())
+        )
+        for f in model.feature_info
+    ]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return [got[f["module"]] for f in model.feature_info]
+
+
+@pytest.mark.parametrize("output_stride", [32, 16, 8])
+def test_torchvision_state_dict_loads_into_resnet50_backbone_with_the_full_models_maps(
+    output_stride, tmp_path
+):
+    state = random_state(torchvision_layout("resnet50"))
+    torch.save(state, tmp_path / "resnet50.pth")
+    full = resnetlab.create_model(
+        "resnet50", output_stride=output_stride, pretrained=tmp_path / "resnet50.pth"
+    ).eval()
+    backbone = resnetlab.create_model(
+        "resnet50", features_only=True, out_indices=(0, 1, 2, 3, 4),
+        output_stride=output_stride, pretrained=tmp_path / "resnet50.pth",
+    ).eval()  # fmt: skip
+    assert set(backbone.state_dict()) == {k for k in state if not k.startswith("fc.")}
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        maps = backbone(x)
+    want = stage_outputs(full, x)
+    assert [m.shape for m in maps] == [w.shape for w in want]
+    assert all(torch.equal(m, w) for m, w in zip(maps, want))
+    # torch's own load_state_dict takes the full model's state dict as well
+    fresh = resnetlab.create_model("resnet50", features_only=True, output_stride=output_stride)
+    fresh.load_state_dict(state)
+    with torch.no_grad():
+        assert all(torch.equal(m, w) for m, w in zip(fresh.eval()(x)[-4:], maps[1:]))
+
+
+@pytest.mark.parametrize(
+    "name, options", [("resnet20", {}), ("preact_resnet110", {"layers": [1, 1, 1]})]
+)
+def test_project_safetensors_load_into_the_backbone_of_the_same_model(name, options, tmp_path):
+    torch.manual_seed(0)
+    full = resnetlab.create_model(name, num_classes=3, in_chans=1, **options)
+    full.train()(torch.randn(4, 1, 16, 16))  # running statistics away from their init
+    resnetlab.save_weights(full, tmp_path / "w.safetensors")
+    backbone = resnetlab.create_model(
+        name, features_only=True, pretrained=tmp_path / "w.safetensors"
+    )
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        maps = backbone.eval()(x)
+    assert all(torch.equal(m, w) for m, w in zip(maps, stage_outputs(full.eval(), x)[1:]))
+
+
+def test_shipped_weights_load_into_a_dilated_backbone():
+    full = resnetlab.create_model("resnet20", pretrained="fashion-mnist").eval()
+    backbone = resnetlab.create_model(
+        "resnet20", pretrained="fashion-mnist", features_only=True, output_stride=2
+    ).eval()
+    assert backbone.strides == [1, 2, 2]
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        maps = backbone(x)
+        want = stage_outputs(full, x)[1:3]
+    assert all(torch.equal(m, w) for m, w in zip(maps[:2], want))
+    assert maps[2].shape == (2, 64, 14, 14)  # the last stage keeps stride 2, dilated
+
+
+def test_backbone_holds_only_the_stages_it_returns_and_stays_strict_about_them(tmp_path):
+    state = random_state(torchvision_layout("resnet18"))
+    backbone = resnetlab.create_model("resnet18", features_only=True, out_indices=(1, 2))
+    assert {k.split(".")[0] for k in backbone.state_dict()} == {"conv1", "bn1", "layer1", "layer2"}
+    torch.save(state, tmp_path / "full.pth")
+    resnetlab.load_weights(backbone, tmp_path / "full.pth")
+    torch.testing.assert_close(backbone.layer2[0].conv1.weight, state["layer2.0.conv1.weight"])
+    del state["layer1.0.conv1.weight"]
+    torch.save(state, tmp_path / "short.pth")
+    with pytest.raises(ResnetlabError, match=r"missing 1 key\(s\): layer1\.0\.conv1\.weight"):
+        resnetlab.load_weights(backbone, tmp_path / "short.pth")

@@ -26,6 +26,7 @@ from ..data import load_source
 from ..data.loader import BatchLoader
 from ..errors import ResnetlabError
 from ..models import load_model
+from ..models.blocks import preact_shortcut
 from ..models.weights import atomic_write
 from .gradients import residual_blocks
 
@@ -50,13 +51,9 @@ def shortcut_only(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """What the block computes with its residual branch deleted."""
     if block.plain:
         return x
-    if block.downsample is None:
-        identity = x
-    elif block.preact and isinstance(block.downsample, nn.Sequential):
-        identity = block.downsample(torch.relu(block.bn1(x)))  # a projection reads the BN input
-    else:
-        identity = block.downsample(x)
-    return identity if block.preact else torch.relu(identity)
+    if block.preact:  # nothing follows the addition
+        return preact_shortcut(block.downsample, x, torch.relu(block.bn1(x)))
+    return torch.relu(x if block.downsample is None else block.downsample(x))
 
 
 @contextlib.contextmanager

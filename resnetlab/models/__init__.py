@@ -2,9 +2,10 @@
 
 from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
 from .factory import create_model, load_model
+from .features import FeatureExtractor
 from .mlp import ResidualMLP
 from .registry import ModelEntry, get_entry, list_models
-from .resnet import FeatureExtractor, ResNet, ResNetSpec
+from .resnet import ResNet, ResNetSpec
 from .weights import list_pretrained, load_weights, read_metadata, save_weights
 
 __all__ = [

@@ -1,88 +1,43 @@
 """Residual blocks: basic and bottleneck, post-activation (2015) and pre-activation (2016).
 
-Every block takes `BlockOptions(plain=True)` for its no-shortcut twin: the same layers, no addition.
-Module names follow torchvision (conv1, bn1, ..., downsample), so weight files interchange.
+Each block reads as its paper draws it: `__init__` builds the shortcut (`downsample`: None for the
+identity, `PadShortcut` for option A, a 1x1 projection for options B and C) and the residual branch;
+`forward` computes the branch top to bottom and adds the shortcut. `shortcut=None` builds the plain
+twin: the same layers, no shortcut, no addition. Module names follow torchvision (conv1, bn1, ...,
+downsample), so weight files interchange.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from .layers import DropPath, conv1x1, conv3x3, make_shortcut
+from .layers import PadShortcut, conv1x1, conv3x3, make_shortcut, maybe_drop_path, maybe_dropout
 
 
-@dataclass(frozen=True)
-class BlockOptions:
-    """What every block of one network shares."""
-
-    shortcut: str = "B"  # the paper's options "A", "B", "C"
-    plain: bool = False  # no shortcut at all
-    groups: int = 1  # grouped 3x3 (ResNeXt); bottleneck only
-    base_width: int = 64  # planes scale of the bottleneck (wide ResNet, ResNeXt)
-    stride_in_1x1: bool = False  # bottleneck stride on the first 1x1 (the paper) or the 3x3
-    drop_rate: float = 0.0  # dropout between the convs (wide ResNets)
-
-
-class ResidualBlock(nn.Module):
-    """What the four block types share: the shortcut, stochastic depth and the plain switch."""
+class BasicBlock(nn.Module):
+    """Two 3x3 convs: y = relu(F(x) + shortcut(x)), F = bn2(conv2(relu(bn1(conv1(x)))))."""
 
     expansion = 1
     preact = False
-
-    def __init__(self, cin: int, cout: int, stride: int, opts: BlockOptions, drop_path: float):
-        super().__init__()
-        self.plain = opts.plain
-        # pre-activation inputs are already normalised, so their projections carry no BN
-        self.downsample = (
-            None
-            if opts.plain
-            else make_shortcut(opts.shortcut, cin, cout, stride, norm=not self.preact)
-        )
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.drop = nn.Dropout(opts.drop_rate) if opts.drop_rate > 0 else nn.Identity()
-
-    def _add_shortcut(self, out: torch.Tensor, x: torch.Tensor, pre: torch.Tensor | None = None):
-        if self.plain:
-            return out
-        if self.downsample is None:
-            identity = x
-        elif pre is not None and isinstance(self.downsample, nn.Sequential):
-            # a pre-activation projection reads the normalised input (as the 2016 paper's code);
-            # identity and option A carry the raw input, keeping the path between blocks clean
-            identity = self.downsample(pre)
-        else:
-            identity = self.downsample(x)
-        return self.drop_path(out) + identity
-
-
-def _bottleneck_width(planes: int, opts: BlockOptions) -> int:
-    return int(planes * (opts.base_width / 64.0)) * opts.groups
-
-
-def _check_basic(opts: BlockOptions) -> None:
-    if opts.groups != 1 or opts.base_width != 64:
-        raise ValueError("the basic block supports only groups=1 and base_width=64")
-
-
-class BasicBlock(ResidualBlock):
-    """Two 3x3 convs; y = relu(F(x) + shortcut(x))."""
 
     def __init__(
         self,
         cin: int,
         planes: int,
         stride: int = 1,
-        opts: BlockOptions = BlockOptions(),
         *,
+        shortcut: str | None = "B",
         dilation: int = 1,
         first_dilation: int | None = None,
+        drop_rate: float = 0.0,
         drop_path: float = 0.0,
     ) -> None:
-        _check_basic(opts)
-        super().__init__(cin, planes, stride, opts, drop_path)
+        super().__init__()
+        self.plain = shortcut is None
+        self.downsample = None if self.plain else make_shortcut(shortcut, cin, planes, stride)
+        self.drop_path = maybe_drop_path(drop_path)
+        self.drop = maybe_dropout(drop_rate)
         self.conv1 = conv3x3(cin, planes, stride, dilation=first_dilation or dilation)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
@@ -95,32 +50,44 @@ class BasicBlock(ResidualBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(self.drop(out)))
-        return self.relu(self._add_shortcut(out, x))
+        if not self.plain:
+            identity = x if self.downsample is None else self.downsample(x)
+            out = self.drop_path(out) + identity
+        return self.relu(out)
 
 
-class Bottleneck(ResidualBlock):
+class Bottleneck(nn.Module):
     """1x1 reduce, 3x3, 1x1 expand (x4); stride on the 3x3 ("v1.5") unless stride_in_1x1."""
 
     expansion = 4
+    preact = False
 
     def __init__(
         self,
         cin: int,
         planes: int,
         stride: int = 1,
-        opts: BlockOptions = BlockOptions(),
         *,
+        shortcut: str | None = "B",
+        groups: int = 1,
+        base_width: int = 64,
+        stride_in_1x1: bool = False,
         dilation: int = 1,
         first_dilation: int | None = None,
+        drop_rate: float = 0.0,
         drop_path: float = 0.0,
     ) -> None:
+        super().__init__()
         cout = planes * self.expansion
-        super().__init__(cin, cout, stride, opts, drop_path)
-        width = _bottleneck_width(planes, opts)
-        s1, s3 = (stride, 1) if opts.stride_in_1x1 else (1, stride)
+        width = int(planes * (base_width / 64.0)) * groups  # wide ResNets and ResNeXt widen this
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.plain = shortcut is None
+        self.downsample = None if self.plain else make_shortcut(shortcut, cin, cout, stride)
+        self.drop_path = maybe_drop_path(drop_path)
+        self.drop = maybe_dropout(drop_rate)
         self.conv1 = conv1x1(cin, width, s1)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = conv3x3(width, width, s3, opts.groups, first_dilation or dilation)
+        self.conv2 = conv3x3(width, width, s3, groups, first_dilation or dilation)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = conv1x1(width, cout)
         self.bn3 = nn.BatchNorm2d(cout)
@@ -133,12 +100,29 @@ class Bottleneck(ResidualBlock):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(self.drop(out)))
-        return self.relu(self._add_shortcut(out, x))
+        if not self.plain:
+            identity = x if self.downsample is None else self.downsample(x)
+            out = self.drop_path(out) + identity
+        return self.relu(out)
 
 
-class PreActBasicBlock(ResidualBlock):
+def preact_shortcut(
+    downsample: nn.Module | None, x: torch.Tensor, pre: torch.Tensor
+) -> torch.Tensor:
+    """What a pre-activation block's shortcut carries, given its input x and pre = relu(bn1(x)).
+
+    A projection reads the normalised input, as the 2016 paper's code does; the identity and
+    option A carry the raw input, which keeps the path from block to block free of any operation.
+    """
+    if downsample is None:
+        return x
+    return downsample(x if isinstance(downsample, PadShortcut) else pre)
+
+
+class PreActBasicBlock(nn.Module):
     """BN -> ReLU -> 3x3 -> BN -> ReLU -> 3x3, plus the shortcut; nothing after the addition."""
 
+    expansion = 1
     preact = True
 
     def __init__(
@@ -146,14 +130,21 @@ class PreActBasicBlock(ResidualBlock):
         cin: int,
         planes: int,
         stride: int = 1,
-        opts: BlockOptions = BlockOptions(),
         *,
+        shortcut: str | None = "B",
         dilation: int = 1,
         first_dilation: int | None = None,
+        drop_rate: float = 0.0,
         drop_path: float = 0.0,
     ) -> None:
-        _check_basic(opts)
-        super().__init__(cin, planes, stride, opts, drop_path)
+        super().__init__()
+        self.plain = shortcut is None
+        # a projection reads the normalised input (see preact_shortcut), so it carries no BN
+        self.downsample = (
+            None if self.plain else make_shortcut(shortcut, cin, planes, stride, norm=False)
+        )
+        self.drop_path = maybe_drop_path(drop_path)
+        self.drop = maybe_dropout(drop_rate)
         self.bn1 = nn.BatchNorm2d(cin)
         self.conv1 = conv3x3(cin, planes, stride, dilation=first_dilation or dilation)
         self.bn2 = nn.BatchNorm2d(planes)
@@ -167,10 +158,12 @@ class PreActBasicBlock(ResidualBlock):
         pre = torch.relu(self.bn1(x))
         out = self.conv1(pre)
         out = self.conv2(self.drop(self.relu(self.bn2(out))))
-        return self._add_shortcut(out, x, pre)
+        if self.plain:
+            return out
+        return self.drop_path(out) + preact_shortcut(self.downsample, x, pre)
 
 
-class PreActBottleneck(ResidualBlock):
+class PreActBottleneck(nn.Module):
     """BN -> ReLU -> 1x1, BN -> ReLU -> 3x3, BN -> ReLU -> 1x1 (x4), plus the shortcut."""
 
     expansion = 4
@@ -181,20 +174,30 @@ class PreActBottleneck(ResidualBlock):
         cin: int,
         planes: int,
         stride: int = 1,
-        opts: BlockOptions = BlockOptions(),
         *,
+        shortcut: str | None = "B",
+        groups: int = 1,
+        base_width: int = 64,
+        stride_in_1x1: bool = False,
         dilation: int = 1,
         first_dilation: int | None = None,
+        drop_rate: float = 0.0,
         drop_path: float = 0.0,
     ) -> None:
+        super().__init__()
         cout = planes * self.expansion
-        super().__init__(cin, cout, stride, opts, drop_path)
-        width = _bottleneck_width(planes, opts)
-        s1, s3 = (stride, 1) if opts.stride_in_1x1 else (1, stride)
+        width = int(planes * (base_width / 64.0)) * groups
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.plain = shortcut is None
+        self.downsample = (
+            None if self.plain else make_shortcut(shortcut, cin, cout, stride, norm=False)
+        )
+        self.drop_path = maybe_drop_path(drop_path)
+        self.drop = maybe_dropout(drop_rate)
         self.bn1 = nn.BatchNorm2d(cin)
         self.conv1 = conv1x1(cin, width, s1)
         self.bn2 = nn.BatchNorm2d(width)
-        self.conv2 = conv3x3(width, width, s3, opts.groups, first_dilation or dilation)
+        self.conv2 = conv3x3(width, width, s3, groups, first_dilation or dilation)
         self.bn3 = nn.BatchNorm2d(width)
         self.conv3 = conv1x1(width, cout)
         self.relu = nn.ReLU(inplace=True)
@@ -207,10 +210,12 @@ class PreActBottleneck(ResidualBlock):
         out = self.conv1(pre)
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.drop(self.relu(self.bn3(out))))
-        return self._add_shortcut(out, x, pre)
+        if self.plain:
+            return out
+        return self.drop_path(out) + preact_shortcut(self.downsample, x, pre)
 
 
-BLOCKS: dict[tuple[str, bool], type[ResidualBlock]] = {
+BLOCKS: dict[tuple[str, bool], type[nn.Module]] = {
     ("basic", False): BasicBlock,
     ("bottleneck", False): Bottleneck,
     ("basic", True): PreActBasicBlock,

@@ -1,4 +1,4 @@
-"""The classifier head that every network here ends with: optional dropout, then one Linear."""
+"""What the classifiers here share: forward_head(forward_features(x)) and a swappable fc."""
 
 from __future__ import annotations
 
@@ -7,21 +7,22 @@ from torch import nn
 
 
 class ClassifierHead(nn.Module):
-    """Base of nets ending in `head_drop` and `fc`: forward, get_classifier, reset_classifier."""
+    """Base of nets with `forward_features`, `forward_head` and an `fc` on `num_features` inputs."""
 
     num_features: int
-    head_drop: nn.Module
     fc: nn.Module
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 4:
-            x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(self.head_drop(x))
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
     def get_classifier(self) -> nn.Module:
+        """The final Linear layer (nn.Identity when the net has no head)."""
         return self.fc
 
     def reset_classifier(self, num_classes: int) -> None:

@@ -63,6 +63,16 @@ def make_shortcut(
     raise ValueError(f"unknown shortcut option {option!r}; expected 'A', 'B' or 'C'")
 
 
+def maybe_dropout(p: float) -> nn.Module:
+    """Dropout with probability p, or the identity for p = 0."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
+def maybe_drop_path(p: float) -> nn.Module:
+    """Stochastic depth with probability p, or the identity for p = 0."""
+    return DropPath(p) if p > 0 else nn.Identity()
+
+
 class DropPath(nn.Module):
     """Stochastic depth: drop the whole residual branch of a sample with probability p."""
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .head import ClassifierHead
-from .layers import DropPath
+from .layers import maybe_drop_path, maybe_dropout
 
 
 class MLPBlock(nn.Module):
@@ -20,7 +20,7 @@ class MLPBlock(nn.Module):
         self.bn2 = nn.BatchNorm1d(width)
         self.relu = nn.ReLU(inplace=True)
         self.plain = plain
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = maybe_drop_path(drop_path)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn2.weight)
@@ -64,7 +64,7 @@ class ResidualMLP(ClassifierHead):
         )
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.Sequential(*(MLPBlock(width, plain=plain, drop_path=r) for r in rates))
-        self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.head_drop = maybe_dropout(drop_rate)
         self.fc = nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity()
         for m in self.modules():
             if isinstance(m, nn.Linear) and m is not self.fc:
@@ -80,3 +80,6 @@ class ResidualMLP(ClassifierHead):
                 f"input has {x.shape[1]} features per sample; this MLP expects {self.in_features}"
             )
         return self.blocks(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.head_drop(x))

@@ -9,8 +9,9 @@ from typing import Any
 from torch import nn
 
 from ..errors import ResnetlabError
+from .features import FeatureExtractor
 from .mlp import ResidualMLP
-from .resnet import FeatureExtractor, ResNet, ResNetSpec
+from .resnet import ResNet, ResNetSpec
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,11 @@ class ModelEntry:
     num_classes: int
     spec: ResNetSpec | None = None  # conv nets
     mlp_plain: bool = False  # MLPs
+
+    @property
+    def is_mlp(self) -> bool:
+        """True for a residual MLP on vectors, False for a conv net on images (C, H, W)."""
+        return self.spec is None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -110,7 +116,7 @@ def build_model(
     entry = get_entry(name)
     num_classes = entry.num_classes if num_classes is None else num_classes
     try:
-        if entry.layout == "mlp":
+        if entry.is_mlp:
             unknown = set(options) - MLP_OPTIONS
             if unknown or features_only:
                 raise ValueError(f"options {sorted(unknown) or ['features_only']} do not apply")
@@ -142,7 +148,7 @@ def build_model(
     except (ValueError, TypeError) as e:
         raise ResnetlabError(f"{name}: {e}") from None
     config = {"name": name, "num_classes": num_classes, "options": dict(options)}
-    if entry.layout != "mlp":
+    if not entry.is_mlp:
         config["in_chans"] = 3 if in_chans is None else in_chans
     model.resnetlab_config = config
     if features_only:

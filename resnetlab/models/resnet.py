@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .blocks import BLOCKS, BlockOptions
+from .blocks import BLOCKS
 from .head import ClassifierHead
+from .layers import maybe_dropout
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,55 @@ class ResNetSpec:
         return self.stem_stride * 2 ** (len(self.layers) - 1)
 
 
+def stage_geometry(spec: ResNetSpec, output_stride: int) -> list[tuple[int, int]]:
+    """(stride, dilation) of each stage.
+
+    Every stage after the first halves the resolution until the net's stride reaches
+    `output_stride`; later stages keep the resolution and dilate instead (DeepLab's atrous nets).
+    """
+    geometry, reduction, dilation = [], spec.stem_stride, 1
+    for i in range(len(spec.layers)):
+        stride = 1 if i == 0 else 2
+        if stride > 1 and reduction >= output_stride:
+            dilation *= stride
+            stride = 1
+        reduction *= stride
+        geometry.append((stride, dilation))
+    return geometry
+
+
+def make_stage(
+    spec: ResNetSpec,
+    cin: int,
+    planes: int,
+    stride: int,
+    dilation: int,
+    first_dilation: int,
+    drop_path_rates: list[float],
+) -> nn.Sequential:
+    """One stage: a block per drop-path rate; the first changes stride, dilation and width."""
+    block = BLOCKS[(spec.block, spec.preact)]
+    kw = dict(shortcut=None if spec.plain else spec.shortcut, drop_rate=spec.block_drop_rate)
+    if spec.block == "bottleneck":
+        kw.update(groups=spec.groups, base_width=spec.base_width, stride_in_1x1=spec.stride_in_1x1)
+    blocks = []
+    for j, rate in enumerate(drop_path_rates):
+        first = j == 0
+        blocks.append(
+            block(
+                cin,
+                planes,
+                stride if first else 1,
+                dilation=dilation,
+                first_dilation=first_dilation if first else dilation,
+                drop_path=rate,
+                **kw,
+            )
+        )
+        cin = planes * block.expansion
+    return nn.Sequential(*blocks)
+
+
 class ResNet(ClassifierHead):
     """A residual (or plain) convolutional network built from a ResNetSpec."""
 
@@ -60,7 +110,6 @@ class ResNet(ClassifierHead):
         self.spec = spec
         self.num_classes = num_classes
         self.in_chans = in_chans
-        block_cls = BLOCKS[(spec.block, spec.preact)]
         output_stride = output_stride or spec.native_stride
         _check_output_stride(output_stride, spec)
 
@@ -79,54 +128,30 @@ class ResNet(ClassifierHead):
         stem_reduction = 2 if spec.stem == "imagenet" else 1  # the stem map before the max pool
         self.feature_info = [dict(module=stem_name, num_chs=w, reduction=stem_reduction)]
 
-        opts = BlockOptions(
-            shortcut=spec.shortcut,
-            plain=spec.plain,
-            groups=spec.groups,
-            base_width=spec.base_width,
-            stride_in_1x1=spec.stride_in_1x1,
-            drop_rate=spec.block_drop_rate,
-        )
-        total_blocks = sum(spec.layers)
-        block_idx = 0
-        net_stride, dilation = spec.stem_stride, 1
-        cin = w
+        # stages; stochastic depth grows linearly with the block index, from 0 to drop_path_rate
+        total = sum(spec.layers)
+        rates = [drop_path_rate * k / max(total - 1, 1) for k in range(total)]
         self.stage_names: list[str] = []
+        geometry = stage_geometry(spec, output_stride)
+        cin, reduction, prev_dilation = w, spec.stem_stride, 1
         for i, (n, planes) in enumerate(zip(spec.layers, spec.widths)):
-            stride = 1 if i == 0 else 2
-            prev_dilation = dilation
-            if net_stride >= output_stride and stride > 1:
-                dilation *= stride
-                stride = 1
-            else:
-                net_stride *= stride
-            blocks = []
-            for j in range(n):
-                dpr = drop_path_rate * block_idx / max(total_blocks - 1, 1)
-                blocks.append(
-                    block_cls(
-                        cin,
-                        planes,
-                        stride if j == 0 else 1,
-                        opts,
-                        dilation=dilation,
-                        first_dilation=prev_dilation if j == 0 else dilation,
-                        drop_path=dpr,
-                    )
-                )
-                cin = planes * block_cls.expansion
-                block_idx += 1
+            stride, dilation = geometry[i]
+            stage = make_stage(spec, cin, planes, stride, dilation, prev_dilation, rates[:n])
+            rates = rates[n:]
             name = f"layer{i + 1}"
-            self.add_module(name, nn.Sequential(*blocks))
+            self.add_module(name, stage)
             self.stage_names.append(name)
-            self.feature_info.append(dict(module=name, num_chs=cin, reduction=net_stride))
+            cin = planes * stage[0].expansion
+            reduction *= stride
+            prev_dilation = dilation
+            self.feature_info.append(dict(module=name, num_chs=cin, reduction=reduction))
 
         # pre-activation nets end with the BN and ReLU that their last block left out
         self.norm = nn.BatchNorm2d(cin) if spec.preact else nn.Identity()
         self.act = nn.ReLU(inplace=True) if spec.preact else nn.Identity()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.num_features = cin
-        self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.head_drop = maybe_dropout(drop_rate)
         self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights(zero_init_residual)
 
@@ -144,6 +169,7 @@ class ResNet(ClassifierHead):
                     m.zero_init_last()
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem: first conv, BN, ReLU and max pool."""
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -163,40 +189,17 @@ class ResNet(ClassifierHead):
             x = getattr(self, name)(x)
         return self.act(self.norm(x))
 
-
-class FeatureExtractor(nn.Module):
-    """A backbone for detection/segmentation heads: returns the selected per-stage feature maps."""
-
-    def __init__(self, model: ResNet, out_indices: tuple[int, ...] | None = None) -> None:
-        super().__init__()
-        n = len(model.feature_info)
-        out_indices = tuple(out_indices) if out_indices is not None else tuple(range(1, n))
-        bad = [i for i in out_indices if not 0 <= i < n]
-        if bad:
-            raise ValueError(f"out_indices {bad} out of range; this model has features 0..{n - 1}")
-        self.body = model
-        self.out_indices = out_indices
-        self.feature_info = [model.feature_info[i] for i in out_indices]
-        # the head is not needed; drop it so a backbone's state holds only what it uses
-        model.fc = nn.Identity()
-        model.num_classes = 0
-
-    @property
-    def channels(self) -> list[int]:
-        return [f["num_chs"] for f in self.feature_info]
-
-    @property
-    def strides(self) -> list[int]:
-        return [f["reduction"] for f in self.feature_info]
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = self.body.forward_intermediates(x)
-        return [feats[i] for i in self.out_indices]
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """Average-pool the last feature map, then dropout and fc (pooled features without fc)."""
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.fc(self.head_drop(x))
 
 
 def _check_spec(spec: ResNetSpec, in_chans, num_classes, drop_path_rate, drop_rate) -> None:
     if (spec.block, spec.preact) not in BLOCKS:
         raise ValueError(f"unknown block {spec.block!r}; expected 'basic' or 'bottleneck'")
+    if spec.block == "basic" and (spec.groups != 1 or spec.base_width != 64):
+        raise ValueError("the basic block supports only groups=1 and base_width=64")
     if spec.stem not in ("imagenet", "small"):
         raise ValueError(f"unknown stem {spec.stem!r}; expected 'imagenet' or 'small'")
     if spec.shortcut not in ("A", "B", "C"):

@@ -195,6 +195,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def check_compatible(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Fail in one line naming the first differing keys and shapes, if the state does not fit."""
     own = model.state_dict()
+    if hasattr(model, "filter_state_dict"):  # a backbone ignores the head it does not hold
+        state = model.filter_state_dict(state)
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [
