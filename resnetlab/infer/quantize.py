@@ -328,8 +328,11 @@ def quantize(
         raise ResnetlabError(f"--out {out} is a directory; give a file name")
     if out.suffix != ".onnx":
         raise ResnetlabError(f"--out {out}: the int8 model is an ONNX file; use a .onnx name")
-    if log:
-        log(f"loading {source}")
+    if images < MIN_CALIB_IMAGES:  # before the data is read: bad input fails at once
+        raise ResnetlabError(
+            f"--images {images}: too few to calibrate activation ranges; use at least "
+            f"{MIN_CALIB_IMAGES} (default {DEFAULT_CALIB_IMAGES})"
+        )
     splits = load_source(source)
     x_cal, mean, std = calibration_images(splits, images, meta, str(source))
     if log:
