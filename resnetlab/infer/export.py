@@ -47,7 +47,7 @@ def input_size_of(model: nn.Module, meta: dict[str, Any]) -> tuple[int, int, int
         return tuple(int(s) for s in size)  # type: ignore[return-value]
     cfg = getattr(model, "resnetlab_config", {}) or {}
     entry = get_entry(cfg.get("name", meta.get("name", "")))
-    if entry.layout == "mlp":
+    if entry.is_mlp:
         raise ResnetlabError(
             "an MLP's weights need input_size [C, H, W] in their metadata to be exported"
         )

@@ -313,7 +313,7 @@ def quantize(
         )
     model, meta = load_model(weights)
     name = str(meta["name"])
-    if get_entry(name).layout == "mlp":
+    if get_entry(name).is_mlp:
         raise ResnetlabError(f"{name} is an MLP on vectors; quantize handles conv models on images")
     if meta.get("features_only") or int(meta.get("num_classes") or 0) <= 0:
         raise ResnetlabError(f"{weights}: quantize needs a classifier (this model has no head)")

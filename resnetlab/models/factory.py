@@ -68,7 +68,7 @@ def _tensor_shapes(path) -> dict[str, tuple[int, ...]]:
 def _blocks_asked(name: str, options: dict[str, Any]) -> tuple[int, str]:
     """How many blocks the options ask for, and which option says so (0 when unknown)."""
     entry = get_entry(name)
-    if entry.layout == "mlp":
+    if entry.is_mlp:
         depth = options.get("depth")
         return (depth, f"depth={depth}") if isinstance(depth, int) else (0, "")
     layers = options.get("layers", entry.spec.layers)
