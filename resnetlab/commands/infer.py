@@ -226,6 +226,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from ..infer.bench import (
         PATHS,
         bench,
+        fast_path_choices,
         format_table,
         load_bench_target,
         machine_line,
@@ -263,6 +264,8 @@ def run_bench(args: argparse.Namespace) -> int:
         print(json.dumps(rows_as_json(rows), indent=1))
     else:
         print(format_table(rows))
+        for line in fast_path_choices(rows):
+            print(line)
     return 0
 
 

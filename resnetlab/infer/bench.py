@@ -287,3 +287,26 @@ def rows_as_json(rows: list[BenchRow]) -> list[dict[str, Any]]:
             d["ratio_vs_eager_fp32"] = round(r.ratio_vs_eager_fp32, 3)
         out.append(d)
     return out
+
+
+def fast_path_choices(rows: list[BenchRow]) -> list[str]:
+    """What `prepare_for_inference(backend="auto")` now takes at each batch size, from the rows."""
+    lines = []
+    for b in sorted({r.batch_size for r in rows}):
+        cands = [r for r in rows if r.batch_size == b and r.path in CANDIDATES]
+        if not cands:
+            continue
+        best = max(cands, key=lambda r: r.images_per_s)
+        ratio = f", {best.ratio_vs_eager_fp32:.2f}x eager-fp32" if best.ratio_vs_eager_fp32 else ""
+        lines.append(
+            f"fast path at batch {b}: {CANDIDATES[best.path]} ({best.images_per_s:.1f} images/s"
+            f"{ratio}); int8 when asked for (resnetlab quantize)"
+        )
+    return lines
+
+
+CANDIDATES = {
+    "fast": "torch, compiled",
+    "fast-nocompile": "torch",
+    "onnxruntime": "ONNX Runtime fp32",
+}
