@@ -2,109 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import pickle
-import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers.data import RunsPython, RunsShell, py2_pickle, write_cifar10, write_cifar100
 
 from resnetlab.data.cifar import detect_cifar, load_cifar, load_cifar_dir, safe_unpickle
 from resnetlab.errors import ResnetlabError
-
-# The official batches were written by Python 2's cPickle (protocol 2): byte strings are STRING
-# opcodes and arrays reduce through numpy.core.multiarray._reconstruct. Python 3's pickle cannot
-# write that form, so this small encoder writes exactly those opcodes.
-
-
-def _s(b: bytes | str) -> bytes:
-    b = b.encode("latin1") if isinstance(b, str) else b
-    return b"U" + bytes([len(b)]) + b if len(b) < 256 else b"T" + struct.pack("<i", len(b)) + b
-
-
-def _int(i: int) -> bytes:
-    if 0 <= i < 256:
-        return b"K" + bytes([i])
-    return b"M" + struct.pack("<H", i) if 0 <= i < 65536 else b"J" + struct.pack("<i", i)
-
-
-def _obj(v) -> bytes:
-    if isinstance(v, (bytes, str)):
-        return _s(v)
-    if isinstance(v, int):
-        return _int(v)
-    if isinstance(v, list):
-        return b"](" + b"".join(_obj(x) for x in v) + b"e"
-    if isinstance(v, dict):
-        return b"}(" + b"".join(_obj(k) + _obj(x) for k, x in v.items()) + b"u"
-    assert isinstance(v, np.ndarray) and v.dtype == np.uint8
-    shape = b"(" + b"".join(_int(d) for d in v.shape) + b"t"
-    dtype = b"cnumpy\ndtype\n" + _s("u1") + _int(0) + _int(1) + b"\x87R"
-    dtype += b"(" + _int(3) + _s("|") + b"NNN" + b"J\xff\xff\xff\xff" * 2 + _int(0) + b"tb"
-    head = b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + _int(0) + b"\x85"
-    return head + _s("b") + b"\x87R(" + _int(1) + shape + dtype + b"\x89" + _s(v.tobytes()) + b"tb"
-
-
-def py2_pickle(v) -> bytes:
-    return b"\x80\x02" + _obj(v) + b"."
-
-
-def write_cifar10(root: Path, per_batch: int = 4, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        x = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        y = [int(v) for v in rng.integers(0, 10, per_batch)]
-        batch = {
-            b"batch_label": name.encode(),
-            b"labels": y,
-            b"data": x,
-            b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)],
-        }
-        (root / name).write_bytes(py2_pickle(batch))
-        out[name] = (x, y)
-    names = [
-        b"airplane",
-        b"automobile",
-        b"bird",
-        b"cat",
-        b"deer",
-        b"dog",
-        b"frog",
-        b"horse",
-        b"ship",
-        b"truck",
-    ]
-    meta = {b"num_cases_per_batch": per_batch, b"label_names": names, b"num_vis": 3072}
-    (root / "batches.meta").write_bytes(py2_pickle(meta))
-    return out
-
-
-def write_cifar100(root: Path, n: int = 6) -> dict:
-    rng = np.random.default_rng(1)
-    root.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for name in ("train", "test"):
-        x = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        fine = [int(v) for v in rng.integers(0, 100, n)]
-        batch = {
-            b"filenames": [b"f"] * n,
-            b"batch_label": name.encode(),
-            b"fine_labels": fine,
-            b"coarse_labels": [v // 5 for v in fine],
-            b"data": x,
-        }
-        (root / name).write_bytes(py2_pickle(batch))
-        out[name] = (x, fine)
-    meta = {
-        b"fine_label_names": [f"class{i}".encode() for i in range(100)],
-        b"coarse_label_names": [f"super{i}".encode() for i in range(20)],
-    }
-    (root / "meta").write_bytes(py2_pickle(meta))
-    return out
 
 
 def test_cifar10_reads_official_layout_exactly(tmp_path):
@@ -139,23 +45,7 @@ def test_python3_pickles_with_str_keys_also_read(tmp_path):
     assert s.test.labels.tolist() == [1, 2] and int(s.test.images.float().mean()) == 9
 
 
-class _RunsShell:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-class _RunsPython:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
-
-
-@pytest.mark.parametrize("payload", [_RunsShell, _RunsPython])
+@pytest.mark.parametrize("payload", [RunsShell, RunsPython])
 def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path, payload):
     write_cifar10(tmp_path)
     marker = tmp_path / "marker"

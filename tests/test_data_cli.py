@@ -11,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data_cifar import _RunsShell, write_cifar10
-from test_data_folders import make_tree
-from test_data_idx import make_idx_dir
+from helpers.data import RunsShell, make_idx_dir, make_tree, write_cifar10
 
 from resnetlab.cli import main
 
@@ -89,7 +87,7 @@ def _broken_sources(tmp_path: Path) -> dict[str, Path]:
     d = tmp_path / "evil_cifar"
     write_cifar10(d)
     (d / "data_batch_2").write_bytes(
-        pickle.dumps({"data": _RunsShell(tmp_path / "PWNED")}, protocol=4)
+        pickle.dumps({"data": RunsShell(tmp_path / "PWNED")}, protocol=4)
     )
     out["malicious CIFAR pickle"] = d
     np.savez(tmp_path / "float.npz", x=np.zeros((3, 2, 2), np.float32), y=np.zeros(3, int))

@@ -3,37 +3,15 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers.data import make_tree, save, solid
 from PIL import Image
 
 from resnetlab.data.folders import fit_to, is_class_tree, read_image_folder
 from resnetlab.errors import ResnetlabError
-
-
-def save(path: Path, img: Image.Image, **kw) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, **kw)
-    return path
-
-
-def solid(value: int, size=(6, 4), mode="RGB") -> Image.Image:
-    fill = (value, value // 2, 255 - value) if mode == "RGB" else value
-    return Image.new(mode, size, fill)
-
-
-def make_tree(root: Path, classes=("cat", "dog"), per_class=5, mode="RGB", size=(6, 4)):
-    fmts = [("png", {}), ("bmp", {}), ("webp", {"lossless": True}), ("png", {})]
-    if mode == "L":  # WebP has no grey mode: it would come back as RGB
-        fmts = [("png", {}), ("bmp", {})]
-    for ci, name in enumerate(classes):
-        for i in range(per_class):
-            ext, kw = fmts[i % len(fmts)]
-            save(root / name / f"{i}.{ext}", solid(40 * ci + i, size, mode), **kw)
-    return root
 
 
 def test_reads_classes_labels_and_exact_pixels(tmp_path):

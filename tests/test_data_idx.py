@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.data import idx_bytes, make_idx_dir, write_idx
 
 from resnetlab.data import idx
 from resnetlab.data.idx import (
@@ -23,34 +24,6 @@ from resnetlab.data.idx import (
 from resnetlab.errors import ResnetlabError
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
-
-
-def idx_bytes(a: np.ndarray) -> bytes:
-    header = bytes([0, 0, 0x08, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape)
-    return header + a.astype(np.uint8).tobytes()
-
-
-def write_idx(path: Path, a: np.ndarray, gz: bool = False) -> Path:
-    data = idx_bytes(a)
-    if gz:
-        path = path.with_name(path.name + ".gz")
-        path.write_bytes(gzip.compress(data))
-    else:
-        path.write_bytes(data)
-    return path
-
-
-def make_idx_dir(root: Path, n_train=12, n_test=5, hw=(4, 3), gz=False, seed=0):
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        "train_images": rng.integers(0, 256, (n_train, *hw), dtype=np.uint8),
-        "train_labels": np.arange(n_train, dtype=np.uint8) % 10,
-        "test_images": rng.integers(0, 256, (n_test, *hw), dtype=np.uint8),
-        "test_labels": np.arange(n_test, dtype=np.uint8) % 10,
-    }
-    paths = {k: write_idx(root / idx.PARTS[k], a, gz) for k, a in arrays.items()}
-    return arrays, paths
 
 
 @pytest.mark.parametrize("gz", [False, True])

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_data_folders import make_tree
+from helpers.data import make_tree
 
 from resnetlab.data.folders import read_image_folder
 from resnetlab.data.prepared import IMAGES_NAME, META_NAME, load_prepared, prepare_folder

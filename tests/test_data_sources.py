@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_data_cifar import write_cifar10
-from test_data_folders import make_tree
-from test_data_idx import make_idx_dir
+from helpers.data import make_idx_dir, make_tree, write_cifar10
 
 from resnetlab.data import load_source
 from resnetlab.data.prepared import prepare_folder

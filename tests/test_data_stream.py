@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers.data import make_tree
 from PIL import Image
-from test_data_folders import make_tree
 
 from resnetlab.data.folders import tree_items
 from resnetlab.data.stream import (

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.train import run_cli, write_npz
 from PIL import Image
-from test_train_helpers import run_cli, write_npz
 
 from resnetlab.cli import main
 from resnetlab.models import create_model, save_weights

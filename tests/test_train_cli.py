@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from test_train_helpers import TINY_CLI, write_npz
+from helpers.train import TINY_CLI, write_npz
 
 from resnetlab.cli import main
 

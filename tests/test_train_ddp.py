@@ -11,8 +11,8 @@ import sys
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers.train import TINY_CLI, tiny_config, tiny_splits, write_npz
 from safetensors.torch import load_file, save_file
-from test_train_helpers import TINY_CLI, tiny_config, tiny_splits, write_npz
 
 
 def _free_port() -> int:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from test_train_helpers import TINY_OPTIONS, tiny_config, tiny_splits
+from helpers.train import TINY_OPTIONS, tiny_config, tiny_splits
 
 from resnetlab.data.loader import BatchLoader
 from resnetlab.errors import ResnetlabError

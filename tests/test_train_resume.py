@@ -7,8 +7,8 @@ import signal
 
 import pytest
 import torch
+from helpers.train import TINY_CLI, run_cli, write_npz
 from safetensors.torch import load_file
-from test_train_helpers import TINY_CLI, run_cli, write_npz
 
 from resnetlab.train.checkpoint import load_checkpoint
 from resnetlab.train.loop import FAULT_ENV
