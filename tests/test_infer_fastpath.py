@@ -11,9 +11,7 @@ from resnetlab.errors import ResnetlabError
 from resnetlab.infer.fastpath import (
     fold_batchnorm,
     fuse_conv_bn,
-    native_bf16,
     prepare_for_inference,
-    resolve_precision,
 )
 from resnetlab.models.stats import count_macs
 
@@ -172,12 +170,19 @@ def test_prepared_bf16_stays_close_and_returns_fp32():
     assert close(got, ref, 5e-2)
 
 
-def test_precision_choice():
-    assert resolve_precision("fp32") == "fp32"
-    assert resolve_precision("bf16") == "bf16"
-    assert resolve_precision("auto") == ("bf16" if native_bf16() else "fp32")
-    with pytest.raises(ResnetlabError, match="unknown precision 'fp16'"):
-        resolve_precision("fp16")
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_computes_in_bf16_exactly_where_the_cpu_has_it(monkeypatch, native):
+    import resnetlab.infer.fastpath as fp
+
+    model, x = tiny("postact_basic_B")
+    fp32 = prepare_for_inference(model, precision="fp32", compile=False)(x)
+    bf16 = prepare_for_inference(model, precision="bf16", compile=False)(x)
+    assert not torch.equal(bf16, fp32)  # bf16 really changes the arithmetic
+    monkeypatch.setattr(fp, "native_bf16", lambda: native)
+    auto = prepare_for_inference(model, precision="auto", compile=False)(x)
+    assert torch.equal(auto, bf16 if native else fp32)
+    with pytest.raises(ResnetlabError, match="unknown precision 'fp16'; use one of"):
+        prepare_for_inference(model, precision="fp16", compile=False)
 
 
 def test_automatic_compile_only_for_large_workloads(monkeypatch):

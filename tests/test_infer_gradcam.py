@@ -63,7 +63,10 @@ def test_earlier_stage_and_given_class(detector):
     x, _, _ = make_batch(1, torch.Generator().manual_seed(3))
     res = grad_cam(detector, x, stage=2, target=0)
     assert res.stage == "layer2" and res.index == 0
-    assert torch.allclose(res.probs.sum(), torch.tensor(1.0))
+    with torch.no_grad():
+        torch.testing.assert_close(res.probs, torch.softmax(detector(x), 1)[0])
+    other = grad_cam(detector, x, stage=2, target=1)
+    assert not torch.allclose(res.cam, other.cam)  # the map explains the class asked for
     assert stage_module(detector, "layer1")[0] == "layer1"
 
 

@@ -69,7 +69,9 @@ def test_eval_json_has_top1_top5_and_per_class(trained, train_output, capsys):
     assert code == 0
     report = json.loads(text)
     assert set(report["per_class_acc"]) == {"class0", "class1", "class2", "class3"}
-    assert 0 <= report["top1_acc"] <= report["top5_acc"] <= 1
+    diagonal = sum(report["confusion"][i][i] for i in range(4))
+    assert report["top1_acc"] == pytest.approx(diagonal / report["images"])
+    assert report["top5_acc"] == 1.0  # 4 classes: the true class is always among the top 5
     assert report["tta_flip"] is False
     assert sum(map(sum, report["confusion"])) == report["images"] == 64
 
