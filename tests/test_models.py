@@ -193,6 +193,27 @@ def test_plain_block_drops_the_input_where_a_residual_block_keeps_it():
     assert torch.count_nonzero(plain(x)) == 0  # y = relu(F(x))
 
 
+def test_each_block_holds_its_shortcut_as_a_module_and_the_plain_twin_none():
+    a = resnetlab.create_model("resnet20")  # option A
+    assert a.layer1[0].downsample is None and isinstance(a.layer2[0].downsample, PadShortcut)
+    b = resnetlab.create_model("resnet50")  # option B: project where the shape changes
+    assert [type(m) for m in b.layer2[0].downsample] == [nn.Conv2d, nn.BatchNorm2d]
+    assert b.layer2[1].downsample is None
+    c = resnetlab.create_model("resnet20", shortcut="C")  # project every block
+    assert all(isinstance(blk.downsample, nn.Sequential) for blk in c.layer1)
+    pre = resnetlab.create_model("preact_resnet164")  # its input is normalised: no BN
+    assert [type(m) for m in pre.layer1[0].downsample] == [nn.Conv2d]
+    plain = resnetlab.create_model("plain20")
+    assert type(plain.layer2[0]) is type(a.layer2[0]) and plain.layer2[0].downsample is None
+
+
+def test_no_head_returns_the_pooled_features():
+    model = resnetlab.create_model("resnet20", num_classes=0).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model.forward_features(x).mean((2, 3)))
+
+
 def test_plain18_lacks_exactly_the_projection_shortcuts_of_resnet18():
     res, plain = resnetlab.create_model("resnet18"), resnetlab.create_model("plain18")
     projections = sum(
