@@ -181,6 +181,7 @@ def run_study(dc: DegradationConfig, say=print) -> list[NetRun]:
             fit(cfg, splits, resume=cfg.out if state == "partial" else None)
             done_secs[(family, depth)] = time.time() - t_net
         run = read_run(cfg, family, depth, seed)
+        done_secs.setdefault((family, depth), float(run.summary.get("elapsed_seconds", 0.0)))
         rec = run.record()
         say(
             f"{tag}: final train err {100 * rec['final_train_err']:.2f}%, test err "
