@@ -130,18 +130,17 @@ def tiny_data(tmp_path) -> Path:
     return p
 
 
-def test_quantize_a_tiny_model_on_a_tiny_source(capsys, tmp_path, tiny_data):
+def test_quantize_a_tiny_model_on_a_tiny_source(capsys, tmp_path, tiny_data, monkeypatch):
     w = tiny_weights(tmp_path / "w.safetensors")
-    out = tmp_path / "w.int8.onnx"
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # the default output goes to the current directory
     rc, stdout, err = run(capsys, "quantize", w, "--calib", tiny_data, "--images", "32",
                           "--bench-batch", "0")  # fmt: skip
     assert rc == 0, err
-    assert out.is_file() and "top-1 agreement int8 vs fp32" in stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "tiny.npz",
-        "w.int8.onnx",
-        "w.safetensors",
-    ]
+    assert (work / "w.int8.onnx").is_file() and "top-1 agreement int8 vs fp32" in stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.npz", "w.safetensors", "work"]
+    assert [p.name for p in work.iterdir()] == ["w.int8.onnx"]
 
 
 @pytest.mark.parametrize(

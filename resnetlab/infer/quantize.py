@@ -323,7 +323,7 @@ def quantize(
             f"{weights} names no dataset to calibrate on; give --calib SOURCE "
             "(its training images, e.g. --calib fashion-mnist)"
         )
-    out = Path(out) if out else Path(weights).with_name(Path(weights).stem + INT8_SUFFIX)
+    out = Path(out) if out else Path(Path(weights).stem + INT8_SUFFIX)  # the current directory
     if out.is_dir():
         raise ResnetlabError(f"--out {out} is a directory; give a file name")
     if out.suffix != ".onnx":
