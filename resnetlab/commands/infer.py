@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--images", type=int, default=512, help="calibration images from its training split (512)"
     )
-    p.add_argument("--out", help="output file (default: WEIGHTS_STEM.int8.onnx in the current directory)")
+    p.add_argument("--out", help="output file (default: WEIGHTS_STEM.int8.onnx here)")
     p.add_argument(
         "--test-images", type=int, help="compare on this many test images (default all; 0: none)"
     )
