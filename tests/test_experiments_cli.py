@@ -150,10 +150,17 @@ def test_commands_run_on_a_class_folder_tree(tmp_path):
         (tmp_path / "tree" / cls).mkdir(parents=True)
         for i in range(16):
             Image.new("L", (8, 8), 40 + 80 * k + i).save(tmp_path / "tree" / cls / f"{i}.png")
-    out = tmp_path / "grad"
-    rc = main(["experiment", "gradients", "--data", str(tmp_path / "tree"), "--out", str(out),
-               "--depths", "8", "--batch-size", "8", "--batches", "1"])  # fmt: skip
-    assert rc == 0 and len(json.loads((out / "gradients.json").read_text())) == 2
+    tree, study = str(tmp_path / "tree"), tmp_path / "study"
+    rc = main(["experiment", "degradation", "--data", tree, "--out", str(study), "--depths", "8",
+               "--epochs", "1", "--batch-size", "8", "--log-every", "1"])  # fmt: skip
+    assert rc == 0 and len(json.loads((study / "degradation.json").read_text())) == 2
+    grad = str(tmp_path / "grad")
+    rc = main(["experiment", "gradients", "--data", tree, "--out", grad, "--depths", "8",
+               "--batch-size", "8", "--batches", "1", "--from", str(study)])  # fmt: skip
+    assert rc == 0 and len(json.loads((tmp_path / "grad" / "gradients.json").read_text())) == 4
+    rc = main(["experiment", "lesion", str(study / "resnet8-s0" / "last.safetensors"), "--data",
+               tree, "--out", str(tmp_path / "lesion"), "--draws", "1"])  # fmt: skip
+    assert rc == 0 and (tmp_path / "lesion" / "lesion.png").is_file()
 
 
 @pytest.mark.parametrize(
