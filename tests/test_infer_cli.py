@@ -194,6 +194,20 @@ def test_export_to_a_directory_fails_cleanly(capsys, weights, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_bench_fast_fp32_is_the_fast_path_in_fp32(capsys, weights, monkeypatch):
+    monkeypatch.setattr("resnetlab.infer.bench.compiler_available", lambda: False)
+    rc, out, _ = run(
+        capsys, "bench", weights, "--batch-size", "2", "--repeats", "1", "--rep-time", "0.01",
+        "--paths", "eager-fp32,fast-fp32", "--json",
+    )  # fmt: skip
+    assert rc == 0
+    rows = json.loads(out)
+    assert [(r["path"], r["precision"]) for r in rows] == [
+        ("eager-fp32", "fp32"),
+        ("fast-fp32", "fp32"),
+    ]
+
+
 def test_bench_json_has_every_path(capsys, weights):
     pytest.importorskip("onnxruntime")
     rc, out, _ = run(

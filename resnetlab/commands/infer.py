@@ -90,7 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--paths",
         default=None,
-        help="comma-separated subset of eager-fp32,eager-bf16,fast,fast-nocompile,onnxruntime,int8",
+        help="comma-separated subset of eager-fp32,eager-bf16,fast,fast-nocompile,fast-fp32,"
+        "onnxruntime,int8 (default: all but fast-fp32, the fast path forced to fp32)",
     )
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions (default 5)")
     p.add_argument(
@@ -224,7 +225,7 @@ def _batch_sizes(text: str) -> list[int]:
 def run_bench(args: argparse.Namespace) -> int:
     """Benchmark every path and print a table (or JSON)."""
     from ..infer.bench import (
-        PATHS,
+        DEFAULT_PATHS,
         bench,
         fast_path_choices,
         format_table,
@@ -234,7 +235,7 @@ def run_bench(args: argparse.Namespace) -> int:
     )
 
     sizes = _batch_sizes(args.batch_size)
-    paths = tuple(p.strip() for p in args.paths.split(",")) if args.paths else PATHS
+    paths = tuple(p.strip() for p in args.paths.split(",")) if args.paths else DEFAULT_PATHS
     if args.repeats < 1:
         raise ResnetlabError(f"--repeats {args.repeats} must be at least 1")
     if not (math.isfinite(args.rep_time) and 0 < args.rep_time <= MAX_REP_TIME):

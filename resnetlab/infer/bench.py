@@ -30,7 +30,10 @@ from ..models.registry import get_entry
 from .export import export_onnx, onnx_session, require_onnxruntime
 from .fastpath import compiler_available, prepare_for_inference, resolve_precision
 
-PATHS = ("eager-fp32", "eager-bf16", "fast", "fast-nocompile", "onnxruntime", "int8")
+PATHS = ("eager-fp32", "eager-bf16", "fast", "fast-nocompile", "fast-fp32", "onnxruntime", "int8")
+DEFAULT_PATHS = tuple(
+    p for p in PATHS if p != "fast-fp32"
+)  # fast-fp32 on request: one more compile
 
 
 @dataclass
@@ -143,10 +146,12 @@ def _runner(path: str, model: nn.Module, x: torch.Tensor, tmpdir: str, int8_file
                 return model(x)
 
         return run, "bf16", 0.0
-    if path in ("fast", "fast-nocompile"):
-        # the fast path compiles wherever it can: a benchmark is the large workload that pays
-        compile_ = compiler_available() if path == "fast" else False
-        fast = prepare_for_inference(model, precision="auto", compile=compile_)
+    if path in ("fast", "fast-nocompile", "fast-fp32"):
+        # the fast path compiles wherever it can: a benchmark is the large workload that pays;
+        # fast-fp32 is the fast path as a CPU without native bf16 runs it
+        compile_ = compiler_available() if path != "fast-nocompile" else False
+        precision = "fp32" if path == "fast-fp32" else "auto"
+        fast = prepare_for_inference(model, precision=precision, compile=compile_)
         fast(x)  # compiles on the first call
         return (lambda: fast(x)), fast.precision, time.perf_counter() - t0
     if path == "onnxruntime":
@@ -181,7 +186,7 @@ def bench(
     input_size: tuple[int, int, int],
     batch_sizes: list[int],
     *,
-    paths: tuple[str, ...] = PATHS,
+    paths: tuple[str, ...] = DEFAULT_PATHS,
     repeats: int = 5,
     warmup: int = 2,
     min_rep_s: float = 0.5,
