@@ -246,9 +246,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from ..data import load_source
     from ..data.loader import BatchLoader, compute_mean_std
+    from ..files import check_output
     from ..infer.quantize import is_onnx_file, load_int8
     from ..models import get_entry, load_model
-    from ..models.weights import check_output
     from ..train.distributed import pick_device
     from ..train.evaluate import evaluate, plot_confusion
     from ..train.loop import cpu_threads

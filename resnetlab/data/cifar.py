@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import ResnetlabError
-from ..models.weights import atomic_write
+from ..files import atomic_write
 from .dataset import DataSplits, ImageDataset
 from .download import ENV_VAR, data_root, data_root_from_env, download
 

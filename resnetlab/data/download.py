@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import ResnetlabError
-from ..models.weights import atomic_write
+from ..files import atomic_write, file_digest
 
 ENV_VAR = "RESNETLAB_DATA"
 DEFAULT_CACHE = Path("~/.cache/resnetlab")
@@ -25,15 +25,6 @@ def data_root_from_env() -> Path | None:
     """The directory named by $RESNETLAB_DATA, or None when the variable is unset or empty."""
     env = os.environ.get(ENV_VAR)
     return Path(env).expanduser() if env else None
-
-
-def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
-    """Hex digest of a file, read in blocks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class ChecksumError(ResnetlabError):

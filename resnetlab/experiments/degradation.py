@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ResnetlabError
-from ..models.weights import atomic_write, read_metadata
+from ..files import atomic_write
+from ..models.weights import read_metadata
 from ..train import checkpoint as ckpt
 from ..train.logging import METRICS_FILE, STEPS_FILE, SUMMARY_FILE, read_metrics
 from ..train.loop import TrainConfig, build_model, fit, load_data

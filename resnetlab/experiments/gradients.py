@@ -19,8 +19,8 @@ from torch import nn
 from ..data import load_source
 from ..data.loader import BatchLoader, compute_mean_std
 from ..errors import ResnetlabError
+from ..files import atomic_write
 from ..models import load_model
-from ..models.weights import atomic_write
 from ..train.loop import build_model
 from .nets import cifar_net
 

@@ -26,9 +26,9 @@ from torch import nn
 from ..data import load_source
 from ..data.loader import BatchLoader
 from ..errors import ResnetlabError
+from ..files import atomic_write
 from ..models import load_model
 from ..models.blocks import preact_shortcut
-from ..models.weights import atomic_write
 from .gradients import residual_blocks
 
 JSON_FILE = "lesion.json"

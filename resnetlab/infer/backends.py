@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..files import atomic_write
 from ..hardware import cpu_features, cpu_model
-from ..models.weights import atomic_write
 
 BACKENDS = ("torch", "onnxruntime")
 # bench path -> (backend, compiled) of the fast path it measures

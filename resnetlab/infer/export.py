@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ..errors import ResnetlabError
+from ..files import atomic_write
 from ..models.registry import get_entry
-from ..models.weights import atomic_write
 
 FORMATS = ("onnx", "exported-program")
 SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2"}

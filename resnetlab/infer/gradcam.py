@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ResnetlabError
-from ..models.weights import atomic_write
+from ..files import atomic_write
 
 
 @dataclass

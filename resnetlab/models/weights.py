@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,60 +18,11 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from ..errors import ResnetlabError
+from ..files import atomic_write
 
 META_KEY = "resnetlab"
 FORMAT_VERSION = 1
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call write(tmp_path) and rename onto `path`, so a crash never leaves a half-written file.
-
-    An existing `path` that is not a regular file (a directory, a device, a FIFO) is refused."""
-    path = Path(path)
-    check_output(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        mask = os.umask(0)  # mkstemp makes 0600 files; give the result the usual permissions
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def check_output(
-    out: str | os.PathLike, inputs: tuple[str | os.PathLike, ...] = (), flag: str = "output"
-) -> None:
-    """Refuse an output that is one of `inputs`, or that exists and is not a regular file."""
-    out = Path(out)
-    try:
-        st = os.stat(out)
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise ResnetlabError(f"{flag} {out}: cannot check it ({e.strerror or e})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ResnetlabError(f"{flag} {out} is a directory; give a file name")
-    if not stat.S_ISREG(st.st_mode):
-        raise ResnetlabError(
-            f"{flag} {out} exists and is not a regular file (a device, FIFO or socket); "
-            "give the name of a new or regular file"
-        )
-    for item in inputs:
-        try:
-            same = os.path.samefile(out, item)
-        except OSError:
-            continue
-        if same:
-            raise ResnetlabError(
-                f"{flag} {out} is the input {item}; writing it would destroy the input; "
-                "choose another name"
-            )
 
 
 def model_metadata(model: nn.Module) -> dict[str, Any]:

@@ -88,7 +88,7 @@ def plot_confusion(confusion: torch.Tensor, classes: list[str], path, title: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..models.weights import atomic_write
+    from ..files import atomic_write
 
     c = confusion.double()
     frac = (c / c.sum(1, keepdim=True).clamp_min(1)).numpy()

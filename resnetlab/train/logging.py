@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..models.weights import atomic_write
+from ..files import atomic_write
 
 METRICS_FILE = "metrics.jsonl"
 STEPS_FILE = "steps.jsonl"
