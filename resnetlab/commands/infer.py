@@ -147,9 +147,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """Export, verify and report the difference to PyTorch."""
+    from ..files import check_output
     from ..infer.export import SUFFIXES, export
     from ..models.factory import load_model
-    from ..models.weights import check_output
 
     out = Path(args.out) if args.out else Path(args.weights).with_suffix(SUFFIXES[args.format])
     check_output(out, (args.weights,), "--out")
@@ -272,10 +272,10 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def run_explain(args: argparse.Namespace) -> int:
     """Grad-CAM for one image, written as a PNG overlay."""
+    from ..files import check_output
     from ..infer.gradcam import denormalise, grad_cam, save_overlay
     from ..infer.predict import class_names, load_for_inference
     from ..infer.quantize import is_onnx_file
-    from ..models.weights import check_output
 
     if is_onnx_file(args.weights):
         raise ResnetlabError(

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from ..errors import ResnetlabError
-from ..models.weights import META_KEY, atomic_write
+from ..files import atomic_write
+from ..models.weights import META_KEY
 from .export import export_onnx, onnx_session, require_onnxruntime
 
 MIN_CALIB_IMAGES = 32
