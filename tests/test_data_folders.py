@@ -10,7 +10,8 @@ import torch
 from helpers.data import make_tree, save, solid
 from PIL import Image
 
-from resnetlab.data.folders import fit_to, is_class_tree, read_image_folder
+from resnetlab.data.folders import is_class_tree, read_image_folder
+from resnetlab.data.transform import resize_and_crop
 from resnetlab.errors import ResnetlabError
 
 
@@ -67,7 +68,7 @@ def test_sizes_differ_most_common_wins_and_size_argument(tmp_path):
 def test_fit_to_keeps_aspect_and_centre_crops():
     a = np.zeros((4, 8), np.uint8)
     a[:, 2:6] = 200  # bright centre columns
-    out = np.asarray(fit_to(Image.fromarray(a), 4, 4))
+    out = np.asarray(resize_and_crop(Image.fromarray(a), (4, 4), (4, 4)))
     assert out.shape == (4, 4) and (out == 200).all()
 
 

@@ -9,15 +9,9 @@ from helpers.data import make_tree
 from PIL import Image
 
 from resnetlab.data.folders import tree_items
-from resnetlab.data.stream import (
-    FolderDataset,
-    StreamLoader,
-    center_crop,
-    eval_transform,
-    random_resized_crop,
-    resize_shorter,
-    to_normalised_tensor,
-)
+from resnetlab.data.images import image_to_tensor
+from resnetlab.data.stream import FolderDataset, StreamLoader, eval_transform, random_resized_crop
+from resnetlab.data.transform import center_crop, normalise, resize_to_cover
 from resnetlab.errors import ResnetlabError
 
 
@@ -30,12 +24,12 @@ def gradient(w: int, h: int) -> Image.Image:
 
 def test_eval_transform_resizes_shorter_side_then_centre_crops():
     img = gradient(400, 300)
-    assert resize_shorter(img, 256).size == (341, 256)
+    assert resize_to_cover(img, (256, 256)).size == (341, 256)
     out = eval_transform(img, 224, 256)
     assert out.size == (224, 224)
     # the centre of the crop is the centre of the image
     x = np.asarray(out, dtype=np.int64)
-    full = np.asarray(resize_shorter(img, 256), dtype=np.int64)
+    full = np.asarray(resize_to_cover(img, (256, 256)), dtype=np.int64)
     assert abs(x[112, 112, 0] - full[128, 170, 0]) <= 1
 
 
@@ -57,7 +51,7 @@ def test_random_resized_crop_is_seeded_and_sized():
 
 def test_normalised_tensor_values():
     img = Image.new("RGB", (2, 2), (255, 0, 51))
-    x = to_normalised_tensor(img, (0.5, 0.0, 0.2), (0.5, 1.0, 0.1))
+    x = normalise(image_to_tensor(img), (0.5, 0.0, 0.2), (0.5, 1.0, 0.1))
     assert x.shape == (3, 2, 2)
     assert torch.allclose(x[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]), atol=1e-6)
 

@@ -1,7 +1,8 @@
 """Image folders: one sub-folder per class, decoded into one uint8 tensor.
 
 Layout: ROOT/<class>/<image> (images may sit deeper inside a class folder). Files with the suffixes
-.jpg, .jpeg, .png, .webp and .bmp (any case) are images; other files and hidden entries are ignored.
+of resnetlab.data.images.IMAGE_SUFFIXES (.jpg .jpeg .png .webp .bmp .gif .tif .tiff, any case) are
+images; other files and hidden entries are ignored.
 Class names are the sub-folder names, sorted.
 
 Splits: when ROOT holds train/ and test/ (or val/) class trees, those splits are kept (train/,
@@ -14,7 +15,7 @@ without alpha), else "RGB". Conversions follow resnetlab.data.images.
 Size: images in a tree may differ in size, but a batch needs one. With `size` given, every image
 becomes size x size; otherwise every image takes the most common height and width in the tree (the
 size of all of them when they agree). An image of another size is scaled, keeping its aspect, until
-it covers the target, then centre-cropped to it (bilinear, antialiased).
+it covers the target, then centre-cropped to it (resnetlab.data.transform).
 
 Bad files: a file that is not a readable image fails the load, naming the first bad paths; with
 skip_bad=True such files are skipped and their paths returned, so the caller can report the count.
@@ -28,14 +29,14 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from ..errors import ResnetlabError
 from .dataset import DataSplits, ImageDataset
-from .images import IMAGE_SUFFIXES, check_image_file, check_resize, convert_mode, open_image
+from .images import IMAGE_SUFFIXES, check_image_file, convert_mode, image_to_tensor, open_image
 from .split import holdout_count, split_dataset, stratified_holdout
+from .transform import resize_and_crop
 
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 SPLIT_DIRS = ("train", "val", "test")
@@ -113,19 +114,6 @@ def _header(path: Path) -> tuple[str, tuple[int, int]] | str:
         return f"{path}: not a readable image ({reason})"
 
 
-def fit_to(img: Image.Image, height: int, width: int, label: str = "image") -> Image.Image:
-    """Scale (keeping aspect) until the image covers height x width, then centre-crop to it."""
-    w, h = img.size
-    if (h, w) == (height, width):
-        return img
-    scale = max(height / h, width / w)
-    nw, nh = max(width, round(w * scale)), max(height, round(h * scale))
-    check_resize((h, w), (nh, nw), label)
-    img = img.resize((nw, nh), Image.Resampling.BILINEAR)
-    left, top = (nw - width) // 2, (nh - height) // 2
-    return img.crop((left, top, left + width, top + height))
-
-
 def _bad_error(bad: list[str], root: Path) -> ResnetlabError:
     shown = "; ".join(bad[:SHOWN_BAD])
     more = f" (and {len(bad) - SHOWN_BAD} more)" if len(bad) > SHOWN_BAD else ""
@@ -146,15 +134,14 @@ def decode_files(
     c = 3 if mode == "RGB" else 1
     h, w = size
     out = torch.empty((len(paths), c, h, w), dtype=torch.uint8)
-    arr = out.numpy()
 
     def work(i: int) -> str | None:
         try:
-            img = fit_to(convert_mode(open_image(paths[i]), mode), h, w, str(paths[i]))
+            img = convert_mode(open_image(paths[i]), mode)
+            img = resize_and_crop(img, (h, w), (h, w), str(paths[i]))
         except ResnetlabError as e:
             return str(e)
-        a = np.asarray(img, dtype=np.uint8)
-        arr[i] = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        out[i] = image_to_tensor(img)
         return None
 
     workers = workers or min(8, os.cpu_count() or 1)

@@ -34,7 +34,7 @@ from ..errors import ResnetlabError
 
 MODES = ("RGB", "L")
 MAX_FILE_BYTES = 1 << 30  # 1 GiB: more than a file of MAX_PIXELS 16-bit RGBA pixels, uncompressed
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")  # by name
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
@@ -175,6 +175,11 @@ def decode_image(
         raise ResnetlabError(
             f"{label}: not a readable image (cannot convert mode {img.mode} to {mode}: {e})"
         ) from None
+    return image_to_tensor(img)
+
+
+def image_to_tensor(img: Image.Image) -> torch.Tensor:
+    """An 8-bit "L" or "RGB" Pillow image as uint8 (C, H, W)."""
     a = np.asarray(img, dtype=np.uint8)
     if a.ndim == 2:
         a = a[:, :, None]

@@ -33,7 +33,8 @@ def compute_mean_std(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple, tu
     return tuple(round(v, 6) for v in mean.tolist()), tuple(round(v, 6) for v in std.tolist())
 
 
-def _generator(*key: int) -> torch.Generator:
+def seeded_generator(*key: int) -> torch.Generator:
+    """A torch generator whose draws depend on every integer of `key` (seed, epoch, batch, ...)."""
     seed = int(np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(1)[0])
     return torch.Generator().manual_seed(seed)
 
@@ -159,7 +160,7 @@ class BatchLoader:
     def _indices(self) -> torch.Tensor:
         n = len(self.dataset)
         if self.train:
-            order = torch.randperm(n, generator=_generator(self.seed, self.epoch))
+            order = torch.randperm(n, generator=seeded_generator(self.seed, self.epoch))
         else:
             order = torch.arange(n)
         if self.world_size > 1:
@@ -189,7 +190,7 @@ class BatchLoader:
     def _assemble(self, idx: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.dataset.images[idx]
         y = self.dataset.labels[idx]
-        gen = _generator(self.seed, self.epoch, b, self.rank) if self.train else None
+        gen = seeded_generator(self.seed, self.epoch, b, self.rank) if self.train else None
         if self.train and (self.pad > 0 or self.flip):
             x = crop_flip(x, self.pad, self.flip, gen)
         if self.channels_last:

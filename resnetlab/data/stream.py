@@ -4,7 +4,8 @@ ImageNet-style transforms written on Pillow and torch.
 Training: random-resized crop (area 8%..100% of the image, aspect 3/4..4/3, as in Szegedy et al.
 and the torchvision recipe) to size x size, then a horizontal flip with probability 0.5.
 Evaluation: resize the shorter side to `resize` (256), then a centre crop of size x size (224).
-Images are converted to RGB or L (resnetlab.data.images rules), scaled to 0..1 and normalised.
+Images are converted to RGB or L (resnetlab.data.images rules), scaled to 0..1 and normalised;
+the evaluation view is resnetlab.data.transform's resize-and-crop.
 
 Randomness: each sample's draws come from a generator seeded by (seed, epoch, index), so a batch
 is the same whatever the number of workers; set_epoch() moves to the next epoch's draws and order.
@@ -16,21 +17,17 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ResnetlabError
-from .images import check_resize, convert_mode, open_image
+from .images import convert_mode, image_to_tensor, open_image
+from .loader import seeded_generator
+from .transform import normalise, resize_and_crop
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def _generator(*key: int) -> torch.Generator:
-    state = np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
 
 
 def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
@@ -69,41 +66,6 @@ def random_resized_crop(
     return img.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
 
 
-def resize_shorter(img: Image.Image, size: int, label: str = "image") -> Image.Image:
-    """Resize so that the shorter side is `size`, keeping the aspect (bilinear, antialiased)."""
-    w, h = img.size
-    if min(w, h) == size:
-        return img
-    if w <= h:
-        nw, nh = size, max(1, round(h * size / w))
-    else:
-        nw, nh = max(1, round(w * size / h)), size
-    check_resize((h, w), (nh, nw), label)
-    return img.resize((nw, nh), Image.Resampling.BILINEAR)
-
-
-def center_crop(img: Image.Image, size: int) -> Image.Image:
-    """The central size x size crop (an image smaller than that is padded with black first)."""
-    w, h = img.size
-    if w < size or h < size:
-        canvas = Image.new(img.mode, (max(w, size), max(h, size)))
-        canvas.paste(img, ((max(w, size) - w) // 2, (max(h, size) - h) // 2))
-        img, (w, h) = canvas, canvas.size
-    left, top = round((w - size) / 2), round((h - size) / 2)
-    return img.crop((left, top, left + size, top + size))
-
-
-def to_normalised_tensor(img: Image.Image, mean, std) -> torch.Tensor:
-    """float32 (C, H, W): pixels / 255, minus mean, over std (per channel)."""
-    a = np.asarray(img, dtype=np.uint8)
-    if a.ndim == 2:
-        a = a[:, :, None]
-    x = torch.from_numpy(a.transpose(2, 0, 1).copy()).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    return x.sub_(m).div_(s)
-
-
 def train_transform(
     img: Image.Image, gen: torch.Generator, size: int = 224, flip: bool = True
 ) -> Image.Image:
@@ -118,7 +80,7 @@ def eval_transform(
     img: Image.Image, size: int = 224, resize: int = 256, label: str = "image"
 ) -> Image.Image:
     """Resize the shorter side to `resize`, then take the centre size x size crop."""
-    return center_crop(resize_shorter(img, resize, label), size)
+    return resize_and_crop(img, (resize, resize), (size, size), label)
 
 
 class FolderDataset(Dataset):
@@ -160,7 +122,7 @@ class FolderDataset(Dataset):
         try:
             img = convert_mode(open_image(path), self.mode)
             if self.train:
-                gen = _generator(self.seed, self.epoch, i)
+                gen = seeded_generator(self.seed, self.epoch, i)
                 img = train_transform(img, gen, self.size)
             else:
                 img = eval_transform(img, self.size, self.resize, str(path))
@@ -168,7 +130,7 @@ class FolderDataset(Dataset):
             if self.skip_bad:
                 return None
             raise
-        return to_normalised_tensor(img, self.mean, self.std), label
+        return normalise(image_to_tensor(img), self.mean, self.std), label
 
 
 def _collate(samples):
@@ -206,7 +168,7 @@ class StreamLoader:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        gen = _generator(self.seed, self.epoch)
+        gen = seeded_generator(self.seed, self.epoch)
         loader = DataLoader(
             self.dataset,
             batch_size=self.batch_size,

@@ -4,7 +4,8 @@ The weights' metadata gives input_size [C, H, W], mean and std (0..1 scale) and 
 crop_pct. An image is decoded to grey (C = 1) or RGB (C = 3), its shorter side resized to
 H / crop_pct (keeping the aspect ratio), centre-cropped to H x W, scaled to 0..1 and normalised.
 crop_pct defaults to 0.875 for inputs of 128 px and more (the usual ImageNet evaluation), and 1.0
-for small inputs (28x28, 32x32), which are used whole.
+for small inputs (28x28, 32x32), which are used whole. The resize, crop and normalisation are
+resnetlab.data.transform's, as for image folders and the streaming loader.
 
 Large JPEGs are decoded at a reduced scale (Pillow's draft mode: 1/2, 1/4 or 1/8 in the decoder),
 which is both faster and lighter; images beyond Pillow's decompression-bomb limit are refused.
@@ -19,21 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from ..data.images import (
+    IMAGE_SUFFIXES,
     MAX_PIXELS,
     check_image_file,
-    check_resize,
     convert_mode,
     decode_image,
+    image_to_tensor,
 )
+from ..data.transform import normalise, resize_and_crop
 from ..errors import ResnetlabError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -86,16 +85,14 @@ class Preprocess:
             raise ResnetlabError(f"{source}: metadata crop_pct {crop_pct!r} must lie in (0, 1]")
         return cls((c, h, w), mean, std, float(crop_pct))
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+    def __call__(self, image: torch.Tensor, label: str = "image") -> torch.Tensor:
         """uint8 (C, H, W) of any size -> normalised float32 (C, H, W) of input_size."""
-        return normalise(resize_and_crop(image, self.resize_size, self.input_size[1:]), self)
+        image = resize_and_crop(image, self.resize_size, self.input_size[1:], label)
+        return normalise(image, self.mean, self.std)
 
     def load(self, path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
         """Decode and preprocess one image file; ResnetlabError (naming the file) if unreadable."""
-        image = load_image(path, self.mode, self.resize_size, max_pixels=max_pixels)
-        _, h, w = image.shape
-        check_resize((h, w), cover_size((h, w), self.resize_size, self.input_size[1:]), str(path))
-        return self(image)
+        return self(load_image(path, self.mode, self.resize_size, max_pixels=max_pixels), str(path))
 
 
 def default_crop_pct(h: int, w: int) -> float:
@@ -159,49 +156,9 @@ def _load_jpeg_draft(
             img.draft(mode, (need, need))
             img.load()
             img = ImageOps.exif_transpose(img) or img
-            img = convert_mode(img, mode)
+            return image_to_tensor(convert_mode(img, mode))
         except Exception:
             return None  # let decode_image give its own message for a corrupt file
-        a = np.asarray(img, dtype=np.uint8)
-    if a.ndim == 2:
-        a = a[:, :, None]
-    return torch.from_numpy(a.transpose(2, 0, 1).copy())
-
-
-def resize_and_crop(
-    image: torch.Tensor, resize_to: tuple[int, int], crop: tuple[int, int]
-) -> torch.Tensor:
-    """Resize uint8 (C, H, W), keeping its aspect, to cover `resize_to`; then centre-crop."""
-    if image.ndim != 3 or image.dtype != torch.uint8:
-        raise ValueError(
-            f"expected a uint8 (C, H, W) image, got {image.dtype} {tuple(image.shape)}"
-        )
-    _, h, w = image.shape
-    nh, nw = cover_size((h, w), resize_to, crop)
-    check_resize((h, w), (nh, nw), "image")
-    if (nh, nw) != (h, w):
-        image = F.interpolate(
-            image[None], size=(nh, nw), mode="bilinear", antialias=True, align_corners=False
-        )[0]
-    top, left = (nh - crop[0]) // 2, (nw - crop[1]) // 2
-    return image[:, top : top + crop[0], left : left + crop[1]]
-
-
-def cover_size(
-    size: tuple[int, int], resize_to: tuple[int, int], crop: tuple[int, int]
-) -> tuple[int, int]:
-    """The (H, W) an image of (H, W) `size` is resized to, keeping its aspect, to cover
-    `resize_to` (and at least `crop`)."""
-    (h, w), (rh, rw) = size, resize_to
-    scale = max(rh / h, rw / w)
-    return max(crop[0], round(h * scale)), max(crop[1], round(w * scale))
-
-
-def normalise(image: torch.Tensor, prep: Preprocess) -> torch.Tensor:
-    """uint8 (C, H, W) -> float32 (x / 255 - mean) / std, per channel."""
-    mean = torch.tensor(prep.mean, dtype=torch.float32).view(-1, 1, 1)
-    std = torch.tensor(prep.std, dtype=torch.float32).view(-1, 1, 1)
-    return (image.float() / 255.0 - mean) / std
 
 
 def find_images(inputs: list[str | os.PathLike]) -> list[Path]:
