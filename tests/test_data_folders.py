@@ -161,3 +161,15 @@ def test_test_tree_may_hold_fewer_classes(tmp_path):
     make_tree(tmp_path / "test", classes=("dog",), per_class=2)
     s, _ = read_image_folder(tmp_path)
     assert s.test.labels.tolist() == [1, 1] and s.test.classes == ["cat", "dog"]
+
+
+def test_folders_and_predict_take_the_same_image_files(tmp_path):
+    from resnetlab.infer.preprocess import find_images
+
+    make_tree(tmp_path, per_class=2)
+    save(tmp_path / "cat" / "x.gif", solid(7))
+    save(tmp_path / "dog" / "y.tif", solid(9))
+    (tmp_path / "dog" / "notes.txt").write_text("not an image")
+    s, _ = read_image_folder(tmp_path, test_fraction=0.25)
+    assert len(s.train) + len(s.test) == 6  # the .gif and the .tif are images to both
+    assert len(find_images([tmp_path])) == 6
