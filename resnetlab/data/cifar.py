@@ -30,7 +30,7 @@ import torch
 from ..errors import ResnetlabError
 from ..files import atomic_write
 from .dataset import DataSplits, ImageDataset
-from .download import ENV_VAR, data_root, data_root_from_env, download
+from .download import ENV_VAR, download, locate_dataset
 
 
 def _reconstruct():
@@ -227,24 +227,18 @@ def load_cifar(
     if name not in CIFAR_LAYOUTS:
         raise ResnetlabError(f"unknown CIFAR dataset {name!r}; known: {', '.join(CIFAR_LAYOUTS)}")
     layout = CIFAR_LAYOUTS[name]
-    if path is not None:
-        found = detect_cifar(path)
-        if found is None or found[0].name != name:
-            raise ResnetlabError(f"{path}: no {name} batches there ({', '.join(_files(layout))})")
-        return load_cifar_dir(found[1])
-    env = data_root_from_env()
-    target = data_root() / name
-    candidates = [env / name] if env is not None else [target]
-    for directory in candidates:
+
+    def holds_it(directory: Path) -> bool:
         found = detect_cifar(directory)
-        if found is not None and found[0].name == name:
-            return load_cifar_dir(found[1])
-    looked = ", ".join(str(c) for c in candidates)
-    hint = f"put the {layout.folder} batches in ${ENV_VAR}/{name}"
-    if not allow_download:
-        raise ResnetlabError(f"{name}: not found in {looked}; {hint}")
-    try:
-        _fetch(layout, target)
-    except ResnetlabError as e:
-        raise ResnetlabError(f"{name}: not found in {looked}, and {e}; {hint}") from None
-    return load_cifar_dir(target)
+        return found is not None and found[0].name == name
+
+    directory = locate_dataset(
+        name,
+        holds_it,
+        lambda target: _fetch(layout, target),
+        path=path,
+        what=f"batches ({', '.join(_files(layout))})",
+        hint=f"put the {layout.folder} batches in ${ENV_VAR}/{name}",
+        allow_download=allow_download,
+    )
+    return load_cifar_dir(directory)

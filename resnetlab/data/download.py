@@ -1,10 +1,12 @@
-"""The data cache ($RESNETLAB_DATA, default ~/.cache/resnetlab) and checksum-verified downloads."""
+"""Where a named dataset is found ($RESNETLAB_DATA, a system copy, the cache) and checksum-verified
+downloads into the cache."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import ResnetlabError
@@ -70,3 +72,41 @@ def download(urls: list[str] | tuple[str, ...], dest: str | os.PathLike, sha256:
             reason = getattr(e, "reason", None) or e
             failures.append(f"{url}: {reason}")
     raise ResnetlabError(f"download of {dest.name} failed: {failures[-1]}")
+
+
+def locate_dataset(
+    name: str,
+    holds_it: Callable[[Path], bool],
+    fetch: Callable[[Path], None],
+    *,
+    path: str | os.PathLike | None = None,
+    system_dirs: Sequence[Path] = (),
+    what: str = "files",
+    hint: str = "",
+    allow_download: bool = True,
+) -> Path:
+    """The directory of dataset `name`, looked for in order: `path` when given (and then only
+    there); $RESNETLAB_DATA/<name> when the variable is set; `system_dirs`; the cache
+    ~/.cache/resnetlab/<name> when the variable is unset; else `fetch` into
+    data_root()/<name>. `holds_it(directory)` says whether a directory has the dataset."""
+    if path is not None:
+        if not holds_it(Path(path)):
+            raise ResnetlabError(f"{path}: no {name} {what} there")
+        return Path(path)
+    env = data_root_from_env()
+    target = data_root() / name
+    candidates = [env / name] if env is not None else []
+    candidates += list(system_dirs)
+    if env is None:
+        candidates.append(target)
+    for directory in candidates:
+        if holds_it(directory):
+            return directory
+    looked = ", ".join(str(c) for c in candidates)
+    if not allow_download:
+        raise ResnetlabError(f"{name}: not found in {looked}; {hint}")
+    try:
+        fetch(target)
+    except ResnetlabError as e:
+        raise ResnetlabError(f"{name}: not found in {looked}, and {e}; {hint}") from None
+    return target

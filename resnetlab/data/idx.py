@@ -26,7 +26,7 @@ import torch
 
 from ..errors import ResnetlabError
 from .dataset import DataSplits, ImageDataset
-from .download import ENV_VAR, data_root, data_root_from_env, download
+from .download import ENV_VAR, download, locate_dataset
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
@@ -274,33 +274,19 @@ def locate_idx_dataset(
     if name not in IDX_SOURCES:
         raise ResnetlabError(f"unknown IDX dataset {name!r}; known: {', '.join(IDX_SOURCES)}")
     source = IDX_SOURCES[name]
-    if path is not None:
-        if find_idx_files(path) is None:
-            raise ResnetlabError(f"{path}: no {name} IDX files there")
-        return Path(path)
-    env = data_root_from_env()
-    candidates = []
-    if env is not None:
-        candidates.append(env / name)
-    if source.debian_dir is not None:
-        candidates.append(source.debian_dir)
-    cache = data_root() / name
-    if env is None:
-        candidates.append(cache)
-    for directory in candidates:
-        if find_idx_files(directory) is not None:
-            return directory
     hint = f"set {ENV_VAR} to a directory holding {name}/ with the four IDX files"
     if source.debian_package:
         hint = f"install the Debian package {source.debian_package} or {hint}"
-    looked = ", ".join(str(c) for c in candidates)
-    if not allow_download:
-        raise ResnetlabError(f"{name}: not found in {looked}; {hint}")
-    try:
-        _fetch(source, cache)
-    except ResnetlabError as e:
-        raise ResnetlabError(f"{name}: not found in {looked}, and {e}; {hint}") from None
-    return cache
+    return locate_dataset(
+        name,
+        lambda d: find_idx_files(d) is not None,
+        lambda target: _fetch(source, target),
+        path=path,
+        system_dirs=[source.debian_dir] if source.debian_dir is not None else [],
+        what="IDX files",
+        hint=hint,
+        allow_download=allow_download,
+    )
 
 
 def load_idx_dataset(

@@ -16,6 +16,7 @@ import difflib
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import ResnetlabError
 from .cifar import CIFAR_LAYOUTS, detect_cifar, load_cifar, load_cifar_dir
@@ -83,7 +84,12 @@ def read_source(
     mode: str | None = None,
     test_fraction: float = 0.2,
 ) -> tuple[DataSplits, list[str]]:
-    """Like load_source, and also return the messages of the bad files skipped (skip_bad)."""
+    """Load a dataset by name or path (format detected): (splits, messages of bad files skipped).
+
+    val_split: samples held out of train as `val` (a count, or a fraction in (0, 1)), seeded and
+    stratified by class. skip_bad, size, mode and test_fraction apply to image folders (and
+    test_fraction to an .npz with only x and y).
+    """
     skipped: list[str] = []
     text = os.fspath(source)
     name = canonical_name(text) if isinstance(source, str) else None
@@ -121,31 +127,9 @@ def read_source(
     return splits, skipped
 
 
-def load_source(
-    source: str | os.PathLike,
-    *,
-    val_split: int | float = 0,
-    seed: int = 0,
-    skip_bad: bool = False,
-    size: int | None = None,
-    mode: str | None = None,
-    test_fraction: float = 0.2,
-) -> DataSplits:
-    """Load a dataset by name or path (format detected) into train, test and optional val splits.
-
-    val_split: samples held out of train as `val` (a count, or a fraction in (0, 1)), seeded and
-    stratified by class. skip_bad, size, mode and test_fraction apply to image folders (and
-    test_fraction to an .npz with only x and y). Skipped files are reported as one warning.
-    """
-    splits, skipped = read_source(
-        source,
-        val_split=val_split,
-        seed=seed,
-        skip_bad=skip_bad,
-        size=size,
-        mode=mode,
-        test_fraction=test_fraction,
-    )
+def load_source(source: str | os.PathLike, **options: Any) -> DataSplits:
+    """read_source's splits (same options); bad files skipped are reported as one warning."""
+    splits, skipped = read_source(source, **options)
     if skipped:
         log.warning("skipped %d unreadable image file(s); first: %s", len(skipped), skipped[0])
     return splits
