@@ -79,7 +79,7 @@ def test_every_model_runs_forward_and_backward(name):
     entry = get_entry(name)
     torch.manual_seed(0)
     model = resnetlab.create_model(name, num_classes=5)
-    if entry.layout == "mlp":
+    if entry.is_mlp:
         x = torch.randn(4, *entry.input_size)
     elif entry.layout == "imagenet":
         x = torch.randn(2, 3, 32, 32)  # the smallest input that survives stride 32
@@ -312,3 +312,13 @@ def test_unknown_name_suggests_the_closest_names():
     with pytest.raises(ResnetlabError) as info:
         resnetlab.create_model("resnet5")
     assert "resnet50" in str(info.value) and "resnet56" in str(info.value)
+
+
+def test_model_for_data_sizes_conv_nets_by_channels_and_mlps_by_pixels():
+    from resnetlab.models import model_for_data
+
+    conv = model_for_data("resnet20", (1, 28, 28), 7)
+    assert conv(torch.randn(2, 1, 28, 28)).shape == (2, 7)
+    mlp = model_for_data("residual_mlp", (1, 28, 28), 7, {"depth": 2})
+    assert mlp(torch.randn(2, 784)).shape == (2, 7)
+    assert mlp.resnetlab_config["options"] == {"in_features": 784, "depth": 2}

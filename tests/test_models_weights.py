@@ -283,3 +283,52 @@ def test_backbone_holds_only_the_stages_it_returns_and_stays_strict_about_them(t
     torch.save(state, tmp_path / "short.pth")
     with pytest.raises(ResnetlabError, match=r"missing 1 key\(s\): layer1\.0\.conv1\.weight"):
         resnetlab.load_weights(backbone, tmp_path / "short.pth")
+
+
+def test_a_backbones_file_rebuilds_the_backbone_with_its_feature_maps(tmp_path):
+    torch.manual_seed(0)
+    backbone = resnetlab.create_model("resnet20", features_only=True, out_indices=(1, 3)).eval()
+    resnetlab.save_weights(backbone, tmp_path / "b.safetensors")
+    model, meta = resnetlab.load_model(tmp_path / "b.safetensors")
+    assert meta["features_only"] is True and meta["out_indices"] == [1, 3]
+    assert model.out_indices == (1, 3)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(model(x), backbone(x)))
+    again = resnetlab.create_model("resnet20", pretrained=tmp_path / "b.safetensors")
+    assert again.out_indices == (1, 3)
+
+
+@pytest.mark.parametrize(
+    "out_indices, message",
+    [([9], r"out_indices \[9\] out of range"), ([], "out_indices is \\[\\]"), ("1", "out_indices")],
+)
+def test_a_backbones_file_with_bad_out_indices_fails_in_one_line(out_indices, message, tmp_path):
+    from safetensors.torch import save_file
+
+    backbone = resnetlab.create_model("resnet20", features_only=True)
+    meta = {**backbone.resnetlab_config, "out_indices": out_indices}
+    state = {k: v.contiguous() for k, v in backbone.state_dict().items()}
+    save_file(state, tmp_path / "b.safetensors", metadata={"resnetlab": json.dumps(meta)})
+    with pytest.raises(ResnetlabError, match=message):
+        resnetlab.load_model(tmp_path / "b.safetensors")
+
+
+def test_a_weights_file_is_read_once_per_load(tmp_path, monkeypatch):
+    import resnetlab.models.weights as weights
+
+    model = resnetlab.create_model("resnet20", num_classes=3)
+    resnetlab.save_weights(model, tmp_path / "w.safetensors")
+    torch.save(model.state_dict(), tmp_path / "w.pth")
+    opened = []
+    safe_open, torch_load = weights.safe_open, torch.load
+    monkeypatch.setattr(
+        weights, "safe_open", lambda p, **kw: opened.append(p) or safe_open(p, **kw)
+    )
+    monkeypatch.setattr(torch, "load", lambda p, **kw: opened.append(p) or torch_load(p, **kw))
+    resnetlab.load_model(tmp_path / "w.safetensors")
+    assert len(opened) == 1
+    resnetlab.create_model("resnet20", pretrained=tmp_path / "w.safetensors")
+    resnetlab.create_model("resnet20", pretrained=tmp_path / "w.pth")
+    resnetlab.load_weights(model, tmp_path / "w.safetensors")
+    assert len(opened) == 4

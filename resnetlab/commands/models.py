@@ -79,7 +79,7 @@ def run_models(args: argparse.Namespace) -> int:
 def run_summary(args: argparse.Namespace) -> int:
     entry = get_entry(args.name)
     size = args.input_size or entry.input_size
-    if entry.layout == "mlp":
+    if entry.is_mlp:
         feats = 1
         for s in size:
             feats *= s

@@ -16,10 +16,11 @@ from typing import Any
 
 from ..errors import ResnetlabError
 from ..files import atomic_write
+from ..models.factory import model_for_data
 from ..models.weights import read_metadata
 from ..train import checkpoint as ckpt
 from ..train.logging import METRICS_FILE, STEPS_FILE, SUMMARY_FILE, read_metrics
-from ..train.loop import TrainConfig, build_model, fit, load_data
+from ..train.loop import TrainConfig, fit, load_data
 from .nets import FAMILIES, cifar_net, parse_depths
 
 JSON_FILE = "degradation.json"
@@ -204,7 +205,7 @@ def read_run(cfg: TrainConfig, family: str, depth: int, seed: int) -> NetRun:
         raise ResnetlabError(f"{out / METRICS_FILE} holds no epoch")
     meta = read_metadata(out / "last.safetensors")
     shape = tuple(int(v) for v in meta["input_size"])
-    model = build_model(cfg.model, shape, int(meta["num_classes"]), cfg.model_options)
+    model = model_for_data(cfg.model, shape, int(meta["num_classes"]), cfg.model_options)
     params = sum(p.numel() for p in model.parameters())
     return NetRun(family, depth, seed, params, out, epochs, steps, summary)
 

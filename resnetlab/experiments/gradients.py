@@ -21,7 +21,7 @@ from ..data.loader import BatchLoader, compute_mean_std
 from ..errors import ResnetlabError
 from ..files import atomic_write
 from ..models import load_model
-from ..train.loop import build_model
+from ..models.factory import model_for_data
 from .nets import cifar_net
 
 JSON_FILE = "gradients.json"
@@ -208,7 +208,7 @@ def run_gradients(
         for family in families:
             name, options = cifar_net(family, depth)
             torch.manual_seed(seed)  # twins start from the same conv weights
-            model = build_model(name, tuple(train.image_shape), classes, options)
+            model = model_for_data(name, tuple(train.image_shape), classes, options)
             results.append(NetProbe(family, depth, "init", None, "batch statistics",
                                     probe(model, xs, train_mode=True)))  # fmt: skip
             say(_line(results[-1]))

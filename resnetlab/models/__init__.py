@@ -1,7 +1,7 @@
 """Residual networks: blocks, the ResNet body, residual MLPs, the name registry and weights I/O."""
 
 from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
-from .factory import create_model, load_model
+from .factory import create_model, load_model, model_for_data
 from .features import FeatureExtractor
 from .mlp import ResidualMLP
 from .registry import ModelEntry, get_entry, list_models
@@ -24,6 +24,7 @@ __all__ = [
     "list_pretrained",
     "load_model",
     "load_weights",
+    "model_for_data",
     "read_metadata",
     "save_weights",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import safe_open, save_file
 from torch import nn
 
 from ..errors import ResnetlabError
@@ -50,21 +50,32 @@ def save_weights(
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The resnetlab metadata of a weights file ({} for a .pth or a foreign safetensors file)."""
     path = _existing(path)
-    if path.suffix != ".safetensors":
-        return {}
+    return _read_safetensors(path, tensors=False)[1] if path.suffix == ".safetensors" else {}
+
+
+def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and the resnetlab metadata of a weights file, read in one pass."""
+    path = _existing(path)
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path, tensors=True)
+    return _read_torch_state(path), {}
+
+
+def _read_safetensors(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get(META_KEY)
+            state = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as e:
         raise ResnetlabError(f"{path}: not a readable safetensors file ({e})") from None
     if raw is None:
-        return {}
+        return state, {}
     try:
         meta = json.loads(raw)
     except json.JSONDecodeError:
         raise ResnetlabError(f"{path}: its resnetlab metadata is not valid JSON") from None
     check_metadata(meta, str(path))
-    return meta
+    return state, meta
 
 
 def _is_int(v: Any) -> bool:
@@ -101,6 +112,11 @@ METADATA_RULES = {
     "std": (_positive_numbers, "a positive finite number or a list of them, one per channel"),
     "crop_pct": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
     "tta": (lambda v: isinstance(v, bool), "true or false"),
+    "features_only": (lambda v: isinstance(v, bool), "true or false"),
+    "out_indices": (
+        lambda v: isinstance(v, list) and bool(v) and all(_is_int(i) and i >= 0 for i in v),
+        "a non-empty list of feature indices (whole numbers >= 0)",
+    ),
 }
 
 
@@ -119,12 +135,10 @@ def check_metadata(meta: Any, source: str = "weights") -> None:
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors file or a torchvision-style .pth/.pt state dict."""
-    path = _existing(path)
-    if path.suffix == ".safetensors":
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ResnetlabError(f"{path}: not a readable safetensors file ({e})") from None
+    return read_weights(path)[0]
+
+
+def _read_torch_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors come in many types; all mean "not a weights file"
@@ -169,15 +183,21 @@ def check_compatible(model: nn.Module, state: dict[str, torch.Tensor], source: s
 
 def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> dict[str, Any]:
     """Load weights into `model` (strictly by default) and return the file's metadata."""
-    state = read_state_dict(path)
-    meta = read_metadata(path)
+    state, meta = read_weights(path)
+    load_state(model, state, str(path), strict)
+    return meta
+
+
+def load_state(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = True
+) -> None:
+    """Load tensors read from `source` into `model`: strictly (checked first), or those that fit."""
     if strict:
-        check_compatible(model, state, str(path))
+        check_compatible(model, state, source)
     else:
         own = model.state_dict()
         state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(state, strict=strict)
-    return meta
 
 
 def resolve_pretrained(name: str, pretrained: str | os.PathLike) -> Path:

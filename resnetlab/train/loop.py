@@ -27,8 +27,9 @@ from ..data import DataSplits, ImageDataset
 from ..data.loader import BatchLoader, compute_mean_std
 from ..errors import ResnetlabError
 from ..hardware import native_bf16, usable_cores
-from ..models import create_model, get_entry, save_weights
-from ..models.weights import read_metadata, read_state_dict
+from ..models import get_entry, save_weights
+from ..models.factory import model_for_data
+from ..models.weights import read_weights
 from . import checkpoint as ckpt
 from . import distributed
 from .evaluate import evaluate
@@ -183,22 +184,10 @@ class Interrupted(Exception):
 # building blocks
 
 
-def build_model(
-    name: str, image_shape: tuple[int, int, int], num_classes: int, options: dict[str, Any]
-) -> nn.Module:
-    """The registered model sized for the data: in_chans (conv) or in_features (MLP), classes."""
-    entry = get_entry(name)
-    c, h, w = image_shape
-    if entry.layout == "mlp":
-        return create_model(name, num_classes=num_classes, in_features=c * h * w, **options)
-    return create_model(name, num_classes=num_classes, in_chans=c, **options)
-
-
 def init_from(model: nn.Module, path: str) -> str:
     """Load a project weights file or a torchvision-style state dict into `model`, all but a head
     whose class count differs; a 3-channel stem is summed over channels for 1-channel data."""
-    state = read_state_dict(path)
-    meta = read_metadata(path)
+    state, meta = read_weights(path)
     own = model.state_dict()
     head = _head_prefix(model)
     loaded, skipped_head, bad = {}, [], []
@@ -478,9 +467,9 @@ def _fit(
     mean, std = compute_mean_std(train_set.images)
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, image_shape, num_classes, cfg.model_options)
+    model = model_for_data(cfg.model, image_shape, num_classes, cfg.model_options)
     model = distributed.convert_sync_bn(model, info, cfg.sync_bn)
-    is_mlp = get_entry(cfg.model).layout == "mlp"
+    is_mlp = get_entry(cfg.model).is_mlp
     note_init = init_from(model, cfg.init_from) if cfg.init_from and state_ck is None else None
     frozen = freeze(model, cfg.freeze)
     body_scale = cfg.body_lr_scale
