@@ -1,5 +1,7 @@
-"""The one exception type the command line turns into a single clear line."""
+"""The one exception type the library raises for bad input; the CLI prints it as one line."""
 
 
-class ResnetlabError(Exception):
-    """A user-facing error: bad input, a missing file, an unknown name."""
+class ResnetlabError(ValueError):
+    """A user-facing error: bad input, a missing file, an unknown name.
+
+    A ValueError, so code that catches ValueError for bad values keeps working."""

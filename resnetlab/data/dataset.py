@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import ResnetlabError
+
 
 @dataclass
 class ImageDataset:
@@ -18,9 +20,11 @@ class ImageDataset:
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
             shape = tuple(self.images.shape)
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {shape}")
+            raise ResnetlabError(
+                f"images must be uint8 (N, C, H, W), got {self.images.dtype} {shape}"
+            )
         if self.labels.ndim != 1 or len(self.labels) != len(self.images):
-            raise ValueError(
+            raise ResnetlabError(
                 f"{len(self.images)} images but labels of shape {tuple(self.labels.shape)}"
             )
         self.labels = self.labels.to(torch.int64)

@@ -11,13 +11,14 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from ..errors import ResnetlabError
 from .dataset import ImageDataset
 
 
 def compute_mean_std(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple, tuple]:
     """Per-channel mean and std of uint8 images (N, C, H, W), on the 0..1 scale."""
     if images.dtype != torch.uint8 or images.ndim != 4 or len(images) == 0:
-        raise ValueError(
+        raise ResnetlabError(
             f"expected non-empty uint8 (N, C, H, W), got {images.dtype} {images.shape}"
         )
     c = images.shape[1]
@@ -105,12 +106,12 @@ class BatchLoader:
         world_size: int = 1,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ResnetlabError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world of size {world_size}")
+            raise ResnetlabError(f"rank {rank} outside world of size {world_size}")
         c = dataset.images.shape[1]
         if len(mean) != c or len(std) != c:
-            raise ValueError(
+            raise ResnetlabError(
                 f"mean/std have {len(mean)}/{len(std)} values; images have {c} channels"
             )
         self.dataset = dataset
@@ -132,7 +133,7 @@ class BatchLoader:
         # every rank gets the same number of samples (the tail is dropped when sharding)
         self.per_rank = n // world_size if world_size > 1 else n
         if self.per_rank == 0:
-            raise ValueError(f"{n} samples cannot be shared by {world_size} ranks")
+            raise ResnetlabError(f"{n} samples cannot be shared by {world_size} ranks")
 
     def __len__(self) -> int:
         if self.drop_last:

@@ -109,7 +109,7 @@ def prepare_folder(
     """
     folder, out = Path(folder), Path(out)
     if size < 1:
-        raise ResnetlabError(f"--size must be a positive number of pixels, got {size}")
+        raise ResnetlabError(f"size must be a positive number of pixels, got {size}")
     if mode is not None and mode not in ("RGB", "L"):
         raise ResnetlabError(f"unknown image mode {mode!r}; use RGB or L")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

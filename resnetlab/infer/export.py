@@ -195,7 +195,7 @@ def export(
         raise ResnetlabError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     size = input_size_of(model, meta)
     if Path(out).is_dir():
-        raise ResnetlabError(f"--out {out} is a directory; give a file name")
+        raise ResnetlabError(f"output {out} is a directory; give a file name")
     if fmt == "onnx":
         return export_onnx(model, out, size, dynamic_batch=dynamic_batch)
     return export_program(model, out, size, dynamic_batch=dynamic_batch)

@@ -60,7 +60,7 @@ def grad_cam(
 ) -> CamResult:
     """Grad-CAM of one image x (1, C, H, W) for class `target` (default: the predicted class)."""
     if x.ndim != 4 or x.shape[0] != 1:
-        raise ValueError(f"expected one image (1, C, H, W), got {tuple(x.shape)}")
+        raise ResnetlabError(f"expected one image (1, C, H, W), got {tuple(x.shape)}")
     name, module = stage_module(model, stage)
     store: dict[str, torch.Tensor] = {}
 

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ResnetlabError
+
 
 class FeatureExtractor(nn.Module):
     """The feature maps `out_indices` of a model (0 = stem, 1..N = stages), with channels, strides.
@@ -30,9 +32,11 @@ class FeatureExtractor(nn.Module):
         out_indices = tuple(out_indices) if out_indices is not None else tuple(range(1, n))
         bad = [i for i in out_indices if not 0 <= i < n]
         if bad:
-            raise ValueError(f"out_indices {bad} out of range; this model has features 0..{n - 1}")
+            raise ResnetlabError(
+                f"out_indices {bad} out of range; this model has features 0..{n - 1}"
+            )
         if not out_indices:
-            raise ValueError(f"out_indices is empty; this model has features 0..{n - 1}")
+            raise ResnetlabError(f"out_indices is empty; this model has features 0..{n - 1}")
         self.out_indices = out_indices
         self.feature_info = [info[i] for i in out_indices]
         children = list(model.named_children())

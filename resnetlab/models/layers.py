@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ResnetlabError
+
 
 def conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
     """3x3 convolution with 'same' padding and no bias (a BN follows)."""
@@ -25,7 +27,7 @@ class PadShortcut(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
         if cout < cin:
-            raise ValueError(f"option A cannot reduce channels ({cin} -> {cout})")
+            raise ResnetlabError(f"option A cannot reduce channels ({cin} -> {cout})")
         self.stride = stride
         self.pad = cout - cin
 
@@ -60,7 +62,7 @@ def make_shortcut(
         if norm:
             return nn.Sequential(conv1x1(cin, cout, stride), nn.BatchNorm2d(cout))
         return nn.Sequential(conv1x1(cin, cout, stride))
-    raise ValueError(f"unknown shortcut option {option!r}; expected 'A', 'B' or 'C'")
+    raise ResnetlabError(f"unknown shortcut option {option!r}; expected 'A', 'B' or 'C'")
 
 
 def maybe_dropout(p: float) -> nn.Module:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ResnetlabError
 from .head import ClassifierHead
 from .layers import maybe_drop_path, maybe_dropout
 
@@ -50,11 +51,11 @@ class ResidualMLP(ClassifierHead):
         super().__init__()
         for key, v in (("in_features", in_features), ("depth", depth), ("width", width)):
             if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{key} must be a positive integer, got {v!r}")
+                raise ResnetlabError(f"{key} must be a positive integer, got {v!r}")
         if not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+            raise ResnetlabError(f"num_classes must be a non-negative integer, got {num_classes!r}")
         if plain and drop_path_rate > 0:
-            raise ValueError("drop_path_rate needs shortcuts; a plain net has none")
+            raise ResnetlabError("drop_path_rate needs shortcuts; a plain net has none")
         self.in_features = in_features
         self.num_classes = num_classes
         self.num_features = width
@@ -76,7 +77,7 @@ class ResidualMLP(ClassifierHead):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.flatten(x)
         if x.shape[1] != self.in_features:
-            raise ValueError(
+            raise ResnetlabError(
                 f"input has {x.shape[1]} features per sample; this MLP expects {self.in_features}"
             )
         return self.blocks(self.stem(x))

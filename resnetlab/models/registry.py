@@ -119,17 +119,17 @@ def build_model(
         if entry.is_mlp:
             unknown = set(options) - MLP_OPTIONS
             if unknown or features_only:
-                raise ValueError(f"options {sorted(unknown) or ['features_only']} do not apply")
+                raise ResnetlabError(f"options {sorted(unknown) or ['features_only']} do not apply")
             opts = dict(options)
             if in_chans is not None and "in_features" not in opts:
-                raise ValueError(
+                raise ResnetlabError(
                     "an MLP takes in_features (channels x height x width), not in_chans"
                 )
             model: nn.Module = ResidualMLP(num_classes=num_classes, plain=entry.mlp_plain, **opts)
         else:
             unknown = set(options) - SPEC_OPTIONS - RESNET_OPTIONS
             if unknown:
-                raise ValueError(
+                raise ResnetlabError(
                     f"unknown option(s) {sorted(unknown)}; "
                     f"known: {', '.join(sorted(SPEC_OPTIONS | RESNET_OPTIONS))}"
                 )

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import ResnetlabError
 from .blocks import BLOCKS
 from .head import ClassifierHead
 from .layers import maybe_dropout
@@ -197,23 +198,25 @@ class ResNet(ClassifierHead):
 
 def _check_spec(spec: ResNetSpec, in_chans, num_classes, drop_path_rate, drop_rate) -> None:
     if (spec.block, spec.preact) not in BLOCKS:
-        raise ValueError(f"unknown block {spec.block!r}; expected 'basic' or 'bottleneck'")
+        raise ResnetlabError(f"unknown block {spec.block!r}; expected 'basic' or 'bottleneck'")
     if spec.block == "basic" and (spec.groups != 1 or spec.base_width != 64):
-        raise ValueError("the basic block supports only groups=1 and base_width=64")
+        raise ResnetlabError("the basic block supports only groups=1 and base_width=64")
     if spec.stem not in ("imagenet", "small"):
-        raise ValueError(f"unknown stem {spec.stem!r}; expected 'imagenet' or 'small'")
+        raise ResnetlabError(f"unknown stem {spec.stem!r}; expected 'imagenet' or 'small'")
     if spec.shortcut not in ("A", "B", "C"):
-        raise ValueError(f"unknown shortcut option {spec.shortcut!r}; expected 'A', 'B' or 'C'")
+        raise ResnetlabError(f"unknown shortcut option {spec.shortcut!r}; expected 'A', 'B' or 'C'")
     if len(spec.layers) != len(spec.widths) or not spec.layers or min(spec.layers) < 1:
-        raise ValueError(f"layers {spec.layers} and widths {spec.widths} must pair up, each >= 1")
+        raise ResnetlabError(
+            f"layers {spec.layers} and widths {spec.widths} must pair up, each >= 1"
+        )
     if not isinstance(in_chans, int) or in_chans < 1:
-        raise ValueError(f"in_chans must be a positive integer, got {in_chans!r}")
+        raise ResnetlabError(f"in_chans must be a positive integer, got {in_chans!r}")
     if not isinstance(num_classes, int) or num_classes < 0:
-        raise ValueError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+        raise ResnetlabError(f"num_classes must be a non-negative integer, got {num_classes!r}")
     if not 0.0 <= drop_path_rate < 1.0 or not 0.0 <= drop_rate < 1.0:
-        raise ValueError("drop_path_rate and drop_rate must lie in [0, 1)")
+        raise ResnetlabError("drop_path_rate and drop_rate must lie in [0, 1)")
     if spec.plain and drop_path_rate > 0:
-        raise ValueError("drop_path_rate needs shortcuts; a plain net has none")
+        raise ResnetlabError("drop_path_rate needs shortcuts; a plain net has none")
 
 
 def _check_output_stride(output_stride: int, spec: ResNetSpec) -> None:
@@ -223,6 +226,6 @@ def _check_output_stride(output_stride: int, spec: ResNetSpec) -> None:
         allowed.append(s)
         s //= 2
     if output_stride not in allowed:
-        raise ValueError(
+        raise ResnetlabError(
             f"output_stride {output_stride} not possible here; choose one of {allowed}"
         )

@@ -77,7 +77,7 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
             return old
     raise ResnetlabError(
         f"no checkpoint in {path} (expected {path / CHECKPOINT_DIR / STATE_FILE}); "
-        "pass the run's --out directory"
+        "give the run's output directory"
     )
 
 

@@ -41,7 +41,7 @@ def pick_device(requested: str | None = None) -> str:
     if requested in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ResnetlabError(f"--device {requested} asked but CUDA is not available; use cpu")
+        raise ResnetlabError(f"device {requested!r} asked but CUDA is not available; use cpu")
     if requested != "cpu" and not requested.startswith("cuda"):
         raise ResnetlabError(f"unknown device {requested!r}; use auto, cpu or cuda")
     return requested
