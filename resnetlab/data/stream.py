@@ -1,5 +1,6 @@
-"""Decode-on-the-fly for folders too large for memory: a Dataset, DataLoader workers, and
-ImageNet-style transforms written on Pillow and torch.
+"""Decode-on-the-fly: a Dataset, DataLoader workers, and ImageNet-style transforms written on
+Pillow and torch, for loops of your own. (`train` reads the in-memory BatchLoader; a folder larger
+than memory goes through `resnetlab data prepare`, see docs/data.md.)
 
 Training: random-resized crop (area 8%..100% of the image, aspect 3/4..4/3, as in Szegedy et al.
 and the torchvision recipe) to size x size, then a horizontal flip with probability 0.5.
