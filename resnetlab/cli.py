@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except ResnetlabError as e:
         if debug:
             raise
-        print(f"resnetlab {args.command}: error: {e}", file=sys.stderr)
+        print(f"resnetlab {args.command}: error: {e.for_command_line()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"resnetlab {args.command}: interrupted", file=sys.stderr)

@@ -160,3 +160,17 @@ def test_fine_tune_from_trained_weights_with_a_frozen_stem(trained, train_output
     assert torch.equal(before["conv1.weight"], after["conv1.weight"])
     assert torch.equal(before["layer1.0.conv1.weight"], after["layer1.0.conv1.weight"])
     assert not torch.equal(before["layer2.0.conv1.weight"], after["layer2.0.conv1.weight"])
+
+
+def test_eval_is_one_library_call_whose_errors_name_arguments(trained, train_output, capsys):
+    from resnetlab.errors import ResnetlabError
+    from resnetlab.train.evaluate import evaluate_weights
+
+    root, data, out = trained
+    report = evaluate_weights(out / "last.safetensors", data)
+    assert f"{100 * report['top1_acc']:.2f}" == _accuracy(train_output)
+    with pytest.raises(ResnetlabError, match="^batch_size must be positive, got 0$"):
+        evaluate_weights(out / "last.safetensors", data, batch_size=0)
+    code, _, err = _run(capsys, ["eval", out / "last.safetensors", "--data", data,
+                                 "--batch-size", "0"])  # fmt: skip
+    assert code == 2 and "error: --batch-size must be positive, got 0" in err

@@ -242,108 +242,40 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     """`resnetlab eval`."""
-    import torch
-
-    from ..data import load_source
-    from ..data.loader import BatchLoader, compute_mean_std
     from ..files import check_output
-    from ..infer.quantize import is_onnx_file, load_int8
-    from ..models import get_entry, load_model
-    from ..train.distributed import pick_device
-    from ..train.evaluate import evaluate, plot_confusion
-    from ..train.loop import cpu_threads
+    from ..train.evaluate import evaluate_weights, plot_confusion
 
-    if args.batch_size < 1:
-        raise ResnetlabError(f"--batch-size must be positive, got {args.batch_size}")
     png = Path(args.confusion) if args.confusion else None
     if png is not None:
         if png.suffix.lower() != ".png":
             raise ResnetlabError(f"--confusion {png}: the matrix is drawn as PNG; use a .png name")
         check_output(png, (args.weights, args.data), "--confusion")
-    int8 = is_onnx_file(args.weights)
-    if int8:  # an int8 model from `resnetlab quantize`, run by ONNX Runtime on the CPU
-        if args.precision == "bf16":
-            raise ResnetlabError(
-                f"{args.weights} is an int8 model; --precision bf16 does not apply"
-            )
-        if args.device not in (None, "auto", "cpu"):
-            raise ResnetlabError(f"--device {args.device}: an int8 model runs on the CPU")
-        model, meta = load_int8(args.weights)
-    else:
-        model, meta = load_model(args.weights)
-    splits = load_source(args.data)
-    data = splits.test if args.split == "test" else splits.train
-    shape = list(data.image_shape)
-    want = meta.get("input_size")
-    if want is not None and list(want) != shape:
-        raise ResnetlabError(
-            f"{args.weights} expects images {'x'.join(map(str, want))} but {args.data} has "
-            f"{'x'.join(map(str, shape))}"
-        )
-    num_classes = int(meta.get("num_classes", 0))
-    classes = list(meta.get("classes") or data.classes)
-    n_data = int(data.labels.max()) + 1 if len(data) else 0
-    if num_classes < n_data:
-        raise ResnetlabError(
-            f"{args.weights} has {num_classes} classes; {args.data} has labels up to {n_data - 1}"
-        )
-    if len(classes) != num_classes:
-        classes = [str(i) for i in range(num_classes)]
-    if "mean" in meta and "std" in meta:
-        mean, std = meta["mean"], meta["std"]
-    else:
-        mean, std = compute_mean_std(splits.train.images)
-    device = "cpu" if int8 else pick_device(args.device)
-    if not device.startswith("cuda"):
-        torch.set_num_threads(cpu_threads(args.threads))
-    conv = get_entry(meta["name"]).layout != "mlp"
-    model.to(device)
-    if conv:
-        model.to(memory_format=torch.channels_last)
-    loader = BatchLoader(data, args.batch_size, train=False, mean=mean, std=std, channels_last=conv)
-    tta = bool(meta.get("tta", False)) if args.tta is None else args.tta
-    dtype = torch.bfloat16 if args.precision == "bf16" else None
-    res = evaluate(
-        model, loader, num_classes=num_classes, device=device, tta_flip=tta, autocast_dtype=dtype
+    report = evaluate_weights(
+        args.weights,
+        args.data,
+        split=args.split,
+        tta=args.tta,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        device=args.device,
+        threads=args.threads,
     )
-    weights = Path(args.weights)
-    title = f"{meta['name']} on {splits.name} ({args.split})"
-    per_class = res.per_class_acc()
-    report = {
-        "weights": str(weights),
-        "model": meta["name"],
-        "dataset": splits.name,
-        "split": args.split,
-        "images": res.n,
-        "top1_acc": res.top1_acc,
-        "top5_acc": 1 - res.top5_err,
-        "top1_err": res.top1_err,
-        "top5_err": res.top5_err,
-        "loss": res.loss,
-        "tta_flip": tta,
-        "per_class_acc": {c: a for c, a in zip(classes, per_class)},
-        "confusion": res.confusion.tolist(),
-        "confusion_png": str(png) if png is not None else None,
-    }
+    report["confusion_png"] = str(png) if png is not None else None
+    classes = list(report["per_class_acc"])
+    title = f"{report['model']} on {report['dataset']} ({args.split})"
     # the results first: a picture that cannot be written must not lose them
     if args.json:
         print(json.dumps(report, indent=1), flush=True)
-        if png is not None:
-            plot_confusion(res.confusion, classes, png, title)
-        return 0
-    what = f"{res.n} images{', flip TTA' if tta else ''}"
-    print(f"{meta['name']} on {splits.name} {args.split} ({what})")
-    width = max(len(c) for c in classes)
-    for c, a in zip(classes, per_class):
-        print(f"  {c:<{width}}  {100 * a:6.2f}%" if a == a else f"  {c:<{width}}      -")
-    print(f"top-5 accuracy {100 * (1 - res.top5_err):.2f}%")
-    print(
-        f"test accuracy {100 * res.top1_acc:.2f}%"
-        if args.split == "test"
-        else f"{args.split} accuracy {100 * res.top1_acc:.2f}%",
-        flush=True,
-    )
+    else:
+        what = f"{report['images']} images{', flip TTA' if report['tta_flip'] else ''}"
+        print(f"{report['model']} on {report['dataset']} {args.split} ({what})")
+        width = max(len(c) for c in classes)
+        for c, a in report["per_class_acc"].items():
+            print(f"  {c:<{width}}  {100 * a:6.2f}%" if a == a else f"  {c:<{width}}      -")
+        print(f"top-5 accuracy {100 * report['top5_acc']:.2f}%")
+        print(f"{args.split} accuracy {100 * report['top1_acc']:.2f}%", flush=True)
     if png is not None:
-        plot_confusion(res.confusion, classes, png, title)
-        print(f"confusion matrix -> {png}")
+        plot_confusion(report["confusion"], classes, png, title)
+        if not args.json:
+            print(f"confusion matrix -> {png}")
     return 0

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+
+from ..errors import ResnetlabError
 
 
 @dataclass
@@ -81,7 +85,104 @@ def evaluate(
     return EvalResult(n, wrong1 / n_safe, wrong5 / n_safe, loss_sum / n_safe, confusion)
 
 
-def plot_confusion(confusion: torch.Tensor, classes: list[str], path, title: str = "") -> None:
+def evaluate_weights(
+    weights: str | os.PathLike,
+    data: str | os.PathLike,
+    *,
+    split: str = "test",
+    tta: bool | None = None,
+    precision: str = "fp32",
+    batch_size: int = 500,
+    device: str | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate a weights file (or an int8 .onnx from quantize) on a split of `data`: top-1 and
+    top-5 accuracy, loss, accuracy per class and the confusion matrix, as `resnetlab eval` shows.
+
+    tta: also the mirrored image (None: as the model was trained); precision: fp32 or bf16."""
+    from ..data import load_source
+    from ..data.loader import BatchLoader, compute_mean_std
+    from ..infer.quantize import is_onnx_file, load_int8
+    from ..models import get_entry, load_model
+    from .distributed import pick_device
+    from .loop import cpu_threads
+
+    if batch_size < 1:
+        raise ResnetlabError(
+            f"batch_size must be positive, got {batch_size}", argument="batch_size"
+        )
+    if split not in ("test", "train"):
+        raise ResnetlabError(f"split {split!r}: use test or train", argument="split")
+    if precision not in ("fp32", "bf16"):
+        raise ResnetlabError(f"precision {precision!r}: use fp32 or bf16", argument="precision")
+    int8 = is_onnx_file(weights)
+    if int8:  # an int8 model from `resnetlab quantize`, run by ONNX Runtime on the CPU
+        if precision == "bf16":
+            raise ResnetlabError(
+                f"precision bf16 does not apply: {weights} is an int8 model", argument="precision"
+            )
+        if device not in (None, "auto", "cpu"):
+            raise ResnetlabError(
+                f"device {device}: an int8 model runs on the CPU", argument="device"
+            )
+        model, meta = load_int8(weights)
+    else:
+        model, meta = load_model(weights)
+    splits = load_source(data)
+    images = splits.test if split == "test" else splits.train
+    shape = list(images.image_shape)
+    want = meta.get("input_size")
+    if want is not None and list(want) != shape:
+        raise ResnetlabError(
+            f"{weights} expects images {'x'.join(map(str, want))} but {data} has "
+            f"{'x'.join(map(str, shape))}"
+        )
+    num_classes = int(meta.get("num_classes", 0))
+    classes = list(meta.get("classes") or images.classes)
+    n_data = int(images.labels.max()) + 1 if len(images) else 0
+    if num_classes < n_data:
+        raise ResnetlabError(
+            f"{weights} has {num_classes} classes; {data} has labels up to {n_data - 1}"
+        )
+    if len(classes) != num_classes:
+        classes = [str(i) for i in range(num_classes)]
+    if "mean" in meta and "std" in meta:
+        mean, std = meta["mean"], meta["std"]
+    else:
+        mean, std = compute_mean_std(splits.train.images)
+    device = "cpu" if int8 else pick_device(device)
+    if not device.startswith("cuda"):
+        torch.set_num_threads(cpu_threads(threads))
+    conv = not get_entry(meta["name"]).is_mlp
+    model.to(device)
+    if conv:
+        model.to(memory_format=torch.channels_last)
+    loader = BatchLoader(images, batch_size, train=False, mean=mean, std=std, channels_last=conv)
+    tta = bool(meta.get("tta", False)) if tta is None else tta
+    dtype = torch.bfloat16 if precision == "bf16" else None
+    res = evaluate(
+        model, loader, num_classes=num_classes, device=device, tta_flip=tta, autocast_dtype=dtype
+    )
+    return {
+        "weights": str(weights),
+        "model": meta["name"],
+        "dataset": splits.name,
+        "split": split,
+        "images": res.n,
+        "top1_acc": res.top1_acc,
+        "top5_acc": 1 - res.top5_err,
+        "top1_err": res.top1_err,
+        "top5_err": res.top5_err,
+        "loss": res.loss,
+        "tta_flip": tta,
+        "per_class_acc": dict(zip(classes, res.per_class_acc())),
+        "confusion": res.confusion.tolist(),
+    }
+
+
+def plot_confusion(
+    confusion: torch.Tensor | list[list[int]], classes: list[str], path, title: str = ""
+) -> None:
     """Confusion matrix as a PNG: rows true class, columns predicted, cells row-normalised."""
     import matplotlib
 
@@ -90,6 +191,7 @@ def plot_confusion(confusion: torch.Tensor, classes: list[str], path, title: str
 
     from ..files import atomic_write
 
+    confusion = torch.as_tensor(confusion)
     c = confusion.double()
     frac = (c / c.sum(1, keepdim=True).clamp_min(1)).numpy()
     n = len(classes)
