@@ -322,8 +322,12 @@ def plot_responses(results: list[NetProbe], path: Path, dataset: str) -> None:
                       fontsize=9)  # fmt: skip
     axes[0].set_xlabel("3x3 layer index (original order)")
     axes[1].set_xlabel("3x3 layer index (sorted by magnitude)")
+    values = [v for r in chosen for v in r.probe.response_stds if v > 0]
+    wide = bool(values) and max(values) > 20 * min(values)  # e.g. an untrained plain-110
     for ax in axes:
-        ax.set_ylabel("std")
+        if wide:
+            ax.set_yscale("log")
+        ax.set_ylabel("std (log scale)" if wide else "std")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="dashed: plain, solid: ResNet", title_fontsize=8)
     fig.suptitle(f"Layer responses on {dataset}")
