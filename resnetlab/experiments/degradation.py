@@ -21,6 +21,7 @@ from ..models.weights import read_metadata
 from ..train import checkpoint as ckpt
 from ..train.logging import METRICS_FILE, STEPS_FILE, SUMMARY_FILE, read_metrics
 from ..train.loop import TrainConfig, fit, load_data
+from .figures import pyplot, save_png
 from .nets import FAMILIES, cifar_net, parse_depths
 
 JSON_FILE = "degradation.json"
@@ -309,10 +310,7 @@ def _mean_curve(rows_per_seed: list[list[dict[str, Any]]], key: str) -> tuple[li
 def plot_degradation(runs: list[NetRun], path: Path, title: str) -> None:
     """Figure 6 of the paper: plain (left) and ResNet (right); dashed training error of the batches
     as trained, bold test error; iterations on x, error % on y, one colour per depth."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     families = [f for f in FAMILIES if any(r.family == f for r in runs)]
     depths = sorted({r.depth for r in runs})
@@ -348,5 +346,4 @@ def plot_degradation(runs: list[NetRun], path: Path, title: str) -> None:
     axes[0][0].set_ylabel("error (%)")
     fig.suptitle(title)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    save_png(fig, path)

@@ -22,6 +22,7 @@ from ..errors import ResnetlabError
 from ..files import atomic_write
 from ..models import load_model
 from ..models.factory import model_for_data
+from .figures import pyplot, save_png
 from .nets import cifar_net
 
 JSON_FILE = "gradients.json"
@@ -261,10 +262,7 @@ def _style(results: list[NetProbe]):
 def plot_gradients(results: list[NetProbe], path: Path, dataset: str) -> None:
     """Log-scale gradient norms against layer index: conv weights (left), block outputs (right);
     one row per state (initialisation, trained)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     states = [s for s in ("init", "trained") if any(r.state == s for r in results)]
     style = _style(results)
@@ -292,17 +290,13 @@ def plot_gradients(results: list[NetProbe], path: Path, dataset: str) -> None:
             ax.legend(fontsize=8, title="dashed: plain, solid: ResNet", title_fontsize=8)
     fig.suptitle(f"Gradient flow on {dataset} (real training batches)")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_responses(results: list[NetProbe], path: Path, dataset: str) -> None:
     """Figure 7 of the paper: std of each 3x3 layer's response, in layer order (top) and sorted
     by magnitude (bottom); the trained nets when there are any, else at initialisation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     state = "trained" if any(r.state == "trained" for r in results) else "init"
     chosen = [r for r in results if r.state == state]
@@ -332,5 +326,4 @@ def plot_responses(results: list[NetProbe], path: Path, dataset: str) -> None:
         ax.legend(fontsize=8, title="dashed: plain, solid: ResNet", title_fontsize=8)
     fig.suptitle(f"Layer responses on {dataset}")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    save_png(fig, path)

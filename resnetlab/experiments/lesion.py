@@ -29,6 +29,7 @@ from ..errors import ResnetlabError
 from ..files import atomic_write
 from ..models import load_model
 from ..models.blocks import preact_shortcut
+from .figures import pyplot, save_png
 from .gradients import residual_blocks
 
 JSON_FILE = "lesion.json"
@@ -215,10 +216,7 @@ def _median(v: list[float]) -> float:
 def plot_lesion(results: list[Lesion], path: Path, dataset: str, n_images: int) -> None:
     """Left: test error with one block deleted, per block; right: mean error against the number
     of blocks deleted at random (band: +- one std over draws)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), dpi=120)
     for i, r in enumerate(results):
@@ -246,5 +244,4 @@ def plot_lesion(results: list[Lesion], path: Path, dataset: str, n_images: int) 
         ax.legend(fontsize=8, title="dashed: plain, solid: ResNet", title_fontsize=8)
     fig.suptitle(f"Lesion study on {dataset} ({n_images} test images)")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    save_png(fig, path)
