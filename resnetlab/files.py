@@ -71,3 +71,11 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """An output directory that exists as a directory or can be made: checked before any work."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ResnetlabError(f"output {p} exists and is not a directory", argument="out")
+    return p

@@ -15,7 +15,7 @@ from resnetlab.models import create_model, save_weights
 from resnetlab.train.loop import FAULT_ENV
 
 STUDY = ["--depths", "8", "--epochs", "2", "--batch-size", "32", "--log-every", "2",
-         "--precision", "fp32", "--threads", "1"]  # fmt: skip
+         "--precision", "fp32", "--threads", "1", "--device", "cpu"]  # fmt: skip
 RECORD_KEYS = {"family", "depth", "seed", "params", "final_train_err", "final_test_err",
                "best_test_err"}  # fmt: skip
 
@@ -185,6 +185,19 @@ def test_bad_study_input_is_one_line(args, message, data, tmp_path, capsys):
     rc = main(full)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.parametrize("study", ["degradation", "gradients", "lesion"])
+def test_an_output_that_is_a_file_is_refused_before_any_work(study, data, tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.write_text("keep me")
+    args = ["experiment", study, "--data", str(data), "--out", str(out)]
+    if study == "lesion":
+        args.insert(2, str(tmp_path / "missing.safetensors"))  # would fail later, if reached
+    rc = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "exists and is not a directory" in err[0], err
+    assert out.read_text() == "keep me"
 
 
 def test_lesion_refuses_a_model_without_residual_blocks(data, tmp_path, capsys):

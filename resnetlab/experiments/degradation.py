@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ResnetlabError
-from ..files import atomic_write
+from ..files import atomic_write, check_output_dir
 from ..models.factory import model_for_data
 from ..models.weights import read_metadata
 from ..train import checkpoint as ckpt
@@ -51,7 +51,6 @@ class DegradationConfig:
     compile: str = "auto"
     device: str = "auto"
     threads: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # more TrainConfig fields (tests)
 
 
 @dataclass
@@ -127,7 +126,6 @@ def net_config(dc: DegradationConfig, family: str, depth: int, seed: int) -> Tra
         device=dc.device,
         threads=dc.threads,
         quiet=True,
-        **dc.extra,
     )
 
 
@@ -165,6 +163,7 @@ def run_state(cfg: TrainConfig) -> str:
 def run_study(dc: DegradationConfig, say=print) -> list[NetRun]:
     """Train every net of the study that is not trained yet; write the table, JSON and figure."""
     dc = check_config(dc)
+    check_output_dir(dc.out)
     plan = [(f, d, s) for s in range(dc.seeds) for d in dc.depths for f in dc.families]
     configs = [net_config(dc, f, d, s) for f, d, s in plan]
     states = [run_state(c) for c in configs]

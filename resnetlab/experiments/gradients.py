@@ -19,7 +19,7 @@ from torch import nn
 from ..data import load_source
 from ..data.loader import BatchLoader, compute_mean_std
 from ..errors import ResnetlabError
-from ..files import atomic_write
+from ..files import atomic_write, check_output_dir
 from ..models import load_model
 from ..models.factory import model_for_data
 from .figures import pyplot, save_png
@@ -197,6 +197,7 @@ def run_gradients(
         raise ResnetlabError(
             f"batches and batch size must be at least 1, got {batches}, {batch_size}"
         )
+    check_output_dir(out)
     if study is not None and not Path(study).is_dir():
         raise ResnetlabError(f"{study} is not a directory (expected a degradation study's --out)")
     splits = load_source(data)

@@ -26,7 +26,7 @@ from torch import nn
 from ..data import load_source
 from ..data.loader import BatchLoader
 from ..errors import ResnetlabError
-from ..files import atomic_write
+from ..files import atomic_write, check_output_dir
 from ..models import load_model
 from ..models.blocks import preact_shortcut
 from .figures import pyplot, save_png
@@ -155,6 +155,7 @@ def run_lesion(
         raise ResnetlabError(f"--max-k must be at least 1, got {max_k}")
     if images is not None and images < 1:
         raise ResnetlabError(f"--images must be at least 1, got {images}")
+    check_output_dir(out)
     models = []
     for w in weights:
         model, meta = load_model(w)
