@@ -532,8 +532,6 @@ def _fit(
     step_log: list[dict[str, Any]] = []
     window = {"loss": 0.0, "correct": 0, "count": 0}
     elapsed_before = 0.0
-    if cfg.log_every < 0:
-        raise ResnetlabError(f"--log-every must be >= 0, got {cfg.log_every}")
     if state_ck is not None:
         model_w, ema_w = ckpt.split_ema(weights_ck)
         try:
