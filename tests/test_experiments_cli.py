@@ -12,7 +12,6 @@ from PIL import Image
 
 from resnetlab.cli import main
 from resnetlab.models import create_model, save_weights
-from resnetlab.train.loop import FAULT_ENV
 
 STUDY = ["--depths", "8", "--epochs", "2", "--batch-size", "32", "--log-every", "2",
          "--precision", "fp32", "--threads", "1", "--device", "cpu"]  # fmt: skip
@@ -76,7 +75,7 @@ def test_killed_study_resumes_without_retraining_finished_nets(data, study, tmp_
     assert main([*base, "--families", "plain"]) == 0
     plain_before = (out / "plain8-s0" / "last.safetensors").read_bytes()
     plain_mtime = (out / "plain8-s0" / "summary.json").stat().st_mtime_ns
-    p = run_cli(base, {FAULT_ENV: "KILL:9"})
+    p = run_cli(base, signal_at="KILL:9")
     _, err = p.communicate(timeout=300)
     assert p.returncode == -9, err
     assert not (out / "resnet8-s0" / "summary.json").exists()
@@ -152,7 +151,8 @@ def test_commands_run_on_a_class_folder_tree(tmp_path):
             Image.new("L", (8, 8), 40 + 80 * k + i).save(tmp_path / "tree" / cls / f"{i}.png")
     tree, study = str(tmp_path / "tree"), tmp_path / "study"
     rc = main(["experiment", "degradation", "--data", tree, "--out", str(study), "--depths", "8",
-               "--epochs", "1", "--batch-size", "8", "--log-every", "1"])  # fmt: skip
+               "--epochs", "1", "--batch-size", "8", "--log-every", "1",
+               "--device", "cpu"])  # fmt: skip
     assert rc == 0 and len(json.loads((study / "degradation.json").read_text())) == 2
     grad = str(tmp_path / "grad")
     rc = main(["experiment", "gradients", "--data", tree, "--out", grad, "--depths", "8",

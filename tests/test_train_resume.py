@@ -11,7 +11,6 @@ from helpers.train import TINY_CLI, run_cli, write_npz
 from safetensors.torch import load_file
 
 from resnetlab.train.checkpoint import load_checkpoint
-from resnetlab.train.loop import FAULT_ENV
 
 
 def _train_args(data, out, *extra):
@@ -32,8 +31,8 @@ def runs(tmp_path_factory):
     data = write_npz(root / "tiny.npz")  # 192 images, batch 32: 6 steps per epoch, 12 in all
     procs = {
         "ref": run_cli(_train_args(data, root / "ref")),
-        "killed": run_cli(_train_args(data, root / "killed"), {FAULT_ENV: "KILL:9"}),
-        "stopped": run_cli(_train_args(data, root / "stopped"), {FAULT_ENV: "INT:3"}),
+        "killed": run_cli(_train_args(data, root / "killed"), signal_at="KILL:9"),
+        "stopped": run_cli(_train_args(data, root / "stopped"), signal_at="INT:3"),
     }
     res = {name: _finish(p) for name, p in procs.items()}
     res["killed_state"] = load_checkpoint(root / "killed")[1]

@@ -89,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _threads(n: int | None) -> None:
     import torch
 
-    from ..train.loop import cpu_threads
+    from ..policy import cpu_threads
 
     torch.set_num_threads(cpu_threads(n))
 

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..errors import ResnetlabError
+from ..policy import pick_device  # noqa: F401  (where training has always found it)
 
 
 @dataclass(frozen=True)
@@ -34,17 +34,6 @@ class DistInfo:
     def enabled(self) -> bool:
         """True when running under torchrun with more than one process."""
         return self.world_size > 1
-
-
-def pick_device(requested: str | None = None) -> str:
-    """'cuda' when available (or asked), else 'cpu'."""
-    if requested in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ResnetlabError(f"device {requested!r} asked but CUDA is not available; use cpu")
-    if requested != "cpu" and not requested.startswith("cuda"):
-        raise ResnetlabError(f"unknown device {requested!r}; use auto, cpu or cuda")
-    return requested
 
 
 def setup(requested_device: str | None = None) -> DistInfo:

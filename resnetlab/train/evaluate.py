@@ -104,8 +104,7 @@ def evaluate_weights(
     from ..data.loader import BatchLoader, compute_mean_std
     from ..infer.quantize import is_onnx_file, load_int8
     from ..models import get_entry, load_model
-    from .distributed import pick_device
-    from .loop import cpu_threads
+    from ..policy import cpu_threads, pick_device
 
     if batch_size < 1:
         raise ResnetlabError(

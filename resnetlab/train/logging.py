@@ -124,7 +124,7 @@ class Progress:
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{100 * acc:.1f}%", img_s=f"{speed:.0f}")
             self.bar.update(n)
-        elif self.count % self.every == 0 or self.count == self.total:
+        elif self.count // self.every > (self.count - n) // self.every or self.count == self.total:
             eta = elapsed / max(self.count, 1) * (self.total - self.count)
             print(
                 f"{self.desc} {self.count}/{self.total} loss {loss:.4f} acc {100 * acc:.2f}% "

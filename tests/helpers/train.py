@@ -70,15 +70,22 @@ TINY_CLI = [
 ]  # fmt: skip
 
 
-def run_cli(args: list[str], env_extra: dict | None = None, **kw):
-    """Run `python -m resnetlab ARGS` in a fresh single-threaded process; returns the Popen."""
+def run_cli(args: list[str], env_extra: dict | None = None, signal_at: str | None = None, **kw):
+    """Run `python -m resnetlab ARGS` in a fresh single-threaded process; returns the Popen.
+
+    signal_at: "KILL:N" or "INT:N" sends the process that signal right after training step N
+    (see signal_at.py)."""
     import os
     import subprocess
+    from pathlib import Path
 
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **(env_extra or {}))
     env.pop("RESNETLAB_DEBUG", None)
+    command = ["-m", "resnetlab"]
+    if signal_at is not None:
+        command = [str(Path(__file__).with_name("signal_at.py")), signal_at]
     return subprocess.Popen(
-        [sys.executable, "-m", "resnetlab", *args],
+        [sys.executable, *command, *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

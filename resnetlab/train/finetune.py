@@ -1,0 +1,126 @@
+"""Fine-tuning: start from other weights, freeze parts, give body and head their own rates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ..errors import ResnetlabError
+from ..models.weights import read_weights
+from .recipes import Recipe
+
+
+def init_from(model: nn.Module, path: str) -> str:
+    """Load a project weights file or a torchvision-style state dict into `model`, all but a head
+    whose class count differs; a 3-channel stem is summed over channels for 1-channel data."""
+    state, meta = read_weights(path)
+    own = model.state_dict()
+    head = _head_prefix(model)
+    loaded, skipped_head, bad = {}, [], []
+    unused = []
+    for k, v in state.items():
+        if k not in own:
+            if k.startswith(head):
+                skipped_head.append(k)
+            elif not k.endswith("num_batches_tracked"):
+                unused.append(k)
+            continue
+        target = own[k]
+        if v.shape == target.shape:
+            loaded[k] = v
+        elif k.startswith(head):
+            skipped_head.append(k)
+        elif (
+            v.ndim == 4
+            and target.ndim == 4
+            and v.shape[0] == target.shape[0]
+            and (target.shape[1] == 1 and v.shape[2:] == target.shape[2:])
+        ):
+            loaded[k] = v.sum(1, keepdim=True)  # RGB stem -> grey stem, same response to grey
+        else:
+            bad.append(f"{k} {tuple(v.shape)} vs model {tuple(target.shape)}")
+    if bad:
+        raise ResnetlabError(
+            f"init_from {path} does not fit this model: " + "; ".join(bad[:3]),
+            argument="init_from",
+        )
+    if unused:
+        raise ResnetlabError(
+            f"init_from {path} holds {len(unused)} tensor(s) this model has no place for, "
+            f"e.g. {', '.join(unused[:3])} (weights of {meta.get('name', 'another model')}?); "
+            "expected weights of the same architecture (only the head may differ)",
+            argument="init_from",
+        )
+    body_missing = [k for k in own if k not in loaded and not k.startswith(head)]
+    body_missing = [k for k in body_missing if not k.endswith("num_batches_tracked")]
+    if body_missing:
+        raise ResnetlabError(
+            f"init_from {path} lacks {len(body_missing)} tensor(s) of this model, "
+            f"e.g. {', '.join(body_missing[:3])} (weights of {meta.get('name', 'another model')}?)",
+            argument="init_from",
+        )
+    model.load_state_dict(loaded, strict=False)
+    new_head = any(k.startswith(head) for k in own if k not in loaded)
+    return f"loaded {len(loaded)} tensors from {path}" + (
+        f"; new head ({head.rstrip('.')}) for {model.get_classifier().out_features} classes"
+        if new_head
+        else ""
+    )
+
+
+def _head_prefix(model: nn.Module) -> str:
+    for name, module in model.named_modules():
+        if module is model.get_classifier():
+            return name + "."
+    return "fc."
+
+
+def freeze(model: nn.Module, names: list[str]) -> list[nn.Module]:
+    """Stop gradients of the named top-level parts ("stem" = conv1+bn1); returns them."""
+    children = dict(model.named_children())
+    modules = []
+    for name in names:
+        if name == "stem" and "conv1" in children:
+            parts = [children["conv1"], children["bn1"]]
+        elif name in children and any(True for _ in children[name].parameters()):
+            parts = [children[name]]
+        else:
+            have = ["stem"] + [n for n, m in children.items() if any(True for _ in m.parameters())]
+            have = list(dict.fromkeys(h for h in have if h not in ("conv1", "bn1") or h == "stem"))
+            raise ResnetlabError(
+                f"freeze {name!r}: no such part; choose from {', '.join(have)}", argument="freeze"
+            )
+        for m in parts:
+            m.requires_grad_(False)
+            modules.append(m)
+    return modules
+
+
+def param_groups(
+    model: nn.Module, recipe: Recipe, lr: float, body_lr_scale: float
+) -> list[dict[str, Any]]:
+    """Body and head, each split into decayed weights and undecayed norms/biases (when asked)."""
+    head_ids = {id(p) for p in model.get_classifier().parameters()}
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        is_head = id(p) in head_ids
+        decay = recipe.decay_norm_and_bias or p.ndim > 1
+        groups.setdefault((is_head, decay), []).append(p)
+    out = []
+    for (is_head, decay), params in sorted(groups.items()):
+        scale = 1.0 if is_head else body_lr_scale
+        out.append(
+            {
+                "params": params,
+                "lr": lr * scale,
+                "base_lr": lr * scale,
+                "lr_scale": scale,
+                "weight_decay": recipe.weight_decay if decay else 0.0,
+            }
+        )
+    if not out:
+        raise ResnetlabError("every parameter is frozen; nothing to train")
+    return out

@@ -1,0 +1,136 @@
+"""One training step with nothing read back to the host.
+
+Forward, loss, backward and the optimiser update run on the device; so do the tallies (loss sum,
+correct count, images, non-finite steps) that the loop reads every few steps, and the guard
+against a non-finite loss: as a grad scaler does, the step checks the gradients on the device and
+the fused optimiser skips its update when they are not finite, so a NaN never reaches the weights
+and the host learns of it at its next read. On one CUDA device a compiled model runs as CUDA
+graphs (torch.compile's "reduce-overhead" mode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..policy import autocast, compile_mode
+
+TALLY = ("loss", "correct", "count", "bad")  # the per-epoch sums, in this order
+
+
+@dataclass
+class Tally:
+    """Sums over some steps, read back from the device."""
+
+    loss: float = 0.0  # sum of per-image losses of the finite steps
+    correct: int = 0
+    count: int = 0
+    bad: int = 0  # steps whose loss or gradients were not finite
+    first_bad_step: int = -1  # the step count (1-based) of the first of them; -1: none
+    first_bad_loss: float = 0.0
+
+
+def fused_sgd(param_groups: list[dict], *, lr: float, momentum: float, nesterov: bool):
+    """SGD with fused kernels (one launch per group on CUDA, vectorised on a CPU), whose momentum
+    buffers start at zero so that a first step skipped for a non-finite gradient leaves nothing
+    undefined behind (zero momentum then one step is exactly the usual first step)."""
+    opt = torch.optim.SGD(
+        param_groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, fused=True
+    )
+    if momentum > 0:
+        for group in opt.param_groups:
+            for p in group["params"]:
+                opt.state[p]["momentum_buffer"] = torch.zeros_like(
+                    p, memory_format=torch.preserve_format
+                )
+    return opt
+
+
+class TrainStep:
+    """Calls `model` on a batch and updates it; keeps the tallies on the model's device."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        criterion: nn.Module,
+        *,
+        device: str,
+        dtype: torch.dtype | None,
+        compiled: bool,
+        world_size: int = 1,
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> None:
+        self.net = net
+        self.optimizer = optimizer
+        self.criterion = criterion
+        self.device = device
+        self.dtype = dtype
+        self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
+        self.graphs = compiled and compile_mode(device, world_size) == "reduce-overhead"
+        self.forward = (
+            torch.compile(net, mode=compile_mode(device, world_size)) if compiled else net
+        )
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        f64 = dict(dtype=torch.float64, device=device)
+        self.epoch = torch.zeros(len(TALLY), **f64)  # sums over the epoch so far
+        self.window = torch.zeros(len(TALLY), **f64)  # sums since the last window was taken
+        self.first_bad = torch.tensor([-1.0, 0.0], **f64)  # (step, loss) of the first bad step
+        self.steps = torch.zeros((), **f64)  # steps taken, counted on the device
+        self.found_inf = torch.zeros((), dtype=torch.float32, device=device)
+        self.one = torch.ones((), dtype=torch.float32, device=device)
+        if self.scaler is None:
+            optimizer.found_inf = self.found_inf  # the fused step skips its update when set
+            optimizer.grad_scale = None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One step on batch (x, y), already on the device; returns the correct count (a device
+        tensor, for callers that need it at once)."""
+        if self.graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        with autocast(self.device, self.dtype):
+            logits = self.forward(x)
+            loss = self.criterion(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:  # fp16: the scaler finds overflows and skips those steps
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            bad = ~torch.isfinite(loss.detach())
+        else:
+            loss.backward()
+            grads = [p.grad for p in self.params if p.grad is not None]
+            self.found_inf.zero_()
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, self.found_inf, self.one)
+            self.optimizer.step()  # skipped on the device when found_inf is set
+            bad = (self.found_inf > 0) | ~torch.isfinite(loss.detach())
+        return self._count(logits.detach(), loss.detach(), y, bad)
+
+    @torch.no_grad()
+    def _count(self, logits, loss, y, bad) -> torch.Tensor:
+        self.steps += 1
+        n = y.numel()
+        correct = (logits.argmax(1) == y).sum()
+        loss_sum = torch.where(bad, 0.0, loss.double() * n)
+        row = torch.stack([loss_sum, correct.double(), torch.full_like(loss_sum, n), bad.double()])
+        self.epoch += row
+        self.window += row
+        first = (self.first_bad[0] < 0) & bad
+        self.first_bad.copy_(
+            torch.where(first, torch.stack([self.steps, loss.double()]), self.first_bad)
+        )
+        return correct
+
+    def read(self, which: str = "epoch") -> Tally:
+        """The epoch's (or the window's) sums so far: one copy from the device."""
+        sums = self.epoch if which == "epoch" else self.window
+        v = torch.cat([sums, self.first_bad]).tolist()
+        return Tally(v[0], int(v[1]), int(v[2]), int(v[3]), int(v[4]), v[5])
+
+    def reset(self, which: str = "epoch", tally: Tally | None = None) -> None:
+        """Start the epoch's (or window's) sums afresh, or from `tally` (a resumed run)."""
+        sums = self.epoch if which == "epoch" else self.window
+        t = tally or Tally()
+        sums.copy_(torch.tensor([t.loss, t.correct, t.count, t.bad], dtype=torch.float64))
