@@ -24,7 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", help=f"model name (see `resnetlab models`; default {DEFAULT_MODEL})")
     p.add_argument("--data", help="dataset: fashion-mnist, mnist, cifar10, a folder, an .npz")
-    p.add_argument("--recipe", choices=("fast", "paper"), help="training recipe (default fast)")
+    p.add_argument(
+        "--recipe",
+        choices=("auto", "fast", "accel", "paper"),
+        help="training recipe (default auto: accel, large batches, on CUDA unless --batch-size is "
+        "given; else fast)",
+    )
     p.add_argument("--epochs", type=int, help="epochs (default: the recipe's)")
     p.add_argument("--batch-size", type=int, help="global batch size (default: the recipe's)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
