@@ -16,7 +16,7 @@ from resnetlab.data.loader import apply_crop_flip, normaliser
 from resnetlab.data.resident import ResidentLoader, fits_on_device
 from resnetlab.errors import ResnetlabError
 from resnetlab.models import create_model
-from resnetlab.train import loop
+from resnetlab.train import loop, setup
 from resnetlab.train.checkpoint import load_checkpoint
 from resnetlab.train.recipes import ACCEL, FAST, auto_recipe, get_recipe
 from resnetlab.train.step import TrainStep, fused_sgd
@@ -190,7 +190,7 @@ def test_non_finite_loss_stops_at_the_next_read_and_keeps_a_finite_checkpoint(
 
 def test_the_fallback_host_loader_trains_too(tmp_path, monkeypatch):
     torch.set_num_threads(1)
-    monkeypatch.setattr(loop, "fits_on_device", lambda nbytes, device: False)
+    monkeypatch.setattr(setup, "fits_on_device", lambda nbytes, device: False)
     summary = loop.fit(tiny_config(tmp_path, epochs=1), tiny_splits())
     assert summary["steps"] == 6
 

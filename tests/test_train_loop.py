@@ -200,11 +200,11 @@ def test_precision_choices():
 
 
 def test_bf16_autocast_training_computes_in_bf16_on_cpu_and_learns(tmp_path, monkeypatch):
-    import resnetlab.train.loop as loop
+    import resnetlab.train.setup as setup
 
     torch.set_num_threads(1)
     seen = set()
-    build = loop.model_for_data
+    build = setup.model_for_data
 
     def watched(*args, **kw):
         model = build(*args, **kw)
@@ -213,7 +213,7 @@ def test_bf16_autocast_training_computes_in_bf16_on_cpu_and_learns(tmp_path, mon
         )
         return model
 
-    monkeypatch.setattr(loop, "model_for_data", watched)
+    monkeypatch.setattr(setup, "model_for_data", watched)
     cfg = tiny_config(tmp_path, epochs=2, precision="bf16", device="cpu")
     summary = fit(cfg, tiny_splits())
     assert summary["precision"] == "bf16"

@@ -137,3 +137,28 @@ class Progress:
         """Remove the bar."""
         if self.bar is not None:
             self.bar.close()
+
+
+def window_row(window, step: int, steps_per_epoch: int, lr: float) -> dict[str, Any]:
+    """A steps.jsonl row from the sums of a window of steps (a step.Tally)."""
+    n = max(window.count, 1)
+    return {
+        "step": step,
+        "epoch": step / steps_per_epoch,
+        "train_top1_err": 1 - window.correct / n,
+        "train_loss": window.loss / n,
+        "images": window.count,
+        "lr": lr,
+    }
+
+
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
+    """The line printed at an epoch's end."""
+    line = (
+        f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} "
+        f"err {100 * row['train_top1_err']:.2f}%  test err {100 * row['test_top1_err']:.2f}% "
+        f"(top-5 {100 * row['test_top5_err']:.2f}%)"
+    )
+    if "val_top1_err" in row:
+        line += f"  val err {100 * row['val_top1_err']:.2f}%"
+    return line + (f"  lr {row['lr']:.4g}  {row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s")

@@ -20,19 +20,14 @@ import math
 import signal
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..data import DataSplits
-from ..data.loader import BatchLoader, compute_mean_std
-from ..data.resident import ResidentLoader, fits_on_device
 from ..errors import ResnetlabError
-from ..models import get_entry, save_weights
-from ..models.factory import model_for_data
+from ..models import save_weights
 from ..policy import (  # noqa: F401  (re-exported: the names training has always had)
     COMPILE_MIN_STEPS,
     busy_cores,
@@ -49,8 +44,15 @@ from .average import EMA  # noqa: F401
 from .config import CONFIG_NUMBERS, TrainConfig, check_config  # noqa: F401
 from .evaluate import evaluate
 from .finetune import freeze, init_from, param_groups  # noqa: F401
-from .logging import Progress, plot_curves, write_metrics, write_steps, write_summary
-from .recipes import Schedule, auto_recipe, get_recipe
+from .logging import (
+    Progress,
+    epoch_line,
+    plot_curves,
+    window_row,
+    write_metrics,
+    write_steps,
+    write_summary,
+)
 from .rundir import (  # noqa: F401
     BEST_WEIGHTS,
     LAST_WEIGHTS,
@@ -59,11 +61,8 @@ from .rundir import (  # noqa: F401
     remove_stale_temporaries,
     run_lock,
 )
-from .state import RunState
-from .step import TrainStep, fused_sgd
+from .setup import EVAL_BATCH, READ_EVERY, load_data, set_up  # noqa: F401
 
-EVAL_BATCH = 500
-READ_EVERY = {"cpu": 1, "cuda": 50}  # steps between reads of the device's tallies
 PLOT_SECONDS = 30.0  # redraw curves.png at most this often (and always at the end)
 
 
@@ -73,18 +72,6 @@ class NonFiniteLoss(ResnetlabError):
 
 class Interrupted(Exception):
     """Ctrl-C (or SIGTERM) arrived; a checkpoint has been saved."""
-
-
-def load_data(cfg: TrainConfig) -> DataSplits:
-    """Read the source through resnetlab.data (with the validation split and subset)."""
-    from ..data import load_source
-
-    val = cfg.val_split
-    val = int(val) if val >= 1 else val  # a count of images, or a fraction of train
-    splits = load_source(cfg.data, val_split=val, seed=cfg.seed)
-    if cfg.subset is not None:
-        splits.train = splits.train.subset(cfg.subset)
-    return splits
 
 
 def fit(cfg: TrainConfig, splits: DataSplits | None = None, resume: str | None = None) -> dict:
@@ -122,126 +109,8 @@ class Trainer:
         info: distributed.DistInfo,
         t_start: float,
     ) -> None:
-        self.info, self.t_start, self.out = info, t_start, Path(cfg.out)
-        self.device = device = info.device
-        weights_ck, state_ck = ckpt.load_checkpoint(resume) if resume is not None else (None, None)
-        if state_ck is not None and state_ck["config"].get("model") != cfg.model:
-            was = state_ck["config"].get("model")
-            raise ResnetlabError(f"checkpoint in {resume} is of model {was!r}, not {cfg.model!r}")
-        cfg = replace(cfg, recipe=auto_recipe(cfg.recipe, device, cfg.batch_size))
-        recipe = get_recipe(cfg.recipe, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr)
-        if not cfg.augment:
-            recipe = replace(recipe, pad=0, flip=False, erase=0.0)
-        entry = get_entry(cfg.model)  # an unknown name fails before the data is read
-        self.recipe = recipe
-
-        # data
-        if splits is None:
-            splits = load_data(cfg)
-        elif cfg.subset is not None:
-            splits = DataSplits(
-                splits.name, splits.train.subset(cfg.subset), splits.test, splits.val
-            )
-        self.splits = splits
-        train_set = splits.train
-        self.classes = list(train_set.classes)
-        self.num_classes = len(self.classes)
-        image_shape = tuple(train_set.image_shape)
-        if self.num_classes < 2:
-            raise ResnetlabError(f"{cfg.data}: {self.num_classes} class(es); training needs 2+")
-        if recipe.batch_size % info.world_size:
-            raise ResnetlabError(
-                f"batch size {recipe.batch_size} is not divisible by {info.world_size} processes",
-                argument="batch_size",
-            )
-        mean, std = compute_mean_std(train_set.images)
-
-        # model, precision, threads
-        torch.manual_seed(cfg.seed)
-        model = model_for_data(cfg.model, image_shape, self.num_classes, cfg.model_options)
-        model = distributed.convert_sync_bn(model, info, cfg.sync_bn)
-        fresh = state_ck is None
-        self.note_init = init_from(model, cfg.init_from) if cfg.init_from and fresh else None
-        self.frozen = freeze(model, cfg.freeze)
-        body_scale = cfg.body_lr_scale
-        if body_scale is None:
-            body_scale = 0.1 if cfg.init_from else 1.0
-        if not is_cuda(device):
-            cfg = replace(cfg, threads=cpu_threads(cfg.threads, info.world_size))
-            torch.set_num_threads(cfg.threads)  # kept in the checkpoint: a resumed run uses as many
-        self.dtype = resolve_precision(cfg.precision, device)
-        self.channels_last = not entry.is_mlp
-        model.to(device)
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
-        self.cfg, self.model = cfg, model
-
-        # loaders
-        local_batch = recipe.batch_size // info.world_size
-        aug = dict(pad=recipe.pad, flip=recipe.flip, erase=recipe.erase, seed=cfg.seed)
-        shard = dict(channels_last=self.channels_last, rank=info.rank, world_size=info.world_size)
-        self.resident = fits_on_device(train_set.images.nbytes, device)
-        if self.resident:
-            self.train_loader = ResidentLoader(
-                train_set, local_batch, device=device, mean=mean, std=std, **aug, **shard
-            )
-        else:  # larger than the device's share: batches cross from the host
-            self.train_loader = BatchLoader(
-                train_set, local_batch, train=True, mean=mean, std=std, **aug, **shard
-            )
-        if len(self.train_loader) == 0:
-            raise ResnetlabError(
-                f"{len(train_set)} training images make no batch of {recipe.batch_size}; "
-                "lower the batch size or raise the subset"
-            )
-        eval_kw = dict(train=False, mean=mean, std=std, channels_last=self.channels_last)
-        self.test_loader = BatchLoader(splits.test, EVAL_BATCH, **eval_kw)
-        self.val_loader = BatchLoader(splits.val, EVAL_BATCH, **eval_kw) if splits.val else None
-        self.steps_per_epoch = len(self.train_loader)
-        total_steps = recipe.epochs * self.steps_per_epoch
-
-        # optimiser, schedule, step, state
-        optimizer = fused_sgd(
-            param_groups(model, recipe, recipe.lr, body_scale),
-            lr=recipe.lr,
-            momentum=recipe.momentum,
-            nesterov=recipe.nesterov,
-        )
-        scaler = torch.amp.GradScaler(
-            "cuda", enabled=self.dtype == torch.float16 and is_cuda(device)
-        )
-        self.state = RunState(
-            model=model,
-            optimizer=optimizer,
-            schedule=Schedule(optimizer, recipe, total_steps, entry.depth),
-            scaler=scaler,
-            ema=EMA(model, recipe.ema_decay) if recipe.ema_decay > 0 else None,
-        )
-        if state_ck is not None:
-            self.state.restore(weights_ck, state_ck, resume)
-        self.compiled = resolve_compile(cfg.compile, device, total_steps)
-        if self.compiled:
-            use_compile_cache()
-        self.net = distributed.wrap(model, info, sync_bn=cfg.sync_bn)
-        self.step_fn = TrainStep(
-            self.net,
-            optimizer,
-            nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
-            device=device,
-            dtype=self.dtype,
-            compiled=self.compiled,
-            world_size=info.world_size,
-            scaler=scaler,
-        )
-        self.read_every = READ_EVERY.get(torch.device(device).type, 1)
-        self.meta = {
-            "classes": self.classes,
-            "input_size": list(image_shape),
-            "mean": list(mean),
-            "std": list(std),
-            "dataset": splits.name,
-            "tta": recipe.tta_flip,
-        }
+        self.info, self.t_start = info, t_start
+        self.__dict__.update(vars(set_up(cfg, splits, resume, info)))
         self.stop_asked = False
         self.last_checkpoint = time.time()
         self.last_plot = 0.0
@@ -381,7 +250,7 @@ class Trainer:
             )
         if cfg.log_every and s.step % cfg.log_every == 0:
             w = self.step_fn.read("window")
-            s.step_log.append(_window_row(w, s.step, self.steps_per_epoch, self.lrs[s.step]))
+            s.step_log.append(window_row(w, s.step, self.steps_per_epoch, self.lrs[s.step]))
             self.step_fn.reset("window")
             s.step_window = {"loss": 0.0, "correct": 0, "count": 0}
         elif cfg.log_every:
@@ -465,7 +334,7 @@ class Trainer:
         last = row["epoch"] == self.recipe.epochs
         if last or time.time() - self.last_plot > PLOT_SECONDS:
             self.plot()
-        say(_epoch_line(row, self.recipe.epochs))
+        say(epoch_line(row, self.recipe.epochs))
 
     def plot(self) -> None:
         """curves.png from the history so far."""
@@ -570,29 +439,6 @@ def _tally(sums: dict[str, float]):
 def _loss_text(tally) -> str:
     v = tally.first_bad_loss
     return str(v) if not math.isfinite(v) else f"{v:.4g} with non-finite gradients"
-
-
-def _window_row(window, step: int, steps_per_epoch: int, lr: float) -> dict[str, Any]:
-    n = max(window.count, 1)
-    return {
-        "step": step,
-        "epoch": step / steps_per_epoch,
-        "train_top1_err": 1 - window.correct / n,
-        "train_loss": window.loss / n,
-        "images": window.count,
-        "lr": lr,
-    }
-
-
-def _epoch_line(row: dict[str, Any], epochs: int) -> str:
-    line = (
-        f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} "
-        f"err {100 * row['train_top1_err']:.2f}%  test err {100 * row['test_top1_err']:.2f}% "
-        f"(top-5 {100 * row['test_top5_err']:.2f}%)"
-    )
-    if "val_top1_err" in row:
-        line += f"  val err {100 * row['val_top1_err']:.2f}%"
-    return line + (f"  lr {row['lr']:.4g}  {row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s")
 
 
 def _in_main_thread() -> bool:
