@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import signal
 import sys
 import time
 from pathlib import Path
@@ -60,8 +59,9 @@ from .rundir import (  # noqa: F401
     NAMES_WRITTEN,
     remove_stale_temporaries,
     run_lock,
+    stop_on_signals,
 )
-from .setup import EVAL_BATCH, READ_EVERY, load_data, set_up  # noqa: F401
+from .setup import EVAL_BATCH, READ_EVERY, describe, load_data, set_up  # noqa: F401
 
 PLOT_SECONDS = 30.0  # redraw curves.png at most this often (and always at the end)
 
@@ -115,38 +115,17 @@ class Trainer:
         self.last_checkpoint = time.time()
         self.last_plot = 0.0
         self.final_eval = None
-        self.announce(resume)
-
-    def announce(self, resume: str | None) -> None:
-        """The run's one-line description (and where it resumed)."""
-        cfg, recipe, info, s = self.cfg, self.recipe, self.info, self.state
-        if not info.is_main:
-            return
-        self.out.mkdir(parents=True, exist_ok=True)
-        shape = "x".join(map(str, self.meta["input_size"]))
-        say(
-            f"train {cfg.model} on {self.splits.name}: {len(self.splits.train)} train / "
-            f"{len(self.splits.test)} test images {shape}, {self.num_classes} classes; recipe "
-            f"{recipe.name}, {recipe.epochs} epochs of {self.steps_per_epoch} steps, batch "
-            f"{recipe.batch_size}, lr {recipe.lr:g}; {self.device}, {precision_name(self.dtype)}"
-            f"{', channels_last' if self.channels_last else ''}"
-            f"{', compiled' if self.compiled else ''}"
-            f"{', CUDA graphs' if self.step_fn.graphs else ''}"
-            f"{', data on the device' if self.resident and is_cuda(self.device) else ''}"
-            f"{f', {info.world_size} processes' if info.enabled else ''}"
-            f"{f', {cfg.threads} thread(s)' if cfg.threads else ''}"
-        )
-        if self.note_init:
-            say(self.note_init)
-        if resume is not None:
-            say(f"resumed from {resume} at epoch {s.epoch + 1}, batch {s.batch}, step {s.step}")
+        if info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            for line in describe(self, resume):
+                say(line)
 
     # ---------------------------------------------------------------------------------------
     # the run
 
     def run(self) -> tuple[nn.Module, dict]:
         """Every epoch from where the state stands: train, evaluate, log, checkpoint."""
-        with self.signals():
+        with stop_on_signals(self.ask_to_stop):
             try:
                 for epoch in range(self.state.epoch, self.recipe.epochs):
                     self.train_epoch(epoch)
@@ -357,26 +336,11 @@ class Trainer:
             ckpt.save_checkpoint(ckpt.checkpoint_path(self.out), weights, state)
         self.last_checkpoint = time.time()
 
-    @contextlib.contextmanager
-    def signals(self):
-        """Ctrl-C or SIGTERM: stop at the next read with a checkpoint; a second one stops now."""
-
-        def on_signal(signum, frame):  # noqa: ARG001
-            if self.stop_asked:  # a second Ctrl-C: stop now (the last checkpoint stays intact)
-                raise KeyboardInterrupt
-            self.stop_asked = True
-            if self.info.is_main:
-                print("stopping after this step (Ctrl-C again to stop at once)", file=sys.stderr)
-
-        handlers = {}
-        if _in_main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                handlers[sig] = signal.signal(sig, on_signal)
-        try:
-            yield
-        finally:
-            for sig, h in handlers.items():
-                signal.signal(sig, h)
+    def ask_to_stop(self) -> None:
+        """Ctrl-C or SIGTERM: stop at the next read, with a checkpoint."""
+        self.stop_asked = True
+        if self.info.is_main:
+            print("stopping after this step (Ctrl-C again to stop at once)", file=sys.stderr)
 
     # ---------------------------------------------------------------------------------------
     # finish
@@ -439,9 +403,3 @@ def _tally(sums: dict[str, float]):
 def _loss_text(tally) -> str:
     v = tally.first_bad_loss
     return str(v) if not math.isfinite(v) else f"{v:.4g} with non-finite gradients"
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

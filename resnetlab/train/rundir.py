@@ -60,3 +60,30 @@ def remove_stale_temporaries(out: Path) -> list[str]:
                 p.unlink(missing_ok=True)
             removed.append(p.name)
     return sorted(removed)
+
+
+@contextlib.contextmanager
+def stop_on_signals(ask_to_stop):
+    """While inside: the first Ctrl-C or SIGTERM calls `ask_to_stop()` (the run stops at its next
+    read, with a checkpoint); a second one raises KeyboardInterrupt at once (the last checkpoint
+    stays intact). Only the main thread can take signals; elsewhere this does nothing."""
+    import signal
+    import threading
+
+    asked = []
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+        ask_to_stop()
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, on_signal)
+    try:
+        yield
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)

@@ -19,7 +19,14 @@ from ..data.resident import ResidentLoader, fits_on_device
 from ..errors import ResnetlabError
 from ..models import get_entry
 from ..models.factory import model_for_data
-from ..policy import cpu_threads, is_cuda, resolve_compile, resolve_precision, use_compile_cache
+from ..policy import (
+    cpu_threads,
+    is_cuda,
+    precision_name,
+    resolve_compile,
+    resolve_precision,
+    use_compile_cache,
+)
 from . import checkpoint as ckpt
 from . import distributed
 from .average import EMA
@@ -173,3 +180,28 @@ def set_up(
         "tta": recipe.tta_flip,
     }
     return r
+
+
+def describe(run, resume: str | None = None) -> list[str]:
+    """The run's one-line description (and where it resumed, and what it was initialised from)."""
+    cfg, recipe, info, s = run.cfg, run.recipe, run.info, run.state
+    shape = "x".join(map(str, run.meta["input_size"]))
+    lines = [
+        f"train {cfg.model} on {run.splits.name}: {len(run.splits.train)} train / "
+        f"{len(run.splits.test)} test images {shape}, {run.num_classes} classes; recipe "
+        f"{recipe.name}, {recipe.epochs} epochs of {run.steps_per_epoch} steps, batch "
+        f"{recipe.batch_size}, lr {recipe.lr:g}; {run.device}, {precision_name(run.dtype)}"
+        f"{', channels_last' if run.channels_last else ''}"
+        f"{', compiled' if run.compiled else ''}"
+        f"{', CUDA graphs' if run.step_fn.graphs else ''}"
+        f"{', data on the device' if run.resident and is_cuda(run.device) else ''}"
+        f"{f', {info.world_size} processes' if info.enabled else ''}"
+        f"{f', {cfg.threads} thread(s)' if cfg.threads else ''}"
+    ]
+    if run.note_init:
+        lines.append(run.note_init)
+    if resume is not None:
+        lines.append(
+            f"resumed from {resume} at epoch {s.epoch + 1}, batch {s.batch}, step {s.step}"
+        )
+    return lines
