@@ -172,17 +172,28 @@ def test_prepared_bf16_stays_close_and_returns_fp32():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_computes_in_bf16_exactly_where_the_cpu_has_it(monkeypatch, native):
-    import resnetlab.infer.fastpath as fp
+    import resnetlab.policy as policy
 
     model, x = tiny("postact_basic_B")
     fp32 = prepare_for_inference(model, precision="fp32", compile=False)(x)
     bf16 = prepare_for_inference(model, precision="bf16", compile=False)(x)
     assert not torch.equal(bf16, fp32)  # bf16 really changes the arithmetic
-    monkeypatch.setattr(fp, "native_bf16", lambda: native)
+    monkeypatch.setattr(policy, "native_bf16", lambda: native)
     auto = prepare_for_inference(model, precision="auto", compile=False)(x)
     assert torch.equal(auto, bf16 if native else fp32)
-    with pytest.raises(ResnetlabError, match="unknown precision 'fp16'; use one of"):
+    with pytest.raises(ResnetlabError, match="precision fp16 needs CUDA"):
         prepare_for_inference(model, precision="fp16", compile=False)
+    with pytest.raises(ResnetlabError, match="precision 'fp8': use auto, fp32, bf16, fp16"):
+        prepare_for_inference(model, precision="fp8", compile=False)
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
+def test_fastpath_precision_is_the_policy_decision(precision):
+    from resnetlab import policy
+    from resnetlab.infer.fastpath import resolve_precision
+
+    expected = policy.precision_name(policy.resolve_precision(precision, "cpu"))
+    assert resolve_precision(precision) == resolve_precision(precision, "cpu") == expected
 
 
 def test_automatic_compile_only_for_large_workloads(monkeypatch):

@@ -2,8 +2,9 @@
 
 `prepare_for_inference(model)` returns a callable that maps a float32 NCHW batch to float32 logits
 and agrees with the eager model in fp32 to rounding error (folding is exact algebra; channels_last
-and inductor only reorder sums). bf16 is chosen automatically only on CPUs with native bf16 units
-(AVX512-BF16 or AMX); elsewhere oneDNN would emulate it and run slower than fp32.
+and inductor only reorder sums). Precision `auto` is policy.py's: bf16 on CUDA, and on CPUs only
+with native bf16 units (AVX512-BF16 or AMX); elsewhere oneDNN would emulate it and run slower than
+fp32. On CUDA the compiled model runs as CUDA graphs.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .. import policy
 from ..errors import ResnetlabError
-from ..hardware import native_bf16
 from ..models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
 from ..models.mlp import MLPBlock
 from ..models.resnet import ResNet
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = policy.PRECISIONS  # fp16 on CUDA only
 BACKENDS = ("auto", "torch", "onnxruntime")
 
 # (layer, the BN that normalises its output) inside each block; pre-activation blocks normalise
@@ -113,13 +114,9 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
     return model, folded
 
 
-def resolve_precision(precision: str) -> str:
-    """'auto' -> 'bf16' on CPUs with native bf16, else 'fp32'; other values are checked and kept."""
-    if precision not in PRECISIONS:
-        raise ResnetlabError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        return "bf16" if native_bf16() else "fp32"
-    return precision
+def resolve_precision(precision: str, device: str = "cpu") -> str:
+    """policy.resolve_precision by name: 'fp32', 'bf16' or 'fp16' (CUDA only) for `device`."""
+    return policy.precision_name(policy.resolve_precision(precision, device))
 
 
 def compiler_available() -> bool:
@@ -137,23 +134,31 @@ def compiler_available() -> bool:
 class InferenceModel(nn.Module):
     """A prepared model: float32 NCHW in, float32 logits out, however it computes inside."""
 
-    def __init__(self, model: nn.Module, *, precision: str, channels_last: bool) -> None:
+    def __init__(
+        self, model: nn.Module, *, precision: str, channels_last: bool, device: str = "cpu"
+    ) -> None:
         super().__init__()
         self.model = model
         self.precision = precision
         self.channels_last = channels_last
+        self.device = device
+        self.dtype = policy.resolve_precision(precision, device)
         self.compiled = False
+        self.cuda_graphs = False  # compiled with mode="reduce-overhead"
         self.folded_bn = 0
         self.backend = "torch"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.precision == "bf16":
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                out = self.model(x)
-            return out.float()
-        return self.model(x)
+        if self.cuda_graphs:
+            # a new step: the graph may overwrite the outputs of the previous call
+            torch.compiler.cudagraph_mark_step_begin()
+        with policy.autocast(self.device, self.dtype):
+            out = self.model(x)
+        out = out.float()
+        return out.clone() if self.cuda_graphs else out  # graph outputs live in reused memory
 
 
 def prepare_for_inference(
@@ -165,29 +170,40 @@ def prepare_for_inference(
     input_size: tuple[int, ...] | None = None,
     backend: str = "auto",
     batch_size: int | None = None,
+    device: str = "cpu",
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The model folded, channels_last, in the chosen precision and optionally compiled.
 
-    precision: "auto" (bf16 on CPUs with native bf16, else fp32), "fp32" or "bf16".
+    precision: "auto" (bf16 on CUDA and on CPUs with native bf16, else fp32), "fp32", "bf16", or
+    "fp16" (CUDA only); policy.resolve_precision decides.
     compile: True / False, or None to compile when it pays: a C++ compiler is present and the
     work ahead, `expected_images` x the multiply-adds of one `input_size` (C, H, W) image, is at
     least COMPILE_MIN_MACS (compiling costs about a minute; see docs/inference.md).
     backend: "torch", "onnxruntime" (fp32, needs `input_size`), or "auto": the faster of the two
     as `resnetlab bench` measured them on this machine for this model, `input_size` and
     `batch_size` (infer/backends.py), else torch. An int8 model (`load_int8`) runs as it is.
+    device: "cpu" or "cuda[:N]" (the model is copied there; inputs move there on each call, and
+    the logits stay there); on CUDA the backend is torch and a compiled model runs as CUDA graphs.
     The result runs under torch.no_grad() and returns float32 logits.
     """
     from .quantize import Int8Model
 
+    cuda = policy.is_cuda(device)
     if isinstance(model, Int8Model):
+        if cuda:
+            raise ResnetlabError(
+                "an int8 model runs on the CPU (ONNX Runtime); use device cpu", argument="device"
+            )
         return _NoGrad(model)
     if backend not in BACKENDS:
         raise ResnetlabError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     asked = precision
-    precision = resolve_precision(precision)
+    precision = resolve_precision(precision, device)
+    if cuda and backend == "onnxruntime":
+        raise ResnetlabError("the onnxruntime backend runs on the CPU; use device cpu")
     if backend == "auto":
         backend = "torch"
-        if input_size and batch_size:
+        if input_size and batch_size and not cuda:  # measurements of this CPU's backends
             from .backends import fastest
 
             best = fastest(model, tuple(input_size), batch_size, precision)
@@ -207,17 +223,28 @@ def prepare_for_inference(
     for p in folded.parameters():
         p.requires_grad_(False)
     is_conv = any(isinstance(m, nn.Conv2d) for m in folded.modules())
+    folded = folded.to(device)
     if is_conv:
         folded = folded.to(memory_format=torch.channels_last)
-    prepared = InferenceModel(folded, precision=precision, channels_last=is_conv).eval()
+    prepared = InferenceModel(
+        folded, precision=precision, channels_last=is_conv, device=device
+    ).eval()
     prepared.folded_bn = n
     if compile is None:
         compile = compile_pays(model, expected_images, input_size)
     if compile:
         if not compiler_available():
             raise ResnetlabError("torch.compile needs a C++ compiler (g++ or clang++) on the PATH")
-        # frozen weights: constants folded into the graph, oneDNN weight prepacking
-        prepared.model = torch.compile(prepared.model, dynamic=False, options={"freezing": True})
+        policy.use_compile_cache()
+        mode = policy.compile_mode(device)
+        if mode is not None:  # CUDA graphs; torch.compile takes a mode or options, not both
+            prepared.model = torch.compile(prepared.model, dynamic=False, mode=mode)
+            prepared.cuda_graphs = mode == "reduce-overhead"
+        else:
+            # frozen weights: constants folded into the graph, oneDNN weight prepacking
+            prepared.model = torch.compile(
+                prepared.model, dynamic=False, options={"freezing": True}
+            )
         prepared.compiled = True
     return _NoGrad(prepared)
 

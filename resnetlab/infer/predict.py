@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import policy
 from ..errors import ResnetlabError
 from ..models.factory import load_model
 from .fastpath import prepare_for_inference
@@ -121,9 +122,17 @@ def predict(
     precision: str = "auto",
     compile: bool | None = None,
     on_failure: Callable[[str, str], None] | None = None,
+    device: str = "auto",
 ) -> PredictResult:
-    """Predict every image file (and every image in each directory) of `inputs` with `weights`."""
+    """Predict every image file (and every image in each directory) of `inputs` with `weights`.
+
+    device: "auto" (CUDA when there is one; an int8 file always runs on the CPU), "cpu" or "cuda".
+    """
+    from .quantize import Int8Model
+
     model, meta, prep = load_for_inference(weights)
+    device = "cpu" if device == "auto" and isinstance(model, Int8Model) else device
+    device = policy.pick_device(device)
     paths = find_images(inputs)
     if not paths:
         raise ResnetlabError(f"no image files in {', '.join(str(i) for i in inputs)}")
@@ -134,6 +143,7 @@ def predict(
         expected_images=len(paths),
         input_size=prep.input_size,
         batch_size=min(batch_size, len(paths)),
+        device=device,
     )
     classes = class_names(meta, int(meta["num_classes"]))
     return predict_files(
