@@ -74,7 +74,11 @@ def test_predict_folder_of_good_and_broken_images(capsys, weights, images):
 
 
 def test_predict_json_probabilities_match_the_model(capsys, weights, images):
-    rc, out, _ = run(capsys, "predict", weights, images / "b_grey.png", "--json", "--topk", "3")
+    # the reference is the fp32 model on the CPU: pin both (auto is bf16 on CUDA and on AMX CPUs)
+    rc, out, _ = run(
+        capsys, "predict", weights, images / "b_grey.png", "--json", "--topk", "3",
+        "--device", "cpu", "--fp32",
+    )  # fmt: skip
     assert rc == 0
     (pred,) = json.loads(out)
     prep = Preprocess.from_metadata(META)
@@ -88,8 +92,10 @@ def test_predict_json_probabilities_match_the_model(capsys, weights, images):
 
 
 def test_predict_results_do_not_depend_on_batch_size(capsys, weights, images):
-    _, one, _ = run(capsys, "predict", weights, images, "--json", "--batch-size", "1", "--fp32")
-    _, many, _ = run(capsys, "predict", weights, images, "--json", "--batch-size", "64", "--fp32")
+    # on the CPU: cuDNN picks its algorithms (and TF32) per batch size
+    pinned = ("--json", "--fp32", "--device", "cpu")
+    _, one, _ = run(capsys, "predict", weights, images, "--batch-size", "1", *pinned)
+    _, many, _ = run(capsys, "predict", weights, images, "--batch-size", "64", *pinned)
     a, b = json.loads(one), json.loads(many)
     assert [p["path"] for p in a] == [p["path"] for p in b]
     for pa, pb in zip(a, b):
@@ -244,7 +250,7 @@ def test_bench_table_by_model_name(capsys):
         (["bench", "resnet20", "--batch-size", "0"], "--batch-size '0'"),
         (["bench", "resnet20", "--paths", "warp"], "unknown bench path"),
         (["bench", "residual_mlp"], "bench measures conv models"),
-        (["bench", "resnet20", "--threads", "0"], "--threads 0"),
+        (["bench", "resnet20", "--threads", "0"], "--threads must be at least 1, got 0"),
     ],
 )
 def test_bench_bad_input(capsys, argv, message):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from .. import policy
 from ..errors import ResnetlabError
 
 
@@ -28,6 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list instead of text")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     p.add_argument("--fp32", action="store_true", help="force fp32 (no bf16 even where native)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default: CUDA when there is one; an int8 file runs on the CPU), cpu or cuda",
+    )
     p.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
@@ -91,13 +97,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--paths",
         default=None,
         help="comma-separated subset of eager-fp32,eager-bf16,fast,fast-nocompile,fast-fp32,"
-        "onnxruntime,int8 (default: all but fast-fp32, the fast path forced to fp32)",
+        "onnxruntime,int8 (default: all but fast-fp32, the fast path forced to fp32; on CUDA "
+        "eager-fp32,eager-bf16,fast-nocompile,fast)",
     )
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions (default 5)")
     p.add_argument(
         "--rep-time", type=float, default=0.5, help="least seconds per repetition (default 0.5)"
     )
     p.add_argument("--threads", type=int, help="intra-op threads (default: torch's own choice)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (default), cuda, or auto (CUDA when there is one). On CUDA the paths are "
+        "eager-fp32, eager-bf16 (channels_last), fast-nocompile and fast (compiled as CUDA "
+        "graphs), timed after torch.cuda.synchronize(); the CPU-only paths (fast-fp32, "
+        "onnxruntime, int8) are skipped there",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=run_bench)
 
@@ -131,6 +146,7 @@ def run_predict(args: argparse.Namespace) -> int:
         precision="fp32" if args.fp32 else "auto",
         compile=args.compile,
         on_failure=lambda path, reason: _err("predict", f"skipped: {reason}"),
+        device=args.device,
     )
     if args.json:
         print(json.dumps([p.as_dict() for p in result.predictions], indent=1))
@@ -174,9 +190,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     from ..infer.quantize import quantize
 
     if args.threads is not None:
-        if args.threads < 1:
-            raise ResnetlabError(f"--threads {args.threads} must be at least 1")
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(policy.cpu_threads(args.threads))
     if args.bench_batch < 0:
         raise ResnetlabError(f"--bench-batch {args.bench_batch} must be 0 (no timing) or more")
     if args.test_images is not None and args.test_images < 0:
@@ -225,17 +239,22 @@ def _batch_sizes(text: str) -> list[int]:
 def run_bench(args: argparse.Namespace) -> int:
     """Benchmark every path and print a table (or JSON)."""
     from ..infer.bench import (
-        DEFAULT_PATHS,
         bench,
+        default_paths,
         fast_path_choices,
         format_table,
         load_bench_target,
         machine_line,
         rows_as_json,
+        split_cpu_only,
     )
 
+    device = policy.pick_device(args.device)
     sizes = _batch_sizes(args.batch_size)
-    paths = tuple(p.strip() for p in args.paths.split(",")) if args.paths else DEFAULT_PATHS
+    asked = tuple(p.strip() for p in args.paths.split(",")) if args.paths else default_paths(device)
+    paths, skipped = split_cpu_only(asked, device)
+    if not paths:
+        raise ResnetlabError(f"--paths {args.paths}: none of them runs on {device}")
     if args.repeats < 1:
         raise ResnetlabError(f"--repeats {args.repeats} must be at least 1")
     if not (math.isfinite(args.rep_time) and 0 < args.rep_time <= MAX_REP_TIME):
@@ -243,13 +262,13 @@ def run_bench(args: argparse.Namespace) -> int:
             f"--rep-time {args.rep_time}: expected seconds in (0, {MAX_REP_TIME:g}]"
         )
     if args.threads is not None:
-        if args.threads < 1:
-            raise ResnetlabError(f"--threads {args.threads} must be at least 1")
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(policy.cpu_threads(args.threads))
     model, name, size, int8_file = load_bench_target(args.model, args.image_size)
     log = None if args.json else (lambda m: print("  " + m, file=sys.stderr, flush=True))
+    if skipped:
+        print("  " + skipped, file=sys.stderr, flush=True)
     if not args.json:
-        print(f"{name}  input {'x'.join(map(str, size))}  {machine_line()}", flush=True)
+        print(f"{name}  input {'x'.join(map(str, size))}  {machine_line(device)}", flush=True)
     rows = bench(
         model,
         name,
@@ -260,6 +279,7 @@ def run_bench(args: argparse.Namespace) -> int:
         min_rep_s=args.rep_time,
         log=log,
         int8_file=int8_file,
+        device=device,
     )
     if args.json:
         print(json.dumps(rows_as_json(rows), indent=1))

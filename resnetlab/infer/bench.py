@@ -7,10 +7,17 @@ installed) and int8 (static int8 quantization run by ONNX Runtime: the given int
 model quantized here on random input, which gives the same speed as real calibration data).
 Each figure is the median of several timed repetitions after warm-up; the
 repetitions of the paths are interleaved, so that load from elsewhere falls on all of them alike.
+
+On CUDA (`device="cuda"`) the paths are eager-fp32, eager-bf16 (bf16 autocast and channels_last
+there), fast-nocompile and fast (folded, channels_last, bf16, compiled as CUDA graphs); the batch
+already sits on the GPU, so the times leave out the copy from the host. The clock is read after
+torch.cuda.synchronize(), and cuDNN may pick its fastest algorithms (cudnn.benchmark) while it
+runs. The CPU-only paths (fast-fp32, onnxruntime, int8) are skipped there.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import statistics
 import tempfile
@@ -23,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import policy
 from ..errors import ResnetlabError
 from ..hardware import features_line
 from ..models.factory import create_model, load_model
@@ -34,6 +42,8 @@ PATHS = ("eager-fp32", "eager-bf16", "fast", "fast-nocompile", "fast-fp32", "onn
 DEFAULT_PATHS = tuple(
     p for p in PATHS if p != "fast-fp32"
 )  # fast-fp32 on request: one more compile
+CPU_ONLY_PATHS = ("fast-fp32", "onnxruntime", "int8")  # the CPU's fast fp32 path, ONNX Runtime
+CUDA_DEFAULT_PATHS = ("eager-fp32", "eager-bf16", "fast-nocompile", "fast")
 
 
 @dataclass
@@ -51,6 +61,27 @@ class BenchRow:
     precision: str
     setup_s: float  # preparation: folding, compiling or exporting, including the first call
     threads: int
+    device: str = "cpu"
+    gpu: str | None = None  # torch.cuda.get_device_name on CUDA
+    torch_version: str = torch.__version__
+    compile_s: float | None = None  # compiled paths: the first calls (compile, graph capture)
+
+
+def default_paths(device: str = "cpu") -> tuple[str, ...]:
+    """The paths `resnetlab bench` runs unless told: all but fast-fp32 on a CPU; on CUDA eager
+    fp32, eager bf16 (channels_last) and the fast path with and without compiling."""
+    return CUDA_DEFAULT_PATHS if policy.is_cuda(device) else DEFAULT_PATHS
+
+
+def split_cpu_only(paths: tuple[str, ...], device: str) -> tuple[tuple[str, ...], str | None]:
+    """(the paths that run on `device`, one line naming those skipped there, or None)."""
+    if not policy.is_cuda(device):
+        return tuple(paths), None
+    skipped = [p for p in paths if p in CPU_ONLY_PATHS]
+    kept = tuple(p for p in paths if p not in CPU_ONLY_PATHS)
+    if not skipped:
+        return kept, None
+    return kept, f"skipped on {device}: {', '.join(skipped)} (CPU paths)"
 
 
 def load_bench_model(
@@ -115,45 +146,88 @@ def _load_fp32_target(
     return model, name, (c, h, w)
 
 
-def _calls_per_rep(fn: Callable[[], Any], min_rep_s: float) -> int:
+def _no_sync() -> None:
+    pass
+
+
+def _calls_per_rep(
+    fn: Callable[[], Any], min_rep_s: float, sync: Callable[[], None] = _no_sync
+) -> int:
     """How many calls make one repetition of at least `min_rep_s` seconds (from one timed call)."""
+    sync()
     t0 = time.perf_counter()
     fn()
+    sync()
     return max(1, int(min_rep_s / max(time.perf_counter() - t0, 1e-6)))
 
 
-def _time_rep(fn: Callable[[], Any], k: int) -> float:
+def _time_rep(fn: Callable[[], Any], k: int, sync: Callable[[], None] = _no_sync) -> float:
+    # on CUDA calls only queue kernels: wait for the queue before starting and before stopping
+    sync()
     t0 = time.perf_counter()
     for _ in range(k):
         fn()
+    sync()
     return (time.perf_counter() - t0) / k
 
 
-def _runner(path: str, model: nn.Module, x: torch.Tensor, tmpdir: str, int8_file: str | None):
-    """(callable on x, precision label, setup seconds) for one path; None if it cannot run here."""
+def _sync_for(device: str) -> Callable[[], None]:
+    return (lambda: torch.cuda.synchronize(device)) if policy.is_cuda(device) else _no_sync
+
+
+def _runner(
+    path: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    tmpdir: str,
+    int8_file: str | None,
+    device: str = "cpu",
+):
+    """(callable on x, precision label, setup seconds, compile seconds or None) for one path;
+    None if it cannot run here. On CUDA `x` is already on the GPU."""
+    cuda = policy.is_cuda(device)
+    sync = _sync_for(device)
     t0 = time.perf_counter()
     if path == "eager-fp32":
+        m = copy.deepcopy(model).to(device) if cuda else model
 
         def run():
             with torch.no_grad():
-                return model(x)
+                return m(x)
 
-        return run, "fp32", 0.0
+        return run, "fp32", 0.0, None
     if path == "eager-bf16":
+        if cuda:  # tensor cores want channels_last; bf16, or fp16 on GPUs without bf16
+            dtype = policy.resolve_precision("auto", device)
+            m = copy.deepcopy(model).to(device, memory_format=torch.channels_last)
+            xc = x.contiguous(memory_format=torch.channels_last)
+
+            def run():
+                with torch.no_grad(), torch.autocast("cuda", dtype=dtype):
+                    return m(xc)
+
+            return run, policy.precision_name(dtype), time.perf_counter() - t0, None
 
         def run():
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
                 return model(x)
 
-        return run, "bf16", 0.0
+        return run, "bf16", 0.0, None
     if path in ("fast", "fast-nocompile", "fast-fp32"):
         # the fast path compiles wherever it can: a benchmark is the large workload that pays;
         # fast-fp32 is the fast path as a CPU without native bf16 runs it
         compile_ = compiler_available() if path != "fast-nocompile" else False
         precision = "fp32" if path == "fast-fp32" else "auto"
-        fast = prepare_for_inference(model, precision=precision, compile=compile_)
-        fast(x)  # compiles on the first call
-        return (lambda: fast(x)), fast.precision, time.perf_counter() - t0
+        fast = prepare_for_inference(model, precision=precision, compile=compile_, device=device)
+        sync()
+        t1 = time.perf_counter()
+        # compiles on the first call; CUDA graphs are recorded on the second and replayed after
+        for _ in range(3 if fast.cuda_graphs else 1):
+            fast(x)
+        sync()
+        t2 = time.perf_counter()
+        compile_s = round(t2 - t1, 2) if fast.compiled else None
+        return (lambda: fast(x)), fast.precision, t2 - t0, compile_s
     if path == "onnxruntime":
         if require_onnxruntime() is None:
             return None
@@ -162,7 +236,7 @@ def _runner(path: str, model: nn.Module, x: torch.Tensor, tmpdir: str, int8_file
         sess = onnx_session(onnx_path, threads=torch.get_num_threads())
         feed = {sess.get_inputs()[0].name: x.numpy()}
         sess.run(None, feed)
-        return (lambda: sess.run(None, feed)), "fp32", time.perf_counter() - t0
+        return (lambda: sess.run(None, feed)), "fp32", time.perf_counter() - t0, None
     if path == "int8":
         if require_onnxruntime() is None:
             return None
@@ -176,7 +250,7 @@ def _runner(path: str, model: nn.Module, x: torch.Tensor, tmpdir: str, int8_file
                 quantize_model(model, meta, calib, int8_file)
         int8, _ = load_int8(int8_file)
         int8(x)
-        return (lambda: int8(x)), "int8", time.perf_counter() - t0
+        return (lambda: int8(x)), "int8", time.perf_counter() - t0, None
     raise ResnetlabError(f"unknown bench path {path!r}; use some of {', '.join(PATHS)}")
 
 
@@ -193,72 +267,124 @@ def bench(
     log: Callable[[str], None] | None = None,
     int8_file: str | None = None,
     remember: bool = True,
+    device: str = "cpu",
 ) -> list[BenchRow]:
     """Measure every path at every batch size; ratios are against eager-fp32 of the same run.
 
     int8_file: an int8 model of the same architecture for the int8 path (default: quantize
     `model` here). remember: record the fast path's candidates (infer/backends.py), so that
-    `prepare_for_inference(backend="auto")` picks the fastest for this model and batch.
+    `prepare_for_inference(backend="auto")` picks the fastest for this model and batch (CPU only).
+    device: "cpu", "cuda[:N]" or "auto"; on CUDA the CPU-only paths are skipped, with one line.
     """
     bad = [p for p in paths if p not in PATHS]
     if bad:
         raise ResnetlabError(f"unknown bench path(s) {bad}; choose from {', '.join(PATHS)}")
     if any(b < 1 for b in batch_sizes):
         raise ResnetlabError(f"batch sizes {batch_sizes} must all be at least 1")
+    device = policy.pick_device(device)
+    cuda = policy.is_cuda(device)
+    paths, skipped = split_cpu_only(tuple(paths), device)
+    if skipped and log:
+        log(skipped)
     model = model.eval()
     rows: list[BenchRow] = []
     threads = torch.get_num_threads()
-    with tempfile.TemporaryDirectory(prefix="resnetlab-bench-") as tmpdir:
-        for b in batch_sizes:
-            x = torch.randn((b, *input_size), generator=torch.Generator().manual_seed(0))
-            ready = []
-            for path in paths:
-                made = _runner(path, model, x, tmpdir, int8_file)
-                if made is None:
-                    if log:
-                        log(f"{path}: skipped (onnxruntime is not installed)")
-                    continue
-                run, precision, setup_s = made
-                for _ in range(warmup):
-                    run()
-                ready.append((path, run, precision, setup_s, _calls_per_rep(run, min_rep_s)))
-                if log:
-                    log(f"batch {b} {path}: ready (setup {setup_s:.1f} s)")
-            # repetitions take turns across the paths, so a burst of load elsewhere on the
-            # machine hits every path alike instead of one path's whole measurement
-            times: dict[str, list[float]] = {p: [] for p, *_ in ready}
-            for _ in range(repeats):
-                for path, run, _, _, k in ready:
-                    times[path].append(_time_rep(run, k))
-            base = statistics.median(times["eager-fp32"]) if "eager-fp32" in times else None
-            candidates = {}
-            for path, _, precision, setup_s, _ in ready:
-                lat = statistics.median(times[path])
-                row = BenchRow(
-                    model=name, path=path, batch_size=b, input_size=list(input_size),
-                    images_per_s=b / lat, latency_ms=lat * 1e3,
-                    latency_ms_all=[round(t * 1e3, 3) for t in times[path]],
-                    ratio_vs_eager_fp32=(base / lat) if base else None,
-                    precision=precision, setup_s=round(setup_s, 2), threads=threads,
+    sync = _sync_for(device)
+    gpu = torch.cuda.get_device_name(device) if cuda else None
+    cudnn_benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = cuda or cudnn_benchmark
+    try:
+        with tempfile.TemporaryDirectory(prefix="resnetlab-bench-") as tmpdir:
+            for b in batch_sizes:
+                x = torch.randn((b, *input_size), generator=torch.Generator().manual_seed(0))
+                rows += _bench_batch(
+                    model, name, input_size, x.to(device), paths, tmpdir,
+                    repeats=repeats, warmup=warmup, min_rep_s=min_rep_s, log=log,
+                    int8_file=int8_file, remember=remember and not cuda, device=device,
+                    sync=sync, gpu=gpu, threads=threads,
                 )  # fmt: skip
-                rows.append(row)
-                if path in ("fast", "fast-nocompile", "onnxruntime"):
-                    candidates[path] = {"images_per_s": round(b / lat, 3), "precision": precision}
-                if log:
-                    log(
-                        f"batch {b} {path}: {row.images_per_s:.1f} images/s, "
-                        f"{row.latency_ms:.1f} ms"
-                    )
-            if remember:
-                from .backends import record
-
-                record(model, input_size, b, candidates)
+    finally:
+        torch.backends.cudnn.benchmark = cudnn_benchmark
     return rows
 
 
-def machine_line() -> str:
+def _bench_batch(
+    model: nn.Module,
+    name: str,
+    input_size: tuple[int, int, int],
+    x: torch.Tensor,
+    paths: tuple[str, ...],
+    tmpdir: str,
+    *,
+    repeats: int,
+    warmup: int,
+    min_rep_s: float,
+    log: Callable[[str], None] | None,
+    int8_file: str | None,
+    remember: bool,
+    device: str,
+    sync: Callable[[], None],
+    gpu: str | None,
+    threads: int,
+) -> list[BenchRow]:
+    b = x.shape[0]
+    rows: list[BenchRow] = []
+    ready = []
+    for path in paths:
+        made = _runner(path, model, x, tmpdir, int8_file, device)
+        if made is None:
+            if log:
+                log(f"{path}: skipped (onnxruntime is not installed)")
+            continue
+        run, precision, setup_s, compile_s = made
+        for _ in range(warmup):
+            run()
+        k = _calls_per_rep(run, min_rep_s, sync)
+        ready.append((path, run, precision, setup_s, compile_s, k))
+        if log:
+            compiled = f", compile {compile_s:.1f} s" if compile_s is not None else ""
+            log(f"batch {b} {path}: ready (setup {setup_s:.1f} s{compiled})")
+    # repetitions take turns across the paths, so a burst of load elsewhere on the
+    # machine hits every path alike instead of one path's whole measurement
+    times: dict[str, list[float]] = {p: [] for p, *_ in ready}
+    for _ in range(repeats):
+        for path, run, *_, k in ready:
+            times[path].append(_time_rep(run, k, sync))
+    base = statistics.median(times["eager-fp32"]) if "eager-fp32" in times else None
+    candidates = {}
+    for path, _, precision, setup_s, compile_s, _ in ready:
+        lat = statistics.median(times[path])
+        row = BenchRow(
+            model=name, path=path, batch_size=b, input_size=list(input_size),
+            images_per_s=b / lat, latency_ms=lat * 1e3,
+            latency_ms_all=[round(t * 1e3, 3) for t in times[path]],
+            ratio_vs_eager_fp32=(base / lat) if base else None,
+            precision=precision, setup_s=round(setup_s, 2), threads=threads,
+            device=device, gpu=gpu, compile_s=compile_s,
+        )  # fmt: skip
+        rows.append(row)
+        if path in ("fast", "fast-nocompile", "onnxruntime"):
+            candidates[path] = {"images_per_s": round(b / lat, 3), "precision": precision}
+        if log:
+            log(f"batch {b} {path}: {row.images_per_s:.1f} images/s, {row.latency_ms:.1f} ms")
+    if remember:
+        from .backends import record
+
+        record(model, input_size, b, candidates)
+    return rows
+
+
+def machine_line(device: str = "cpu") -> str:
     """Torch version, threads, the CPU and its vector units (AVX2, AVX-512, VNNI, AMX, native
-    bf16): the context of a run."""
+    bf16): the context of a run. On CUDA: torch, CUDA and cuDNN versions and the GPU."""
+    if policy.is_cuda(device):
+        props = torch.cuda.get_device_properties(device)
+        return (
+            f"torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN "
+            f"{torch.backends.cudnn.version()}, {torch.cuda.get_device_name(device)} "
+            f"({props.total_memory / 2**30:.0f} GiB, compute capability {props.major}."
+            f"{props.minor}), fast path precision: {resolve_precision('auto', device)}"
+        )
     cap = torch.backends.cpu.get_cpu_capability()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
@@ -271,12 +397,13 @@ def machine_line() -> str:
 def format_table(rows: list[BenchRow]) -> str:
     """A plain-text table of the rows: images/s, latency and the ratio to eager-fp32."""
     lines = [f"{'batch':>5}  {'path':<15} {'prec':<5} {'images/s':>9} {'latency ms':>11} "
-             f"{'vs eager-fp32':>13} {'setup s':>8}"]  # fmt: skip
+             f"{'vs eager-fp32':>13} {'setup s':>8} {'compile s':>9}"]  # fmt: skip
     for r in rows:
         ratio = f"{r.ratio_vs_eager_fp32:.2f}x" if r.ratio_vs_eager_fp32 else "-"
+        compiled = f"{r.compile_s:.1f}" if r.compile_s is not None else "-"
         lines.append(
             f"{r.batch_size:>5}  {r.path:<15} {r.precision:<5} {r.images_per_s:>9.1f} "
-            f"{r.latency_ms:>11.2f} {ratio:>13} {r.setup_s:>8.1f}"
+            f"{r.latency_ms:>11.2f} {ratio:>13} {r.setup_s:>8.1f} {compiled:>9}"
         )
     return "\n".join(lines)
 
@@ -295,10 +422,13 @@ def rows_as_json(rows: list[BenchRow]) -> list[dict[str, Any]]:
 
 
 def fast_path_choices(rows: list[BenchRow]) -> list[str]:
-    """What `prepare_for_inference(backend="auto")` now takes at each batch size, from the rows."""
+    """What `prepare_for_inference(backend="auto")` now takes at each batch size, from the rows
+    (CPU rows only: on CUDA the fast path is torch)."""
     lines = []
     for b in sorted({r.batch_size for r in rows}):
-        cands = [r for r in rows if r.batch_size == b and r.path in CANDIDATES]
+        cands = [
+            r for r in rows if r.batch_size == b and r.path in CANDIDATES and r.device == "cpu"
+        ]
         if not cands:
             continue
         best = max(cands, key=lambda r: r.images_per_s)
