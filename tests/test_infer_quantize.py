@@ -92,7 +92,8 @@ def test_predict_eval_and_bench_accept_the_int8_file(capsys, int8_report, tmp_pa
     rc, out, err = run(capsys, "predict", int8_report.out, tmp_path, "--json", "--topk", "1")
     assert rc == 0, err
     got = [p["top"][0]["class"] for p in json.loads(out)]
-    rc, out, _ = run(capsys, "predict", SHIPPED, tmp_path, "--json", "--topk", "1", "--fp32")
+    rc, out, _ = run(capsys, "predict", SHIPPED, tmp_path, "--json", "--topk", "1", "--fp32",
+                     "--device", "cpu")  # fmt: skip
     assert got == [p["top"][0]["class"] for p in json.loads(out)]
 
     rc, out, err = run(capsys, "eval", int8_report.out, "--data", "fashion-mnist", "--json",
