@@ -125,6 +125,7 @@ class Trainer:
 
     def run(self) -> tuple[nn.Module, dict]:
         """Every epoch from where the state stands: train, evaluate, log, checkpoint."""
+        self.setup_seconds = time.time() - self.t_start  # reading data, building, restoring
         with stop_on_signals(self.ask_to_stop):
             try:
                 for epoch in range(self.state.epoch, self.recipe.epochs):
@@ -368,6 +369,7 @@ class Trainer:
             "best_epoch": best_row["epoch"],
             "best_test_top1_err": best_row["test_top1_err"],
             "train_seconds": sum(r["seconds"] for r in s.history),
+            "setup_seconds": self.setup_seconds,
             "elapsed_seconds": s.elapsed + (time.time() - self.t_start),
             "tta_flip": recipe.tta_flip,
             "precision": precision_name(self.dtype),
