@@ -95,7 +95,7 @@ def _threads(n: int | None) -> None:
 
 
 def _machine() -> str:
-    from ..infer.bench import machine_line
+    from ..infer.bench_report import machine_line
 
     return machine_line()
 

@@ -219,7 +219,8 @@ def run_quantize(args: argparse.Namespace) -> int:
             f"int8 {100 * rep.int8_top1:.2f}%"
         )
     if rep.speed:
-        from ..infer.bench import BenchRow, format_table
+        from ..infer.bench import BenchRow
+        from ..infer.bench_report import format_table
 
         print(rep.machine)
         print(format_table([BenchRow(**r) for r in rep.speed]))
@@ -238,16 +239,8 @@ def _batch_sizes(text: str) -> list[int]:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Benchmark every path and print a table (or JSON)."""
-    from ..infer.bench import (
-        bench,
-        default_paths,
-        fast_path_choices,
-        format_table,
-        load_bench_target,
-        machine_line,
-        rows_as_json,
-        split_cpu_only,
-    )
+    from ..infer.bench import bench, default_paths, load_bench_target, split_cpu_only
+    from ..infer.bench_report import fast_path_choices, format_table, machine_line, rows_as_json
 
     device = policy.pick_device(args.device)
     sizes = _batch_sizes(args.batch_size)

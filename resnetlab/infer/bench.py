@@ -23,7 +23,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,17 @@ from torch import nn
 
 from .. import policy
 from ..errors import ResnetlabError
-from ..hardware import features_line
 from ..models.factory import create_model, load_model
 from ..models.registry import get_entry
+
+# the table, JSON and machine line of a run: there; the names stay importable from here
+from .bench_report import CANDIDATES as CANDIDATES
+from .bench_report import fast_path_choices as fast_path_choices
+from .bench_report import format_table as format_table
+from .bench_report import machine_line as machine_line
+from .bench_report import rows_as_json as rows_as_json
 from .export import export_onnx, onnx_session, require_onnxruntime
-from .fastpath import compiler_available, prepare_for_inference, resolve_precision
+from .fastpath import compiler_available, prepare_for_inference
 
 PATHS = ("eager-fp32", "eager-bf16", "fast", "fast-nocompile", "fast-fp32", "onnxruntime", "int8")
 DEFAULT_PATHS = tuple(
@@ -372,76 +378,3 @@ def _bench_batch(
 
         record(model, input_size, b, candidates)
     return rows
-
-
-def machine_line(device: str = "cpu") -> str:
-    """Torch version, threads, the CPU and its vector units (AVX2, AVX-512, VNNI, AMX, native
-    bf16): the context of a run. On CUDA: torch, CUDA and cuDNN versions and the GPU."""
-    if policy.is_cuda(device):
-        props = torch.cuda.get_device_properties(device)
-        return (
-            f"torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN "
-            f"{torch.backends.cudnn.version()}, {torch.cuda.get_device_name(device)} "
-            f"({props.total_memory / 2**30:.0f} GiB, compute capability {props.major}."
-            f"{props.minor}), fast path precision: {resolve_precision('auto', device)}"
-        )
-    cap = torch.backends.cpu.get_cpu_capability()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} cores, "
-        f"{features_line()} (torch kernels {cap}), "
-        f"fast path precision: {resolve_precision('auto')}, load average {load:.1f}"
-    )
-
-
-def format_table(rows: list[BenchRow]) -> str:
-    """A plain-text table of the rows: images/s, latency and the ratio to eager-fp32."""
-    lines = [f"{'batch':>5}  {'path':<15} {'prec':<5} {'images/s':>9} {'latency ms':>11} "
-             f"{'vs eager-fp32':>13} {'setup s':>8} {'compile s':>9}"]  # fmt: skip
-    for r in rows:
-        ratio = f"{r.ratio_vs_eager_fp32:.2f}x" if r.ratio_vs_eager_fp32 else "-"
-        compiled = f"{r.compile_s:.1f}" if r.compile_s is not None else "-"
-        lines.append(
-            f"{r.batch_size:>5}  {r.path:<15} {r.precision:<5} {r.images_per_s:>9.1f} "
-            f"{r.latency_ms:>11.2f} {ratio:>13} {r.setup_s:>8.1f} {compiled:>9}"
-        )
-    return "\n".join(lines)
-
-
-def rows_as_json(rows: list[BenchRow]) -> list[dict[str, Any]]:
-    """Rows as plain dicts (rounded) for --json."""
-    out = []
-    for r in rows:
-        d = asdict(r)
-        d["images_per_s"] = round(r.images_per_s, 3)
-        d["latency_ms"] = round(r.latency_ms, 6)  # fast paths take well under 0.1 ms
-        if r.ratio_vs_eager_fp32 is not None:
-            d["ratio_vs_eager_fp32"] = round(r.ratio_vs_eager_fp32, 3)
-        out.append(d)
-    return out
-
-
-def fast_path_choices(rows: list[BenchRow]) -> list[str]:
-    """What `prepare_for_inference(backend="auto")` now takes at each batch size, from the rows
-    (CPU rows only: on CUDA the fast path is torch)."""
-    lines = []
-    for b in sorted({r.batch_size for r in rows}):
-        cands = [
-            r for r in rows if r.batch_size == b and r.path in CANDIDATES and r.device == "cpu"
-        ]
-        if not cands:
-            continue
-        best = max(cands, key=lambda r: r.images_per_s)
-        ratio = f", {best.ratio_vs_eager_fp32:.2f}x eager-fp32" if best.ratio_vs_eager_fp32 else ""
-        lines.append(
-            f"fast path at batch {b}: {CANDIDATES[best.path]} ({best.images_per_s:.1f} images/s"
-            f"{ratio}); int8 when asked for (resnetlab quantize)"
-        )
-    return lines
-
-
-CANDIDATES = {
-    "fast": "torch, compiled",
-    "fast-nocompile": "torch",
-    "onnxruntime": "ONNX Runtime fp32",
-}

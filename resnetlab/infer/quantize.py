@@ -371,7 +371,8 @@ def quantize(
         report.test_images, report.tta_flip = n, tta
         report.fp32_top1, report.int8_top1, report.top1_agreement = f, q, agree
     if bench_batch:
-        from .bench import bench, machine_line, rows_as_json
+        from .bench import bench
+        from .bench_report import machine_line, rows_as_json
 
         report.machine = machine_line()
         rows = bench(
