@@ -80,8 +80,8 @@ def test_eval_json_has_top1_top5_and_per_class(trained, train_output, capsys):
     "argv, message",
     [
         (["--model", "resnet5"], "unknown model 'resnet5'"),
-        (["--epochs", "0"], "--epochs must be positive"),
-        (["--lr", "-1"], "--lr must be a positive number"),
+        (["--epochs", "0"], "--epochs 0: expected a whole number >= 1"),
+        (["--lr", "-1"], "--lr -1.0: expected a finite number > 0"),
         (["--precision", "fp16"], "needs CUDA"),
         (["--freeze", "layer9"], "--freeze 'layer9': no such part"),
         (["--option", "bogus=1"], "unknown option"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from dataclasses import fields
 from pathlib import Path
 
@@ -179,19 +178,12 @@ def build_config(args: argparse.Namespace):
         "threads": args.threads,
         "quiet": args.quiet or None,
     }
-    for key in ("epochs", "batch_size", "subset", "checkpoint_every", "log_every"):
-        v = given[key]
-        if v is not None and (v < 0 if key in ("checkpoint_every", "log_every") else v < 1):
-            raise ResnetlabError(f"--{key.replace('_', '-')} must be positive, got {v}")
-    if given["lr"] is not None and not (math.isfinite(given["lr"]) and given["lr"] > 0):
-        raise ResnetlabError(f"--lr must be a positive number, got {given['lr']}")
+    # the numbers and choices are checked by check_config below, the one place for them
     if args.init_from and Path(args.init_from).suffix.lower() == ".onnx":
         raise ResnetlabError(
             f"--init-from {args.init_from}: an ONNX file (such as an int8 model from `resnetlab "
             "quantize`) holds no trainable weights; start from the fp32 .safetensors it came from"
         )
-    if given["val_split"] is not None and given["val_split"] < 0:
-        raise ResnetlabError(f"--val-split must be >= 0, got {given['val_split']}")
     resume = None
     if args.resume is not None:
         resume = args.resume or args.out
