@@ -34,6 +34,15 @@ def compute_mean_std(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple, tu
     return tuple(round(v, 6) for v in mean.tolist()), tuple(round(v, 6) for v in std.tolist())
 
 
+def weights_mean_std(meta: dict, images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """The mean and std the weights' metadata gives, or else those of `images` (their training
+    images): what a model's input is normalised with."""
+    if "mean" in meta and "std" in meta:
+        return list(meta["mean"]), list(meta["std"])
+    mean, std = compute_mean_std(images)
+    return list(mean), list(std)
+
+
 def seeded_generator(*key: int) -> torch.Generator:
     """A torch generator whose draws depend on every integer of `key` (seed, epoch, batch, ...)."""
     seed = int(np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(1)[0])

@@ -15,6 +15,7 @@ from PIL import Image
 
 from ..errors import ResnetlabError
 from .images import check_resize, image_to_tensor
+from .loader import normaliser
 
 
 def cover_size(
@@ -79,7 +80,7 @@ def tensor_to_image(image: torch.Tensor) -> Image.Image:
 
 
 def normalise(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (..., C, H, W) -> float32 (x / 255 - mean) / std, per channel."""
-    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    return (image.float() / 255.0 - m) / s
+    """uint8 (..., C, H, W) -> float32 (x / 255 - mean) / std, per channel, with the same
+    arithmetic as the training loader's batches (loader.normaliser)."""
+    scale, shift = normaliser(mean, std, image.device)
+    return image.float().mul_(scale.view(-1, 1, 1)).add_(shift.view(-1, 1, 1))

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.loader import weights_mean_std
+from ..data.transform import normalise
 from ..errors import ResnetlabError
 from ..files import atomic_write
 from ..models.weights import META_KEY
@@ -134,13 +136,6 @@ class QuantizeReport:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
-
-
-def _normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
-    x = images.float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    return (x - m) / s
 
 
 class _CalibrationReader:
@@ -253,15 +248,9 @@ def calibration_images(
             f"the weights expect images {'x'.join(map(str, want))} but {source} has "
             f"{'x'.join(map(str, shape))}"
         )
-    if "mean" in meta and "std" in meta:
-        mean, std = list(meta["mean"]), list(meta["std"])
-    else:
-        from ..data.loader import compute_mean_std
-
-        m, s = compute_mean_std(train.images)
-        mean, std = list(m), list(s)
+    mean, std = weights_mean_std(meta, train.images)
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
-    return _normalise(train.images[idx], mean, std), mean, std
+    return normalise(train.images[idx], mean, std), mean, std
 
 
 def _logits(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta: bool, batch=500):
@@ -363,7 +352,7 @@ def quantize(
     if test_images != 0 and len(splits.test):
         test = splits.test
         n = len(test) if test_images is None else min(test_images, len(test))
-        x = _normalise(test.images[:n], mean, std)
+        x = normalise(test.images[:n], mean, std)
         tta = bool(meta.get("tta", False))
         if log:
             log(f"comparing fp32 and int8 on {n} test images{' (flip TTA)' if tta else ''}")

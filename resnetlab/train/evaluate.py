@@ -101,7 +101,7 @@ def evaluate_weights(
 
     tta: also the mirrored image (None: as the model was trained); precision: fp32 or bf16."""
     from ..data import load_source
-    from ..data.loader import BatchLoader, compute_mean_std
+    from ..data.loader import BatchLoader, weights_mean_std
     from ..infer.quantize import is_onnx_file, load_int8
     from ..models import get_entry, load_model
     from ..policy import cpu_threads, pick_device
@@ -145,10 +145,7 @@ def evaluate_weights(
         )
     if len(classes) != num_classes:
         classes = [str(i) for i in range(num_classes)]
-    if "mean" in meta and "std" in meta:
-        mean, std = meta["mean"], meta["std"]
-    else:
-        mean, std = compute_mean_std(splits.train.images)
+    mean, std = weights_mean_std(meta, splits.train.images)
     device = "cpu" if int8 else pick_device(device)
     if not device.startswith("cuda"):
         torch.set_num_threads(cpu_threads(threads))
