@@ -91,18 +91,20 @@ def check_config(dc: DegradationConfig) -> DegradationConfig:
     """Validate the study's families, depths and counts (one clear error each)."""
     families = tuple(dc.families)
     if not families:
-        raise ResnetlabError("--families is empty; use plain, resnet or both")
+        raise ResnetlabError("families is empty; use plain, resnet or both", argument="families")
     for f in families:
         if f not in FAMILIES:
             raise ResnetlabError(f"unknown family {f!r}; choose from {', '.join(FAMILIES)}")
     parse_depths(",".join(str(d) for d in dc.depths))
     for key in ("epochs", "seeds"):
         if getattr(dc, key) < 1:
-            raise ResnetlabError(f"--{key} must be at least 1, got {getattr(dc, key)}")
+            raise ResnetlabError(f"{key} must be at least 1, got {getattr(dc, key)}", argument=key)
     if dc.log_every < 1:
-        raise ResnetlabError(f"--log-every must be at least 1, got {dc.log_every}")
+        raise ResnetlabError(
+            f"log_every must be at least 1, got {dc.log_every}", argument="log_every"
+        )
     if dc.subset is not None and dc.subset < 1:
-        raise ResnetlabError(f"--subset must be at least 1, got {dc.subset}")
+        raise ResnetlabError(f"subset must be at least 1, got {dc.subset}", argument="subset")
     return dc
 
 
@@ -155,7 +157,8 @@ def run_state(cfg: TrainConfig) -> str:
     why = _mismatch(saved, cfg)
     if why:
         raise ResnetlabError(
-            f"{out} holds a run of other settings ({why}); use another --out or remove it"
+            f"{out} holds a run of other settings ({why}); remove it or choose another study "
+            "directory"
         )
     return state
 

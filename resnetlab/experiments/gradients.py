@@ -168,7 +168,8 @@ def probe_batches(data, mean, std, batch_size: int, count: int, seed: int):
     """`count` batches of training images, seeded, without augmentation."""
     if len(data) < batch_size:
         raise ResnetlabError(
-            f"{len(data)} training images make no batch of {batch_size}; lower --batch-size"
+            f"batch_size {batch_size}: {len(data)} training images make no batch; lower it",
+            argument="batch_size",
         )
     loader = BatchLoader(data, batch_size, train=True, mean=mean, std=std, pad=0, flip=False,
                          seed=seed)  # fmt: skip
@@ -199,7 +200,9 @@ def run_gradients(
         )
     check_output_dir(out)
     if study is not None and not Path(study).is_dir():
-        raise ResnetlabError(f"{study} is not a directory (expected a degradation study's --out)")
+        raise ResnetlabError(
+            f"{study} is not a directory (expected the output directory of a degradation study)"
+        )
     splits = load_source(data)
     train = splits.train
     mean, std = compute_mean_std(train.images)

@@ -150,11 +150,11 @@ def run_lesion(
 ) -> list[Lesion]:
     """Lesion every given weights file on the test split of `data`; write lesion.json/.png."""
     if draws < 1:
-        raise ResnetlabError(f"--draws must be at least 1, got {draws}")
+        raise ResnetlabError(f"draws must be at least 1, got {draws}", argument="draws")
     if max_k is not None and max_k < 1:
-        raise ResnetlabError(f"--max-k must be at least 1, got {max_k}")
+        raise ResnetlabError(f"max_k must be at least 1, got {max_k}", argument="max_k")
     if images is not None and images < 1:
-        raise ResnetlabError(f"--images must be at least 1, got {images}")
+        raise ResnetlabError(f"images must be at least 1, got {images}", argument="images")
     check_output_dir(out)
     models = []
     for w in weights:

@@ -19,7 +19,7 @@ def parse_depths(text: str) -> tuple[int, ...]:
             d = int(item)
         except ValueError:
             raise ResnetlabError(
-                f"depth {item!r} is not a whole number; e.g. --depths 20,56"
+                f"depths {text!r}: {item!r} is not a whole number; e.g. 20,56", argument="depths"
             ) from None
         if d < 8 or (d - 2) % 6:
             raise ResnetlabError(
@@ -28,7 +28,7 @@ def parse_depths(text: str) -> tuple[int, ...]:
             )
         depths.append(d)
     if not depths:
-        raise ResnetlabError("no depth given; e.g. --depths 20,56")
+        raise ResnetlabError(f"depths {text!r}: no depth given; e.g. 20,56", argument="depths")
     return tuple(dict.fromkeys(depths))
 
 

@@ -119,7 +119,8 @@ def load_bench_target(
         c, h, w = (int(s) for s in meta["input_size"])
         if image_size is not None and image_size != h:
             raise ResnetlabError(
-                f"--image-size {image_size}: the int8 file {p} was made for {h}x{w} inputs"
+                f"image_size {image_size}: the int8 file {p} was made for {h}x{w} inputs",
+                argument="image_size",
             )
         return model, name, (c, h, w), str(p)
     model, name, size = _load_fp32_target(model_or_weights, image_size)
@@ -147,7 +148,7 @@ def _load_fp32_target(
     c, h, w = (int(s) for s in size)
     if image_size is not None:
         if image_size < 1:
-            raise ResnetlabError(f"--image-size {image_size} must be positive")
+            raise ResnetlabError(f"image_size {image_size} must be positive", argument="image_size")
         h = w = image_size
     return model, name, (c, h, w)
 

@@ -224,22 +224,28 @@ def quantize_model(
     atomic_write(out, write)
 
 
+def _check_calib_count(images: int) -> None:
+    if images < MIN_CALIB_IMAGES:
+        raise ResnetlabError(
+            f"images {images}: too few to calibrate activation ranges; use at least "
+            f"{MIN_CALIB_IMAGES} (default {DEFAULT_CALIB_IMAGES})",
+            argument="images",
+        )
+
+
 def calibration_images(
     splits, n: int, meta: dict[str, Any], source: str, seed: int = 0
 ) -> tuple[torch.Tensor, list[float], list[float]]:
     """N training images of `splits`, drawn at random (seeded), normalised as the weights say."""
     train = splits.train
-    if n < MIN_CALIB_IMAGES:
-        raise ResnetlabError(
-            f"--images {n}: too few to calibrate activation ranges; use at least "
-            f"{MIN_CALIB_IMAGES} (default {DEFAULT_CALIB_IMAGES})"
-        )
+    _check_calib_count(n)
     if len(train) == 0:
         raise ResnetlabError(f"{source} has no training images to calibrate on")
     if len(train) < n:
         raise ResnetlabError(
-            f"--images {n}: {source} has only {len(train)} training images; "
-            f"use --images {len(train)} or fewer"
+            f"images {n}: {source} has only {len(train)} training images; "
+            f"use {len(train)} or fewer",
+            argument="images",
         )
     shape = list(train.image_shape)
     want = meta.get("input_size")
@@ -310,19 +316,18 @@ def quantize(
     source = calib or meta.get("dataset")
     if not source:
         raise ResnetlabError(
-            f"{weights} names no dataset to calibrate on; give --calib SOURCE "
-            "(its training images, e.g. --calib fashion-mnist)"
+            f"calib not given: {weights} names no dataset to calibrate on; give a source of "
+            "its training images (e.g. fashion-mnist)",
+            argument="calib",
         )
     out = Path(out) if out else Path(Path(weights).stem + INT8_SUFFIX)  # the current directory
     if out.is_dir():
-        raise ResnetlabError(f"--out {out} is a directory; give a file name")
+        raise ResnetlabError(f"out {out} is a directory; give a file name", argument="out")
     if out.suffix != ".onnx":
-        raise ResnetlabError(f"--out {out}: the int8 model is an ONNX file; use a .onnx name")
-    if images < MIN_CALIB_IMAGES:  # before the data is read: bad input fails at once
         raise ResnetlabError(
-            f"--images {images}: too few to calibrate activation ranges; use at least "
-            f"{MIN_CALIB_IMAGES} (default {DEFAULT_CALIB_IMAGES})"
+            f"out {out}: the int8 model is an ONNX file; use a .onnx name", argument="out"
         )
+    _check_calib_count(images)  # before the data is read: bad input fails at once
     splits = load_source(source)
     x_cal, mean, std = calibration_images(splits, images, meta, str(source))
     if log:

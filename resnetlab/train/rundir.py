@@ -36,7 +36,7 @@ def run_lock(out: Path):
             other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             raise ResnetlabError(
                 f"{out} is in use by another run (process {other}); wait for it to end or "
-                "choose another --out"
+                "choose another output directory"
             ) from None
         locked = True
         os.ftruncate(fd, 0)
