@@ -155,7 +155,7 @@ def test_quantize_a_tiny_model_on_a_tiny_source(capsys, tmp_path, tiny_data, mon
         ("missing", "weights file not found"),
         ("onnx_in", "is already an ONNX file"),
         ("bad_out", "use a .onnx name"),
-        ("wrong_size", "expect images 1x8x8"),
+        ("wrong_size", "expects images 1x8x8"),
     ],
 )
 def test_quantize_bad_input_is_one_line(capsys, tmp_path, tiny_data, case, message):
@@ -186,7 +186,7 @@ def test_quantize_bad_input_is_one_line(capsys, tmp_path, tiny_data, case, messa
         args[1] = "fashion-mnist" if (FMNIST / "t10k-images-idx3-ubyte.gz").exists() else "x"
         if args[1] == "x":
             pytest.skip("Fashion-MNIST not installed")
-        message = "expect images 1x8x8 but fashion-mnist has 1x28x28"
+        message = "expects images 1x8x8 but fashion-mnist has 1x28x28"
     before = sorted(p.name for p in tmp_path.iterdir())
     rc, _, err = run(capsys, "quantize", w, "--out", out, *args)
     assert rc != 0

@@ -41,6 +41,17 @@ class ImageDataset:
         return ImageDataset(self.images[:n], self.labels[:n], self.classes)
 
 
+def check_input_size(meta: dict, images: ImageDataset, weights: str, source: str) -> None:
+    """Fail unless `images` (of `source`) have the (C, H, W) the weights' metadata gives, when it
+    gives one."""
+    want, shape = meta.get("input_size"), images.image_shape
+    if want is not None and list(want) != list(shape):
+        raise ResnetlabError(
+            f"{weights} expects images {'x'.join(map(str, want))} but {source} has "
+            f"{'x'.join(map(str, shape))}"
+        )
+
+
 @dataclass
 class DataSplits:
     """A dataset's splits; `val` is held out of train when a validation split is asked for."""

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import load_source
+from ..data.dataset import check_input_size
 from ..data.loader import BatchLoader, compute_mean_std
 from ..errors import ResnetlabError
 from ..files import atomic_write, check_output_dir
@@ -223,11 +224,7 @@ def run_gradients(
                     say(f"{family}-{depth}: no trained weights at {w}; initialisation only")
                     continue
                 trained, meta = load_model(w)
-                if list(meta.get("input_size", [])) != list(train.image_shape):
-                    raise ResnetlabError(
-                        f"{w} was trained on images {meta.get('input_size')}, but {data} has "
-                        f"{list(train.image_shape)}"
-                    )
+                check_input_size(meta, train, str(w), data)
                 txs = probe_batches(train, meta["mean"], meta["std"], batch_size, batches, seed)
                 p = probe(trained, txs, train_mode=False)
                 # gradients as in training (batch statistics); responses as the net is used

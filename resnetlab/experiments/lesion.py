@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..data import load_source
+from ..data.dataset import check_input_size
 from ..data.loader import BatchLoader
 from ..errors import ResnetlabError
 from ..files import atomic_write, check_output_dir
@@ -173,12 +174,7 @@ def run_lesion(
         test = type(test)(test.images[idx], test.labels[idx], test.classes)
     results = []
     for w, model, meta, blocks in models:
-        shape = list(meta.get("input_size", []))
-        if shape != list(test.image_shape):
-            raise ResnetlabError(
-                f"{w} expects images {'x'.join(map(str, shape))} but {data} has "
-                f"{'x'.join(map(str, test.image_shape))}"
-            )
+        check_input_size(meta, test, str(w), data)
         if int(meta.get("num_classes", 0)) <= int(test.labels.max()):
             raise ResnetlabError(f"{w} has fewer classes than {data} has labels")
         model.to(memory_format=torch.channels_last)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.dataset import check_input_size
 from ..data.loader import weights_mean_std
 from ..data.transform import normalise
 from ..errors import ResnetlabError
@@ -234,9 +235,10 @@ def _check_calib_count(images: int) -> None:
 
 
 def calibration_images(
-    splits, n: int, meta: dict[str, Any], source: str, seed: int = 0
+    splits, n: int, meta: dict[str, Any], source: str, seed: int = 0, weights: str = "the model"
 ) -> tuple[torch.Tensor, list[float], list[float]]:
-    """N training images of `splits`, drawn at random (seeded), normalised as the weights say."""
+    """N training images of `splits`, drawn at random (seeded), normalised as the weights say
+    (`weights` names them in messages)."""
     train = splits.train
     _check_calib_count(n)
     if len(train) == 0:
@@ -247,13 +249,7 @@ def calibration_images(
             f"use {len(train)} or fewer",
             argument="images",
         )
-    shape = list(train.image_shape)
-    want = meta.get("input_size")
-    if want is not None and list(want) != shape:
-        raise ResnetlabError(
-            f"the weights expect images {'x'.join(map(str, want))} but {source} has "
-            f"{'x'.join(map(str, shape))}"
-        )
+    check_input_size(meta, train, weights, source)
     mean, std = weights_mean_std(meta, train.images)
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
     return normalise(train.images[idx], mean, std), mean, std
@@ -329,7 +325,7 @@ def quantize(
         )
     _check_calib_count(images)  # before the data is read: bad input fails at once
     splits = load_source(source)
-    x_cal, mean, std = calibration_images(splits, images, meta, str(source))
+    x_cal, mean, std = calibration_images(splits, images, meta, str(source), weights=str(weights))
     if log:
         log(f"calibrating on {len(x_cal)} training images of {source}")
     extra = {

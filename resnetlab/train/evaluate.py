@@ -101,6 +101,7 @@ def evaluate_weights(
 
     tta: also the mirrored image (None: as the model was trained); precision: fp32 or bf16."""
     from ..data import load_source
+    from ..data.dataset import check_input_size
     from ..data.loader import BatchLoader, weights_mean_std
     from ..infer.quantize import is_onnx_file, load_int8
     from ..models import get_entry, load_model
@@ -129,13 +130,7 @@ def evaluate_weights(
         model, meta = load_model(weights)
     splits = load_source(data)
     images = splits.test if split == "test" else splits.train
-    shape = list(images.image_shape)
-    want = meta.get("input_size")
-    if want is not None and list(want) != shape:
-        raise ResnetlabError(
-            f"{weights} expects images {'x'.join(map(str, want))} but {data} has "
-            f"{'x'.join(map(str, shape))}"
-        )
+    check_input_size(meta, images, str(weights), str(data))
     num_classes = int(meta.get("num_classes", 0))
     classes = list(meta.get("classes") or images.classes)
     n_data = int(images.labels.max()) + 1 if len(images) else 0
