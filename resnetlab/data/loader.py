@@ -139,7 +139,59 @@ def normaliser(
     return (1.0 / (255.0 * s)).view(1, c, 1, 1).to(device), (-m / s).view(1, c, 1, 1).to(device)
 
 
-class BatchLoader:
+class EpochLoader:
+    """What the loaders share: checked arguments, each rank's share of the data, and the position
+    (epoch, next batch) that a checkpoint saves and a resumed run continues from."""
+
+    def _init_position(
+        self, n: int, channels: int, batch_size: int, mean, std, rank: int, world_size: int
+    ) -> None:
+        if batch_size < 1:
+            raise ResnetlabError(
+                f"batch_size must be >= 1, got {batch_size}", argument="batch_size"
+            )
+        if not 0 <= rank < world_size:
+            raise ResnetlabError(f"rank {rank} outside world of size {world_size}")
+        if len(mean) != channels or len(std) != channels:
+            raise ResnetlabError(
+                f"mean/std have {len(mean)}/{len(std)} values; images have {channels} channels"
+            )
+        self.batch_size = batch_size
+        self.rank, self.world_size = rank, world_size
+        # every rank gets the same number of samples (the tail is dropped when sharding)
+        self.per_rank = n // world_size if world_size > 1 else n
+        if self.per_rank == 0:
+            raise ResnetlabError(f"{n} samples cannot be shared by {world_size} ranks")
+        self.epoch = 0
+        self._start_batch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch `epoch` from its first batch."""
+        self.epoch = epoch
+        self._start_batch = 0
+
+    def state_dict(self) -> dict:
+        """Where the next batch starts; pair with load_state_dict to resume mid-epoch exactly."""
+        return {"epoch": self.epoch, "batch": self._start_batch}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue at the epoch and batch that state_dict returned."""
+        self.epoch = int(state["epoch"])
+        self._start_batch = int(state["batch"])
+
+    @staticmethod
+    def one_thread(make, *args):
+        """make(*args) on one intra-op thread: a batch is ~1e5 pixels, too small to gain from
+        threads, and on a busy machine their barriers cost 10x the work (the model keeps them)."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return make(*args)
+        finally:
+            torch.set_num_threads(threads)
+
+
+class BatchLoader(EpochLoader):
     """Batches of a whole in-memory dataset: shuffled, augmented, normalised, channels_last."""
 
     def __init__(
@@ -159,31 +211,15 @@ class BatchLoader:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if batch_size < 1:
-            raise ResnetlabError(f"batch_size must be >= 1, got {batch_size}")
-        if not 0 <= rank < world_size:
-            raise ResnetlabError(f"rank {rank} outside world of size {world_size}")
-        c = dataset.images.shape[1]
-        if len(mean) != c or len(std) != c:
-            raise ResnetlabError(
-                f"mean/std have {len(mean)}/{len(std)} values; images have {c} channels"
-            )
+        self._init_position(len(dataset), dataset.images.shape[1], batch_size, mean, std,
+                            rank, world_size)  # fmt: skip
         self.dataset = dataset
-        self.batch_size = batch_size
         self.train = train
         self.pad, self.flip, self.erase = pad, flip, erase
         self.seed = seed
         self.drop_last = train if drop_last is None else drop_last
         self.channels_last = channels_last
-        self.rank, self.world_size = rank, world_size
         self._scale, self._shift = normaliser(mean, std)
-        self.epoch = 0
-        self._start_batch = 0
-        n = len(dataset)
-        # every rank gets the same number of samples (the tail is dropped when sharding)
-        self.per_rank = n // world_size if world_size > 1 else n
-        if self.per_rank == 0:
-            raise ResnetlabError(f"{n} samples cannot be shared by {world_size} ranks")
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -194,19 +230,6 @@ class BatchLoader:
     def num_samples(self) -> int:
         """Samples this rank sees per epoch."""
         return len(self) * self.batch_size if self.drop_last else self.per_rank
-
-    def set_epoch(self, epoch: int) -> None:
-        """Start epoch `epoch` from its first batch."""
-        self.epoch = epoch
-        self._start_batch = 0
-
-    def state_dict(self) -> dict:
-        """Where the next batch starts; pair with load_state_dict to resume mid-epoch exactly."""
-        return {"epoch": self.epoch, "batch": self._start_batch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state["epoch"])
-        self._start_batch = int(state["batch"])
 
     def _indices(self) -> torch.Tensor:
         n = len(self.dataset)
@@ -229,14 +252,7 @@ class BatchLoader:
         self._start_batch = 0
 
     def _make_batch(self, idx: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # A batch is ~1e5 pixels: too small to gain from intra-op threads, and on a busy machine
-        # their barriers cost 10x the work. One thread here; the model keeps all of them.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return self._assemble(idx, b)
-        finally:
-            torch.set_num_threads(threads)
+        return self.one_thread(self._assemble, idx, b)
 
     def _assemble(self, idx: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.dataset.images[idx]

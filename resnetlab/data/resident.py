@@ -19,6 +19,7 @@ import torch
 from ..errors import ResnetlabError
 from .dataset import ImageDataset
 from .loader import (
+    EpochLoader,
     apply_crop_flip,
     apply_erase,
     draw_crop_flip,
@@ -53,7 +54,7 @@ class EpochPlan:
     boxes: torch.Tensor | None = None  # (n, 4) erased box per position
 
 
-class ResidentLoader:
+class ResidentLoader(EpochLoader):
     """Shuffled, augmented, normalised training batches of a dataset that lives on `device`.
 
     Same interface as BatchLoader for training (len, set_epoch, state_dict, load_state_dict,
@@ -75,36 +76,17 @@ class ResidentLoader:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if batch_size < 1:
-            raise ResnetlabError(
-                f"batch_size must be >= 1, got {batch_size}", argument="batch_size"
-            )
-        if not 0 <= rank < world_size:
-            raise ResnetlabError(f"rank {rank} outside world of size {world_size}")
         images = dataset.images
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ResnetlabError(f"expected uint8 (N, C, H, W) images, got {images.dtype}")
-        c = images.shape[1]
-        if len(mean) != c or len(std) != c:
-            raise ResnetlabError(
-                f"mean/std have {len(mean)}/{len(std)} values; images have {c} channels"
-            )
+        self._init_position(len(images), images.shape[1], batch_size, mean, std, rank, world_size)
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = dataset.labels.to(self.device)
-        self.batch_size = batch_size
         self.pad, self.flip, self.erase = pad, flip, erase
         self.seed = seed
         self.channels_last = channels_last
-        self.rank, self.world_size = rank, world_size
         self._scale, self._shift = normaliser(mean, std, self.device)
-        n = len(images)
-        # every rank gets the same number of samples (the tail is dropped when sharding)
-        self.per_rank = n // world_size if world_size > 1 else n
-        if self.per_rank == 0:
-            raise ResnetlabError(f"{n} samples cannot be shared by {world_size} ranks")
-        self.epoch = 0
-        self._start_batch = 0
 
     def __len__(self) -> int:
         return self.per_rank // self.batch_size  # training drops the last partial batch
@@ -113,20 +95,6 @@ class ResidentLoader:
     def num_samples(self) -> int:
         """Samples this rank sees per epoch."""
         return len(self) * self.batch_size
-
-    def set_epoch(self, epoch: int) -> None:
-        """Start epoch `epoch` from its first batch."""
-        self.epoch = epoch
-        self._start_batch = 0
-
-    def state_dict(self) -> dict:
-        """Where the next batch starts; pair with load_state_dict to resume mid-epoch exactly."""
-        return {"epoch": self.epoch, "batch": self._start_batch}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Continue at the epoch and batch that state_dict returned."""
-        self.epoch = int(state["epoch"])
-        self._start_batch = int(state["batch"])
 
     def plan(self, epoch: int) -> EpochPlan:
         """Draw epoch `epoch`'s plan on the host from (seed, epoch) and move it in one transfer."""
@@ -151,14 +119,7 @@ class ResidentLoader:
         """Batch `b` of an epoch's plan, assembled on the device."""
         if self.device.type != "cpu":
             return self._assemble(plan, b)
-        # On a CPU a batch is ~1e5 pixels: too small to gain from intra-op threads, and on a busy
-        # machine their barriers cost 10x the work. One thread here; the model keeps all of them.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return self._assemble(plan, b)
-        finally:
-            torch.set_num_threads(threads)
+        return self.one_thread(self._assemble, plan, b)
 
     def _assemble(self, plan: EpochPlan, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         s = slice(b * self.batch_size, (b + 1) * self.batch_size)
