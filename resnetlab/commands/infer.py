@@ -285,9 +285,10 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def run_explain(args: argparse.Namespace) -> int:
     """Grad-CAM for one image, written as a PNG overlay."""
+    from ..data.classmap import class_names
     from ..files import check_output
     from ..infer.gradcam import denormalise, grad_cam, save_overlay
-    from ..infer.predict import class_names, load_for_inference
+    from ..infer.predict import load_for_inference
     from ..infer.quantize import is_onnx_file
 
     if is_onnx_file(args.weights):

@@ -129,6 +129,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="PNG",
         help="also draw the confusion matrix into this PNG (default: no picture)",
     )
+    p.add_argument(
+        "--limit", type=int, help="evaluate a seeded, class-balanced sample of N images (default all)"
+    )
+    p.add_argument(
+        "--ignore-class-names",
+        action="store_true",
+        help="match the data's classes to the weights' outputs by index, not by name",
+    )
+    p.add_argument(
+        "--skip-bad", action="store_true", help="skip unreadable images of a folder (counted)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=int, help="CPU threads (default: the cores not already busy)")
@@ -256,9 +267,12 @@ def run_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         threads=args.threads,
+        limit=args.limit,
+        ignore_class_names=args.ignore_class_names,
+        skip_bad=args.skip_bad,
     )
     report["confusion_png"] = str(png) if png is not None else None
-    classes = list(report["per_class_acc"])
+    classes = report["classes"]
     title = f"{report['model']} on {report['dataset']} ({args.split})"
     # the results first: a picture that cannot be written must not lose them
     if args.json:
@@ -266,6 +280,10 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         what = f"{report['images']} images{', flip TTA' if report['tta_flip'] else ''}"
         print(f"{report['model']} on {report['dataset']} {args.split} ({what})")
+        if report["skipped_files"]:
+            print(f"skipped {report['skipped_files']} unreadable image file(s)")
+        if report["class_match"]:
+            print(report["class_match"])
         width = max(len(c) for c in classes)
         for c, a in report["per_class_acc"].items():
             print(f"  {c:<{width}}  {100 * a:6.2f}%" if a == a else f"  {c:<{width}}      -")

@@ -128,17 +128,20 @@ def decode_files(
     mode: str,
     size: tuple[int, int],
     *,
+    box: tuple[int, int] | None = None,
     workers: int | None = None,
 ) -> tuple[torch.Tensor, list[int], list[str]]:
-    """Decode files into uint8 (N_ok, C, H, W); returns (images, indices decoded, bad messages)."""
+    """Decode files into uint8 (N_ok, C, H, W) of `size`, each resized to cover `box` (default:
+    `size`) and centre-cropped; returns (images, indices decoded, bad messages)."""
     c = 3 if mode == "RGB" else 1
     h, w = size
+    box = box or (h, w)
     out = torch.empty((len(paths), c, h, w), dtype=torch.uint8)
 
     def work(i: int) -> str | None:
         try:
             img = convert_mode(open_image(paths[i]), mode)
-            img = resize_and_crop(img, (h, w), (h, w), str(paths[i]))
+            img = resize_and_crop(img, box, (h, w), str(paths[i]))
         except ResnetlabError as e:
             return str(e)
         out[i] = image_to_tensor(img)
@@ -261,3 +264,41 @@ def tree_items(
     elif "test" not in out:
         out["test"] = out.pop("val")
     return out, classes
+
+
+def read_eval_folder(
+    root: str | os.PathLike,
+    *,
+    split: str,
+    mode: str,
+    size: tuple[int, int],
+    box: tuple[int, int] | None = None,
+    skip_bad: bool = False,
+    limit: int | None = None,
+    seed: int = 0,
+) -> tuple[ImageDataset, list[str]]:
+    """The images of a class-folder tree to evaluate a model on, decoded as the model's inputs
+    (`mode`, resized to cover `box`, centre crop `size`): all of a plain tree, or the named split
+    (`test` falls back to `val`) of a train/test tree; `limit` draws a seeded, class-stratified
+    sample first. Returns (images, messages for skipped bad files)."""
+    root = Path(root)
+    trees, items, classes = _scan_splits(root)
+    if "all" in items:
+        chosen = items["all"]
+    elif split == "test":
+        chosen = items.get("test", items.get("val"))
+    else:
+        chosen = items.get(split)
+    if chosen is None:
+        raise ResnetlabError(f"{root}: no {split}/ class tree to evaluate on", argument="split")
+    if limit is not None and limit < len(chosen):
+        labels = torch.tensor([y for _, y in chosen], dtype=torch.int64)
+        keep = stratified_holdout(labels, limit, seed).tolist()
+        chosen = [chosen[i] for i in keep]
+    images, ok, bad = decode_files([p for p, _ in chosen], mode, size, box=box)
+    if bad and not skip_bad:
+        raise _bad_error(bad, root)
+    if not ok:
+        raise ResnetlabError(f"{root}: no readable images left after skipping bad files")
+    labels = torch.tensor([chosen[i][1] for i in ok], dtype=torch.int64)
+    return ImageDataset(images, labels, list(classes)), bad

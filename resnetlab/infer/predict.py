@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .. import policy
+from ..data.classmap import class_names
 from ..errors import ResnetlabError
 from ..models.factory import load_model
 from .fastpath import prepare_for_inference
@@ -44,14 +45,6 @@ class PredictResult:
 
     predictions: list[Prediction] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
-
-
-def class_names(meta: dict[str, Any], num_classes: int) -> list[str]:
-    """The weights' class names, or "0", "1", ... when the metadata has none."""
-    names = meta.get("classes")
-    if isinstance(names, list) and len(names) == num_classes:
-        return [str(n) for n in names]
-    return [str(i) for i in range(num_classes)]
 
 
 def load_for_inference(weights: str | os.PathLike) -> tuple[nn.Module, dict[str, Any], Preprocess]:

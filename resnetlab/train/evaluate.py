@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.classmap import class_names, match_classes
 from ..errors import ResnetlabError
 
 
@@ -95,12 +96,20 @@ def evaluate_weights(
     batch_size: int = 500,
     device: str | None = None,
     threads: int | None = None,
+    limit: int | None = None,
+    ignore_class_names: bool = False,
+    skip_bad: bool = False,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate a weights file (or an int8 .onnx from quantize) on a split of `data`: top-1 and
     top-5 accuracy, loss, accuracy per class and the confusion matrix, as `resnetlab eval` shows.
 
+    Classes are matched by name (resnetlab.data.classmap): `class_match` says how, in one line,
+    when it is not the identity. An image folder is decoded as predict decodes an image (resized
+    to cover, centre-cropped to the weights' input size) and used whole (a train/test tree: the
+    split); `limit` evaluates a seeded, class-stratified sample of that many images.
+
     tta: also the mirrored image (None: as the model was trained); precision: fp32 or bf16."""
-    from ..data import load_source
     from ..data.dataset import check_input_size
     from ..data.loader import BatchLoader, weights_mean_std
     from ..infer.quantize import is_onnx_file, load_int8
@@ -115,6 +124,8 @@ def evaluate_weights(
         raise ResnetlabError(f"split {split!r}: use test or train", argument="split")
     if precision not in ("fp32", "bf16"):
         raise ResnetlabError(f"precision {precision!r}: use fp32 or bf16", argument="precision")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ResnetlabError(f"limit {limit!r}: expected a whole number >= 1", argument="limit")
     int8 = is_onnx_file(weights)
     if int8:  # an int8 model from `resnetlab quantize`, run by ONNX Runtime on the CPU
         if precision == "bf16":
@@ -128,19 +139,22 @@ def evaluate_weights(
         model, meta = load_int8(weights)
     else:
         model, meta = load_model(weights)
-    splits = load_source(data)
-    images = splits.test if split == "test" else splits.train
+    num_classes = int(meta.get("num_classes") or 0)
+    if num_classes <= 0 or meta.get("features_only"):
+        raise ResnetlabError(f"{weights}: a model without a classifier head cannot be evaluated")
+    images, name, train_images, skipped = _eval_images(meta, data, split, skip_bad, limit, seed)
     check_input_size(meta, images, str(weights), str(data))
-    num_classes = int(meta.get("num_classes", 0))
-    classes = list(meta.get("classes") or images.classes)
-    n_data = int(images.labels.max()) + 1 if len(images) else 0
-    if num_classes < n_data:
-        raise ResnetlabError(
-            f"{weights} has {num_classes} classes; {data} has labels up to {n_data - 1}"
-        )
-    if len(classes) != num_classes:
-        classes = [str(i) for i in range(num_classes)]
-    mean, std = weights_mean_std(meta, splits.train.images)
+    match = match_classes(
+        meta.get("classes"),
+        num_classes,
+        images.classes,
+        weights=str(weights),
+        data=str(data),
+        ignore_names=ignore_class_names,
+    )
+    classes = class_names(meta, num_classes)
+    images = match.remap(images, classes)
+    mean, std = weights_mean_std(meta, train_images)
     device = "cpu" if int8 else pick_device(device)
     if not device.startswith("cuda"):
         torch.set_num_threads(cpu_threads(threads))
@@ -154,21 +168,64 @@ def evaluate_weights(
     res = evaluate(
         model, loader, num_classes=num_classes, device=device, tta_flip=tta, autocast_dtype=dtype
     )
+    # rows of classes the data has, in the weights' order; a class it lacks has no row
+    present = sorted(set(match.index))
+    per_class = res.per_class_acc()
     return {
         "weights": str(weights),
         "model": meta["name"],
-        "dataset": splits.name,
+        "dataset": name,
         "split": split,
         "images": res.n,
+        "skipped_files": len(skipped),
+        "class_match": match.note,
+        "classes": classes,
         "top1_acc": res.top1_acc,
         "top5_acc": 1 - res.top5_err,
         "top1_err": res.top1_err,
         "top5_err": res.top5_err,
         "loss": res.loss,
         "tta_flip": tta,
-        "per_class_acc": dict(zip(classes, res.per_class_acc())),
+        "per_class_acc": {classes[i]: per_class[i] for i in present},
         "confusion": res.confusion.tolist(),
     }
+
+
+def _eval_images(meta, data, split, skip_bad, limit, seed):
+    """(images of the split, dataset name, training images for mean/std, skipped files)."""
+    from ..data import load_source
+    from ..data.folders import read_eval_folder
+    from ..data.sources import canonical_name, detect_format
+    from ..data.split import stratified_holdout
+    from ..infer.preprocess import Preprocess
+
+    text = os.fspath(data)
+    is_name = isinstance(data, str) and canonical_name(text) is not None
+    if not is_name and os.path.isdir(text) and detect_format(text) == "folder":
+        size = meta.get("input_size")
+        if size is None or len(size) != 3:
+            raise ResnetlabError(
+                f"an image folder is decoded at the weights' input size, but the metadata "
+                f"has none ({size!r})"
+            )
+        prep = Preprocess.from_metadata(meta, "weights")
+        images, bad = read_eval_folder(
+            text,
+            split=split,
+            mode=prep.mode,
+            size=tuple(size[1:]),
+            box=prep.resize_size,
+            skip_bad=skip_bad,
+            limit=limit,
+            seed=seed,
+        )
+        return images, os.path.basename(os.path.normpath(text)), images.images, bad
+    splits = load_source(data)
+    images = splits.test if split == "test" else splits.train
+    if limit is not None and limit < len(images):
+        keep = stratified_holdout(images.labels, limit, seed)
+        images = type(images)(images.images[keep], images.labels[keep], images.classes)
+    return images, splits.name, splits.train.images, []
 
 
 def plot_confusion(
