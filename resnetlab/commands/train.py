@@ -130,7 +130,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also draw the confusion matrix into this PNG (default: no picture)",
     )
     p.add_argument(
-        "--limit", type=int, help="evaluate a seeded, class-balanced sample of N images (default all)"
+        "--limit",
+        type=int,
+        help="evaluate a seeded, class-balanced sample of N images (default all)",
     )
     p.add_argument(
         "--ignore-class-names",
