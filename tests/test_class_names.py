@@ -212,3 +212,39 @@ def test_eval_of_a_folder_resizes_as_predict_does(tmp_path):
     for c in ("Bag", "Sneaker", "Trouser"):
         row = FASHION.index(c)
         assert FASHION[int(confusion[row].argmax())] == predicted[c]
+
+
+# --- fine-tuning keeps the head rows of the classes the weights know -------------------------
+
+
+def test_init_from_keeps_known_rows_by_name_and_makes_new_ones(tmp_path):
+    from resnetlab.models import create_model, save_weights
+    from resnetlab.train.finetune import init_from
+
+    small = {"layers": [1, 1, 1], "widths": [4, 4, 4], "stem_width": 4}
+    src = create_model("resnet20", num_classes=3, in_chans=1, **small)
+    save_weights(src, tmp_path / "src.safetensors", {"classes": ["cat", "dog", "eel"]})
+    dst = create_model("resnet20", num_classes=3, in_chans=1, **small)
+    fresh = dst.fc.weight.detach().clone()
+    note = init_from(dst, str(tmp_path / "src.safetensors"), ["dog", "fox", "cat"])
+    assert note.endswith(
+        "head matched by name: 2 of 3 classes keep their rows from "
+        f"{tmp_path / 'src.safetensors'}; new rows for 'fox'; dropped 'eel'"
+    )
+    assert torch.equal(dst.fc.weight[0], src.fc.weight[1])  # dog
+    assert torch.equal(dst.fc.weight[2], src.fc.weight[0])  # cat
+    assert torch.equal(dst.fc.weight[1], fresh[1])  # fox: a new row
+    assert torch.equal(dst.fc.bias[0], src.fc.bias[1])
+
+
+def test_init_from_the_shipped_weights_on_alphabetical_folders_permutes_the_head():
+    from resnetlab.models import create_model
+    from resnetlab.train.finetune import init_from
+
+    folders = sorted(c.replace("/", "_") for c in FASHION)
+    dst = create_model("resnet20", num_classes=10, in_chans=1)
+    note = init_from(dst, str(SHIPPED), folders)
+    src = create_model("resnet20", pretrained="fashion-mnist")
+    assert "10 of 10 classes keep their rows" in note
+    for j, name in enumerate(folders):
+        assert torch.equal(dst.fc.weight[j], src.fc.weight[FASHION.index(name.replace("_", "/"))])

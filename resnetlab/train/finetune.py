@@ -2,35 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
+from ..data.classmap import match_head
 from ..errors import ResnetlabError
 from ..models.weights import read_weights
 from .recipes import Recipe
 
 
-def init_from(model: nn.Module, path: str) -> str:
-    """Load a project weights file or a torchvision-style state dict into `model`, all but a head
-    whose class count differs; a 3-channel stem is summed over channels for 1-channel data."""
+def init_from(model: nn.Module, path: str, classes: Sequence[str] | None = None) -> str:
+    """Load a project weights file or a torchvision-style state dict into `model`; a 3-channel stem
+    is summed over channels for 1-channel data. The head's rows follow the class names: a class of
+    `classes` (the data's) that the weights know keeps its row, a new class gets a fresh one
+    (resnetlab.data.classmap.match_head); returns one line saying what was loaded and kept."""
     state, meta = read_weights(path)
     own = model.state_dict()
     head = _head_prefix(model)
-    loaded, skipped_head, bad = {}, [], []
+    loaded, head_state, bad = {}, {}, []
     unused = []
     for k, v in state.items():
+        if k.startswith(head):
+            head_state[k] = v
+            continue
         if k not in own:
-            if k.startswith(head):
-                skipped_head.append(k)
-            elif not k.endswith("num_batches_tracked"):
+            if not k.endswith("num_batches_tracked"):
                 unused.append(k)
             continue
         target = own[k]
         if v.shape == target.shape:
             loaded[k] = v
-        elif k.startswith(head):
-            skipped_head.append(k)
         elif (
             v.ndim == 4
             and target.ndim == 4
@@ -60,13 +63,36 @@ def init_from(model: nn.Module, path: str) -> str:
             f"e.g. {', '.join(body_missing[:3])} (weights of {meta.get('name', 'another model')}?)",
             argument="init_from",
         )
+    head_note = _head_rows(model, head, head_state, own, meta, classes, path, loaded)
     model.load_state_dict(loaded, strict=False)
-    new_head = any(k.startswith(head) for k in own if k not in loaded)
-    return f"loaded {len(loaded)} tensors from {path}" + (
-        f"; new head ({head.rstrip('.')}) for {model.get_classifier().out_features} classes"
-        if new_head
-        else ""
+    return f"loaded {len(loaded)} tensors from {path}" + (f"; {head_note}" if head_note else "")
+
+
+def _head_rows(model, head, head_state, own, meta, classes, path, loaded) -> str:
+    """Put into `loaded` the head rows of the classes the weights know; say which are new."""
+    n_new = model.get_classifier().out_features
+    weight, bias = head_state.get(f"{head}weight"), head_state.get(f"{head}bias")
+    fits = (
+        weight is not None
+        and weight.ndim == 2
+        and weight.shape[1] == own[f"{head}weight"].shape[1]
+        and (bias is None or bias.shape == (weight.shape[0],))
     )
+    if not fits:
+        return f"new head ({head.rstrip('.')}) for {n_new} classes"
+    new_classes = list(classes) if classes is not None else [str(i) for i in range(n_new)]
+    match = match_head(meta.get("classes"), weight.shape[0], new_classes, weights=str(path))
+    if match.kept == 0:
+        return f"new head ({head.rstrip('.')}) for {n_new} classes"
+    for key, old in ((f"{head}weight", weight), (f"{head}bias", bias)):
+        if old is None or key not in own:
+            continue
+        rows = own[key].clone()
+        for j, r in enumerate(match.rows):
+            if r is not None:
+                rows[j] = old[r]
+        loaded[key] = rows
+    return match.note
 
 
 def _head_prefix(model: nn.Module) -> str:

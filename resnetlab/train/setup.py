@@ -100,7 +100,7 @@ def set_up(
     model = model_for_data(cfg.model, image_shape, r.num_classes, cfg.model_options)
     model = distributed.convert_sync_bn(model, info, cfg.sync_bn)
     fresh = state_ck is None
-    r.note_init = init_from(model, cfg.init_from) if cfg.init_from and fresh else None
+    r.note_init = init_from(model, cfg.init_from, r.classes) if cfg.init_from and fresh else None
     r.frozen = freeze(model, cfg.freeze)
     body_scale = cfg.body_lr_scale
     if body_scale is None:
