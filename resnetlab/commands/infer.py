@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="auto (default: CUDA when there is one; an int8 file runs on the CPU), cpu or cuda",
     )
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's own choice)")
     p.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
@@ -138,6 +139,8 @@ def run_predict(args: argparse.Namespace) -> int:
     """Predict and print; exit 1 if any image could not be read."""
     from ..infer.predict import predict
 
+    if args.threads is not None:  # an int8 (ONNX Runtime) file takes torch's count too
+        torch.set_num_threads(policy.cpu_threads(args.threads))
     result = predict(
         args.weights,
         args.images,
