@@ -65,14 +65,16 @@ def plot_curves(run_dir: str | os.PathLike, rows: list[dict[str, Any]], title: s
         marker=marker,
         label="train error",
     )
-    ax.plot(
-        epochs,
-        [100 * r["test_top1_err"] for r in rows],
-        "-",
-        color="C0",
-        marker=marker,
-        label="test error",
-    )
+    tested = [r for r in rows if "test_top1_err" in r]  # epochs without an evaluation have none
+    if tested:
+        ax.plot(
+            [r["epoch"] for r in tested],
+            [100 * r["test_top1_err"] for r in tested],
+            "-",
+            color="C0",
+            marker=marker,
+            label="test error",
+        )
     if any("val_top1_err" in r for r in rows):
         ax.plot(
             [r["epoch"] for r in rows if "val_top1_err" in r],
@@ -114,21 +116,26 @@ class Progress:
                 total=total, desc=desc, file=self.stream, leave=False, dynamic_ncols=True
             )
 
-    def update(self, n: int, loss: float, acc: float, images: int) -> None:
-        """Record n more steps; show running loss, accuracy and speed."""
+    def update(
+        self, n: int, loss: float | None = None, acc: float | None = None, images: int = 0
+    ) -> None:
+        """Record n more steps (or batches); show loss and accuracy when given, and speed."""
         self.count += n
         if not self.enabled:
             return
         elapsed = time.perf_counter() - self.start
         speed = images / max(elapsed, 1e-9)
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{100 * acc:.1f}%", img_s=f"{speed:.0f}")
+            shown = {} if loss is None else {"loss": f"{loss:.3f}"}
+            shown.update({} if acc is None else {"acc": f"{100 * acc:.1f}%"})
+            self.bar.set_postfix(**shown, img_s=f"{speed:.0f}")
             self.bar.update(n)
         elif self.count // self.every > (self.count - n) // self.every or self.count == self.total:
             eta = elapsed / max(self.count, 1) * (self.total - self.count)
+            shown = "" if loss is None else f"loss {loss:.4f} "
+            shown += "" if acc is None else f"acc {100 * acc:.2f}% "
             print(
-                f"{self.desc} {self.count}/{self.total} loss {loss:.4f} acc {100 * acc:.2f}% "
-                f"{speed:.0f} img/s eta {eta:.0f}s",
+                f"{self.desc} {self.count}/{self.total} {shown}{speed:.0f} img/s eta {eta:.0f}s",
                 file=self.stream,
                 flush=True,
             )
@@ -156,9 +163,11 @@ def epoch_line(row: dict[str, Any], epochs: int) -> str:
     """The line printed at an epoch's end."""
     line = (
         f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} "
-        f"err {100 * row['train_top1_err']:.2f}%  test err {100 * row['test_top1_err']:.2f}% "
-        f"(top-5 {100 * row['test_top5_err']:.2f}%)"
+        f"err {100 * row['train_top1_err']:.2f}%"
     )
+    if "test_top1_err" in row:  # epochs without an evaluation (eval_every) have no test error
+        top5 = f"(top-5 {100 * row['test_top5_err']:.2f}%)"
+        line += f"  test err {100 * row['test_top1_err']:.2f}% {top5}"
     if "val_top1_err" in row:
         line += f"  val err {100 * row['val_top1_err']:.2f}%"
     return line + (f"  lr {row['lr']:.4g}  {row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s")
