@@ -37,6 +37,8 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None  # CPU threads; None: the cores not already busy (see cpu_threads)
     quiet: bool = False  # no progress display (epoch lines and the result are still printed)
+    eval_every: int = 1  # epochs between evaluations; the last epoch is always evaluated
+    eval_images: int | None = None  # per-epoch evaluations on a fixed seeded subset; None: all
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (weights_only-loadable)."""
@@ -64,6 +66,8 @@ CONFIG_NUMBERS = {
     "checkpoint_minutes": (lambda v: _real(v) and v > 0, "a finite number of minutes > 0"),
     "log_every": (lambda v: _whole(v) and v >= 0, "a whole number of steps >= 0"),
     "threads": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
+    "eval_every": (lambda v: _whole(v) and v >= 1, "a whole number of epochs >= 1"),
+    "eval_images": (lambda v: _whole(v) and v >= 1, "a whole number of images >= 1"),
 }
 
 
