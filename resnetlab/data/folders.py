@@ -14,8 +14,9 @@ without alpha), else "RGB". Conversions follow resnetlab.data.images.
 
 Size: images in a tree may differ in size, but a batch needs one. With `size` given, every image
 becomes size x size; otherwise every image takes the most common height and width in the tree (the
-size of all of them when they agree). An image of another size is scaled, keeping its aspect, until
-it covers the target, then centre-cropped to it (resnetlab.data.transform).
+size of all of them when they agree), or, with mixed="refuse" (training does), a tree of mixed
+sizes is refused with the most common sizes named. An image of another size is scaled, keeping
+its aspect, until it covers the target, then centre-cropped to it (resnetlab.data.transform).
 
 Bad files: a file that is not a readable image fails the load, naming the first bad paths; with
 skip_bad=True such files are skipped and their paths returned, so the caller can report the count.
@@ -41,6 +42,7 @@ from .transform import resize_and_crop
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 SPLIT_DIRS = ("train", "val", "test")
 SHOWN_BAD = 3
+SHOWN_SIZES = 3  # the most common sizes a refusal of mixed sizes names
 
 
 def _is_image(p: Path) -> bool:
@@ -123,6 +125,18 @@ def _bad_error(bad: list[str], root: Path) -> ResnetlabError:
     )
 
 
+def _mixed_error(root: Path, sizes: Counter) -> ResnetlabError:
+    ranked = sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ", ".join(f"{n} of {h}x{w}" for (h, w), n in ranked[:SHOWN_SIZES])
+    more = f" and {len(ranked) - SHOWN_SIZES} more" if len(ranked) > SHOWN_SIZES else ""
+    side = max(ranked[0][0])
+    return ResnetlabError(
+        f"size is needed: {root} holds images of {len(ranked)} sizes (height x width: {shown}"
+        f"{more}); give the side every image is resized to, e.g. {side}",
+        argument="size",
+    )
+
+
 def decode_files(
     paths: list[Path],
     mode: str,
@@ -194,13 +208,18 @@ def read_image_folder(
     skip_bad: bool = False,
     test_fraction: float = 0.2,
     seed: int = 0,
+    mixed: str = "common",
 ) -> tuple[DataSplits, list[str]]:
-    """Read a class-folder tree into splits; returns (splits, messages for skipped bad files)."""
+    """Read a class-folder tree into splits; returns (splits, messages for skipped bad files).
+    Without `size`, images of mixed sizes take the most common one (mixed="common") or are
+    refused in one line naming the sizes found (mixed="refuse")."""
     root = Path(root)
     if mode is not None and mode not in ("RGB", "L"):
         raise ResnetlabError(f"unknown image mode {mode!r}; use RGB or L")
     if size is not None and size < 1:
         raise ResnetlabError(f"size must be a positive number of pixels, got {size}")
+    if mixed not in ("common", "refuse"):
+        raise ResnetlabError(f"mixed {mixed!r}: use common or refuse", argument="mixed")
     trees, items, classes = _scan_splits(root)
 
     paths = [p for its in items.values() for p, _ in its]
@@ -217,6 +236,8 @@ def read_image_folder(
     else:
         sizes = Counter(s for _, s in good)
         target = max(sizes.items(), key=lambda kv: (kv[1], kv[0]))[0] if sizes else (1, 1)
+        if len(sizes) > 1 and mixed == "refuse":
+            raise _mixed_error(root, sizes)
 
     skipped = list(bad)
     datasets = {}

@@ -83,12 +83,14 @@ def read_source(
     size: int | None = None,
     mode: str | None = None,
     test_fraction: float = 0.2,
+    mixed: str = "common",
 ) -> tuple[DataSplits, list[str]]:
     """Load a dataset by name or path (format detected): (splits, messages of bad files skipped).
 
     val_split: samples held out of train as `val` (a count, or a fraction in (0, 1)), seeded and
-    stratified by class. skip_bad, size, mode and test_fraction apply to image folders (and
-    test_fraction to an .npz with only x and y).
+    stratified by class. skip_bad, size, mode, mixed (images of mixed sizes without `size`: the
+    most common size, or refused) and test_fraction apply to image folders (and test_fraction to
+    an .npz with only x and y).
     """
     skipped: list[str] = []
     text = os.fspath(source)
@@ -112,8 +114,9 @@ def read_source(
             splits = load_cifar_dir(p)
         else:
             splits, skipped = read_image_folder(
-                p, mode=mode, size=size, skip_bad=skip_bad, test_fraction=test_fraction, seed=seed
-            )
+                p, mode=mode, size=size, skip_bad=skip_bad, test_fraction=test_fraction,
+                seed=seed, mixed=mixed,
+            )  # fmt: skip
     if size is not None and splits.train.image_shape[1:] != (size, size):
         raise ResnetlabError(
             f"{text}: images are {splits.train.image_shape[1]}x{splits.train.image_shape[2]}; "
