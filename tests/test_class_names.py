@@ -248,3 +248,66 @@ def test_init_from_the_shipped_weights_on_alphabetical_folders_permutes_the_head
     assert "10 of 10 classes keep their rows" in note
     for j, name in enumerate(folders):
         assert torch.equal(dst.fc.weight[j], src.fc.weight[FASHION.index(name.replace("_", "/"))])
+
+
+# --- the studies and quantize meet weights and data too --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reordered_npz(tmp_path_factory):
+    """200 real test images as .npz files twice: the IDX class order and the alphabetical one."""
+    from resnetlab.data import load_source
+
+    test = load_source("fashion-mnist").test
+    x, y = test.images[:200, 0].numpy(), test.labels[:200].numpy()
+    root = tmp_path_factory.mktemp("orders")
+    alpha = sorted(test.classes)
+    to_alpha = np.array([alpha.index(c) for c in test.classes])
+    np.savez(root / "idx.npz", x_train=x, y_train=y, x_test=x, y_test=y,
+             classes=np.array(test.classes))  # fmt: skip
+    np.savez(root / "alpha.npz", x_train=x, y_train=to_alpha[y], x_test=x, y_test=to_alpha[y],
+             classes=np.array(alpha))  # fmt: skip
+    return root / "idx.npz", root / "alpha.npz"
+
+
+@needs_data
+def test_lesion_scores_reordered_classes_by_name(reordered_npz, tmp_path):
+    from resnetlab.experiments.lesion import run_lesion
+
+    said = []
+    idx, alpha = reordered_npz
+    a = run_lesion([str(SHIPPED)], str(idx), str(tmp_path / "a"), draws=1, max_k=1, say=said.append)
+    b = run_lesion([str(SHIPPED)], str(alpha), str(tmp_path / "b"), draws=1, max_k=1,
+                   say=said.append)  # fmt: skip
+    assert a[0].baseline_err == b[0].baseline_err < 0.15
+    assert a[0].single == b[0].single
+    assert any("classes matched by name" in line for line in said)
+
+
+@needs_data
+def test_quantize_compares_on_reordered_classes_by_name(reordered_npz, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from resnetlab.infer.quantize import quantize
+
+    idx, alpha = reordered_npz
+    kw = dict(images=32, bench_batch=0)
+    a = quantize(SHIPPED, calib=str(idx), out=tmp_path / "a.onnx", **kw)
+    said = []
+    b = quantize(SHIPPED, calib=str(alpha), out=tmp_path / "b.onnx", log=said.append, **kw)
+    assert a.fp32_top1 == b.fp32_top1 > 0.85
+    assert any("classes matched by name" in line for line in said)
+
+
+def test_quantize_refuses_calibration_data_of_unknown_classes(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from resnetlab.infer.quantize import quantize
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)
+    y = np.arange(40) % 2
+    data = tmp_path / "pets.npz"
+    np.savez(data, x_train=x, y_train=y, x_test=x, y_test=y, classes=np.array(["cat", "Bag"]))
+    out = tmp_path / "q.onnx"
+    with pytest.raises(ResnetlabError, match="does not know: 'cat'"):
+        quantize(SHIPPED, calib=str(data), out=out, images=32, bench_batch=0)
+    assert not out.exists()

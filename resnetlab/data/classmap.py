@@ -201,3 +201,26 @@ def match_head(
     if dropped:
         parts.append(f"dropped {_shown(dropped)}")
     return HeadMatch(rows, "; ".join(parts))
+
+
+def data_for_weights(
+    meta: dict,
+    data: ImageDataset,
+    *,
+    weights: str = "the weights",
+    source: str = "the data",
+    ignore_names: bool = False,
+) -> tuple[ImageDataset, ClassMatch]:
+    """`data` with labels as the outputs of the weights whose metadata is `meta` (matched by
+    name, see match_classes) and the weights' class names; and the match, whose `note` a caller
+    prints."""
+    n = int(meta.get("num_classes") or 0)
+    match = match_classes(
+        meta.get("classes"),
+        n,
+        data.classes,
+        weights=weights,
+        data=source,
+        ignore_names=ignore_names,
+    )
+    return match.remap(data, class_names(meta, n)), match

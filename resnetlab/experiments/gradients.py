@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import load_source
+from ..data.classmap import data_for_weights
 from ..data.dataset import check_input_size
 from ..data.loader import BatchLoader, compute_mean_std
 from ..errors import ResnetlabError
@@ -225,7 +226,10 @@ def run_gradients(
                     continue
                 trained, meta = load_model(w)
                 check_input_size(meta, train, str(w), data)
-                txs = probe_batches(train, meta["mean"], meta["std"], batch_size, batches, seed)
+                net_train, match = data_for_weights(meta, train, weights=str(w), source=str(data))
+                if match.note:
+                    say(f"{family}-{depth}: {match.note}")
+                txs = probe_batches(net_train, meta["mean"], meta["std"], batch_size, batches, seed)
                 p = probe(trained, txs, train_mode=False)
                 # gradients as in training (batch statistics); responses as the net is used
                 g = probe(trained, txs, train_mode=True)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..data import load_source
+from ..data.classmap import data_for_weights
 from ..data.dataset import check_input_size
 from ..data.loader import BatchLoader
 from ..errors import ResnetlabError
@@ -172,13 +173,16 @@ def run_lesion(
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(len(test), generator=g)[:images].sort().values
         test = type(test)(test.images[idx], test.labels[idx], test.classes)
-    results = []
-    for w, model, meta, blocks in models:
+    matched = []  # every net's classes are checked before any is lesioned
+    for w, _, meta, _ in models:
         check_input_size(meta, test, str(w), data)
-        if int(meta.get("num_classes", 0)) <= int(test.labels.max()):
-            raise ResnetlabError(f"{w} has fewer classes than {data} has labels")
+        matched.append(data_for_weights(meta, test, weights=str(w), source=str(data)))
+    results = []
+    for (w, model, meta, blocks), (net_test, match) in zip(models, matched):
+        if match.note:
+            say(f"{meta['name']}: {match.note}")
         model.to(memory_format=torch.channels_last)
-        loader = BatchLoader(test, 500, train=False, mean=meta["mean"], std=meta["std"],
+        loader = BatchLoader(net_test, 500, train=False, mean=meta["mean"], std=meta["std"],
                              channels_last=True)  # fmt: skip
         batches = list(loader)
         pool = [i for i, (_, b) in enumerate(blocks) if keeps_shape(b)]

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.classmap import data_for_weights
 from ..data.dataset import check_input_size
 from ..data.loader import weights_mean_std
 from ..data.transform import normalise
@@ -326,7 +327,11 @@ def quantize(
     _check_calib_count(images)  # before the data is read: bad input fails at once
     splits = load_source(source)
     x_cal, mean, std = calibration_images(splits, images, meta, str(source), weights=str(weights))
+    # the calibration data must be the weights' classes: matched by name before any work
+    test, match = data_for_weights(meta, splits.test, weights=str(weights), source=str(source))
     if log:
+        if match.note:
+            log(match.note)
         log(f"calibrating on {len(x_cal)} training images of {source}")
     extra = {
         "mean": mean,
@@ -350,8 +355,7 @@ def quantize(
         seconds=round(seconds, 1), fp32_bytes=os.path.getsize(weights),
         int8_bytes=os.path.getsize(out),
     )  # fmt: skip
-    if test_images != 0 and len(splits.test):
-        test = splits.test
+    if test_images != 0 and len(test):
         n = len(test) if test_images is None else min(test_images, len(test))
         x = normalise(test.images[:n], mean, std)
         tta = bool(meta.get("tta", False))

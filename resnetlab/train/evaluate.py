@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.classmap import class_names, match_classes
+from ..data.classmap import data_for_weights
 from ..errors import ResnetlabError
 
 
@@ -144,16 +144,10 @@ def evaluate_weights(
         raise ResnetlabError(f"{weights}: a model without a classifier head cannot be evaluated")
     images, name, train_images, skipped = _eval_images(meta, data, split, skip_bad, limit, seed)
     check_input_size(meta, images, str(weights), str(data))
-    match = match_classes(
-        meta.get("classes"),
-        num_classes,
-        images.classes,
-        weights=str(weights),
-        data=str(data),
-        ignore_names=ignore_class_names,
+    images, match = data_for_weights(
+        meta, images, weights=str(weights), source=str(data), ignore_names=ignore_class_names
     )
-    classes = class_names(meta, num_classes)
-    images = match.remap(images, classes)
+    classes = images.classes
     mean, std = weights_mean_std(meta, train_images)
     device = "cpu" if int8 else pick_device(device)
     if not device.startswith("cuda"):
