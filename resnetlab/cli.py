@@ -21,10 +21,24 @@ COMMAND_MODULES = (models_cmd, data_cmd, train_cmd, infer_cmd, experiment_cmd)
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (the usage is one --help away)."""
+    """argparse, but a usage error is one line that points to the subcommand's --help."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {message}{help_hint(self.prog)}\n")
+
+
+def help_hint(prog: str) -> str:
+    """Where an argument error sends the reader: ' (see `resnetlab train --help`)'."""
+    return f" (see `{prog} --help`)"
+
+
+def _mark_help(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand's namespace its own prog, for errors raised after parsing."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.set_defaults(help_prog=sub.prog)
+                _mark_help(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for module in COMMAND_MODULES:
         module.register(sub)
+    _mark_help(parser)
     return parser
 
 
@@ -57,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     except ResnetlabError as e:
         if debug:
             raise
-        print(f"resnetlab {args.command}: error: {e.for_command_line()}", file=sys.stderr)
+        text = e.for_command_line()
+        if text.startswith("--"):  # about an argument: its meaning is one --help away
+            text += help_hint(getattr(args, "help_prog", f"resnetlab {args.command}"))
+        print(f"resnetlab {args.command}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"resnetlab {args.command}: interrupted", file=sys.stderr)

@@ -36,9 +36,13 @@ class TrainConfig:
     log_every: int = 0  # steps; >0: also log the training error of the batches as trained
     device: str = "auto"
     threads: int | None = None  # CPU threads; None: the cores not already busy (see cpu_threads)
-    quiet: bool = False  # no progress display (epoch lines and the result are still printed)
+    quiet: bool = False  # print only the final line (warnings still go to stderr)
     eval_every: int = 1  # epochs between evaluations; the last epoch is always evaluated
     eval_images: int | None = None  # per-epoch evaluations on a fixed seeded subset; None: all
+    size: int | None = None  # image folders: side images are resized to (see train/rundata.py)
+    mode: str | None = None  # image folders: "RGB" or "L"; None: L when every image is grey
+    skip_bad: bool = False  # image folders: skip unreadable files, and say how many
+    log: list[str] = field(default_factory=list)  # logs besides metrics.jsonl/.csv: "tensorboard"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (weights_only-loadable)."""
@@ -68,7 +72,9 @@ CONFIG_NUMBERS = {
     "threads": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
     "eval_every": (lambda v: _whole(v) and v >= 1, "a whole number of epochs >= 1"),
     "eval_images": (lambda v: _whole(v) and v >= 1, "a whole number of images >= 1"),
+    "size": (lambda v: _whole(v) and v >= 1, "a whole number of pixels >= 1"),
 }
+IMAGE_MODES = ("RGB", "L")
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -76,6 +82,7 @@ def check_config(cfg: TrainConfig) -> None:
     (NaN, infinite, negative, of the wrong type), a choice is unknown or options are not a
     mapping. The one place a run's settings are checked; the command line adds flag names."""
     from ..policy import COMPILE_OPTIONS, PRECISIONS
+    from .logging import check_logs
     from .recipes import RECIPE_CHOICES
 
     for key, (ok, expected) in CONFIG_NUMBERS.items():
@@ -102,3 +109,6 @@ def check_config(cfg: TrainConfig) -> None:
         raise ResnetlabError(
             f"freeze {cfg.freeze!r}: expected a list of part names", argument="freeze"
         )
+    if cfg.mode is not None and cfg.mode not in IMAGE_MODES:
+        raise ResnetlabError(f"mode {cfg.mode!r}: use {', '.join(IMAGE_MODES)}", argument="mode")
+    check_logs(cfg.log)

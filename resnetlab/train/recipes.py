@@ -4,6 +4,13 @@ A recipe is a plain dataclass. The command line overrides single fields (--lr, -
 --batch-size); everything else comes from here. The learning rate follows `lr_factor`, a pure
 function of the step (plus, for the paper's deep-net warm-up, one flag kept in the schedule state),
 so a resumed run sets exactly the rate an uninterrupted one would.
+
+Another batch size with `fast` (and `accel`) scales the learning rate with it, the linear rule of
+Goyal et al. 2017 from the recipe's reference batch (0.2 at 128: 0.4 at 256, 0.1 at 64), with a
+warm-up over at least 10% of the steps when the batch is 2x the reference or more (as `accel`, 4x
+`fast`, has); an --lr given is used as is. The recipe then records the reference it was scaled
+from. `min_steps` is what a recipe needs to learn anything: a schedule shorter than that (2,000
+images for 1 epoch is 16 steps) ends near chance, and the run says so and how many epochs would do.
 """
 
 from __future__ import annotations
@@ -40,6 +47,10 @@ class Recipe:
     pad: int = 4  # random translation by up to this many pixels
     flip: bool = True
     erase: float = 0.0  # probability of random erasing per image
+    scale_lr: bool = False  # another batch size scales lr linearly (from batch_size and lr above)
+    min_steps: int = 0  # fewer steps in all than this: the run warns that it may not learn
+    reference_batch: int | None = None  # when lr was scaled: the batch and lr it was scaled from
+    reference_lr: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as JSON-able values (for checkpoints and the summary)."""
@@ -63,6 +74,7 @@ PAPER = Recipe(
     deep_warmup_iters=400,
     pad=4,
     flip=True,
+    min_steps=1000,
 )
 
 # Accuracy per minute on a 2-core CPU; each choice is measured in docs/training.md.
@@ -82,6 +94,8 @@ FAST = Recipe(
     tta_flip=True,
     pad=2,
     flip=True,
+    scale_lr=True,
+    min_steps=300,
 )
 
 # The fast recipe for accelerators: a GPU is idle at batch 128, so the batch is 4x larger and the
@@ -91,6 +105,7 @@ ACCEL = replace(FAST, name="accel", epochs=20, batch_size=512, lr=0.8, warmup_fr
 
 RECIPES = {"paper": PAPER, "fast": FAST, "accel": ACCEL}
 RECIPE_CHOICES = ("auto", *RECIPES)
+SCALED_WARMUP = 0.1  # least warm-up (fraction of steps) once the lr is scaled 2x or more
 
 
 def auto_recipe(name: str, device: str, batch_size: int | None = None) -> str:
@@ -101,7 +116,8 @@ def auto_recipe(name: str, device: str, batch_size: int | None = None) -> str:
 
 
 def get_recipe(name: str, **overrides: Any) -> Recipe:
-    """A named recipe with some fields replaced (None values are ignored)."""
+    """A named recipe with some fields replaced (None values are ignored); another batch_size
+    without an lr scales the lr linearly where the recipe says so (scale_lr)."""
     from .config import CONFIG_NUMBERS
 
     if name not in RECIPES:
@@ -113,7 +129,41 @@ def get_recipe(name: str, **overrides: Any) -> Recipe:
         ok, expected = CONFIG_NUMBERS.get(key, (lambda _: True, ""))
         if not ok(v):
             raise ResnetlabError(f"{key} {v!r}: expected {expected}", argument=key)
-    return replace(RECIPES[name], **fields)
+    base = RECIPES[name]
+    batch = fields.get("batch_size", base.batch_size)
+    if base.scale_lr and "lr" not in fields and batch != base.batch_size:
+        k = batch / base.batch_size
+        fields.update(lr=base.lr * k, reference_batch=base.batch_size, reference_lr=base.lr)
+        if k >= 2:
+            fields["warmup_frac"] = max(base.warmup_frac, SCALED_WARMUP)
+    return replace(base, **fields)
+
+
+def lr_note(recipe: Recipe) -> str:
+    """How the recipe's lr came about, for the run's description ('' when not scaled)."""
+    if recipe.reference_batch is None:
+        return ""
+    return (
+        f" (scaled with the batch: {recipe.reference_lr:g} x "
+        f"{recipe.batch_size}/{recipe.reference_batch})"
+    )
+
+
+def too_few_steps(recipe: Recipe, steps_per_epoch: int) -> str | None:
+    """A one-line warning when the schedule is too short for the recipe to learn, naming the
+    epochs that would give it enough steps; None when it is long enough."""
+    from .logging import plural
+
+    total = recipe.epochs * steps_per_epoch
+    if total >= recipe.min_steps:
+        return None
+    need = math.ceil(recipe.min_steps / max(1, steps_per_epoch))
+    return (
+        f"{plural(total, 'step')} ({plural(recipe.epochs, 'epoch')} of "
+        f"{plural(steps_per_epoch, 'step')} at batch {recipe.batch_size}) is too short for the "
+        f"{recipe.name} recipe, which needs about {recipe.min_steps} steps to learn; the run may "
+        f"end near chance: train {need} epochs or more (--epochs {need})"
+    )
 
 
 def lr_factor(recipe: Recipe, step: int, total_steps: int) -> float:
