@@ -11,11 +11,15 @@ from .models import (
     read_metadata,
     save_weights,
 )
-from .train.loop import TrainConfig, fit
+from .train.callbacks import Callback, EarlyStopping
+from .train.loop import FitResult, TrainConfig, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Callback",
+    "EarlyStopping",
+    "FitResult",
     "ResnetlabError",
     "TrainConfig",
     "create_model",

@@ -99,6 +99,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(steps.jsonl)",
     )
     p.add_argument(
+        "--eval-every",
+        type=int,
+        metavar="K",
+        help="evaluate every K epochs (default 1; the last epoch is always evaluated)",
+    )
+    p.add_argument(
+        "--eval-images",
+        type=int,
+        metavar="N",
+        help="evaluate each epoch on a fixed seeded N images of each split (the final "
+        "evaluation uses all)",
+    )
+    p.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -187,6 +200,8 @@ def build_config(args: argparse.Namespace):
         "augment": args.augment,
         "checkpoint_every": args.checkpoint_every,
         "log_every": args.log_every,
+        "eval_every": args.eval_every,
+        "eval_images": args.eval_images,
         "device": args.device,
         "threads": args.threads,
         "quiet": args.quiet or None,

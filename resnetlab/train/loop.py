@@ -2,9 +2,15 @@
 
 `fit(TrainConfig)` does everything `resnetlab train` does, in named phases that read top to
 bottom: set up (data, model, optimiser, state), then per epoch train, evaluate, log and
-checkpoint, then finish. The learning rate is a function of the step, the data of (seed, epoch,
-batch), and a checkpoint carries the rest (RunState), so a resumed run replays exactly what an
-uninterrupted one computes.
+checkpoint, then finish. `fit(model, train_data, val_data=None, **settings)` runs the same loop
+on a model object the caller holds (trained in place) and data in memory, a name or a path.
+The learning rate is a function of the step, the data of (seed, epoch, batch), and a checkpoint
+carries the rest (RunState), so a resumed run replays exactly what an uninterrupted one computes.
+
+Evaluation costs what it must: an epoch is evaluated every `eval_every` epochs on plain images
+(on a fixed subset of `eval_images` per split when set); the last epoch, the final evaluation,
+on every image, with the mirrored view when the recipe says so. Callbacks (callbacks.py) see
+each epoch's row and may stop the run, which then ends as a finished run does.
 
 Nothing inside an epoch waits for the device: the step keeps its tallies there (step.py), and
 the loop reads them every `read_every` steps (every step on a CPU, where reading is free), at
@@ -16,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 import math
 import sys
 import time
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from torch import nn
 
@@ -40,6 +48,7 @@ from ..policy import (  # noqa: F401  (re-exported: the names training has alway
 from . import checkpoint as ckpt
 from . import distributed
 from .average import EMA  # noqa: F401
+from .callbacks import EpochState, call, check_callbacks
 from .config import CONFIG_NUMBERS, TrainConfig, check_config  # noqa: F401
 from .evaluate import evaluate
 from .finetune import freeze, init_from, param_groups  # noqa: F401
@@ -61,7 +70,7 @@ from .rundir import (  # noqa: F401
     run_lock,
     stop_on_signals,
 )
-from .setup import EVAL_BATCH, READ_EVERY, describe, load_data, set_up  # noqa: F401
+from .setup import EVAL_BATCH, READ_EVERY, as_splits, describe, load_data, set_up  # noqa: F401
 
 PLOT_SECONDS = 30.0  # redraw curves.png at most this often (and always at the end)
 
@@ -74,23 +83,153 @@ class Interrupted(Exception):
     """Ctrl-C (or SIGTERM) arrived; a checkpoint has been saved."""
 
 
-def fit(cfg: TrainConfig, splits: DataSplits | None = None, resume: str | None = None) -> dict:
-    """Train as `cfg` says (continuing the checkpoint at `resume` if given); returns the summary."""
-    return train_model(cfg, splits, resume)[1]
+@dataclass
+class FitResult:
+    """What `fit(model, data, ...)` returns: the model (trained in place) and the run's record."""
+
+    model: nn.Module  # the model given, with its last weights (not a weight average)
+    summary: dict[str, Any]  # as summary.json ({} on processes other than rank 0)
+    history: list[dict[str, Any]]  # the metrics.jsonl rows, one per epoch
+    weights: Path  # last.safetensors: the final weights with their metadata
+    best_weights: Path | None  # best.safetensors (None when nothing was evaluated)
+    stopped_early: bool  # whether a callback stopped the run
+    stop_reason: str | None  # the callback's reason
+
+
+@overload
+def fit(
+    config: TrainConfig,
+    splits: Any = None,
+    resume: str | None = None,
+    *,
+    callbacks: list[Any] | None = None,
+    **settings: Any,
+) -> dict[str, Any]: ...
+
+
+@overload
+def fit(
+    model: nn.Module,
+    train_data: Any,
+    val_data: Any = None,
+    *,
+    resume: str | None = None,
+    callbacks: list[Any] | None = None,
+    **settings: Any,
+) -> FitResult: ...
+
+
+def fit(model_or_config: Any, *args: Any, **kwargs: Any) -> dict[str, Any] | FitResult:
+    """Train. `fit(TrainConfig, splits=None, resume=None)` runs as `resnetlab train` does and
+    returns the summary; `fit(model, train_data, val_data=None, **settings)` trains a model object
+    in place on data (an ImageDataset, a DataSplits, an (images, labels) pair, or a dataset name or
+    path) with TrainConfig's fields as settings, and returns a FitResult. Both take `callbacks`."""
+    if isinstance(model_or_config, TrainConfig):
+        return _fit_config(model_or_config, *args, **kwargs)
+    return _fit_model(model_or_config, *args, **kwargs)
+
+
+def _fit_config(
+    cfg: TrainConfig,
+    /,
+    splits: Any = None,
+    resume: str | None = None,
+    *,
+    callbacks: list[Any] | None = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    if settings:
+        cfg = replace(cfg, **_check_settings(settings, ()))
+    if splits is not None and not isinstance(splits, DataSplits):
+        splits, _ = as_splits(splits, None, cfg)
+    return train_model(cfg, splits, resume, callbacks=callbacks)[1]
+
+
+def _fit_model(
+    model: nn.Module,
+    /,
+    train_data: Any,
+    val_data: Any = None,
+    *,
+    resume: str | None = None,
+    callbacks: list[Any] | None = None,
+    **settings: Any,
+) -> FitResult:
+    config = getattr(model, "resnetlab_config", None) if isinstance(model, nn.Module) else None
+    if not config:
+        raise ResnetlabError(
+            f"model {type(model).__name__}: expected a model built by resnetlab.create_model "
+            "(or a TrainConfig)",
+            argument="model",
+        )
+    settings = _check_settings(settings, ("model", "data", "model_options"))
+    options = {k: v for k, v in config.get("options", {}).items() if k != "in_features"}
+    cfg = TrainConfig(model=config["name"], data="in-memory", model_options=options, **settings)
+    check_config(cfg)
+    splits, name = as_splits(train_data, val_data, cfg)
+    cfg = replace(cfg, data=name)
+    trained, summary, trainer = _train(cfg, splits, resume, callbacks, model)
+    best = trainer.out / BEST_WEIGHTS if trainer.eval_loaders else None
+    stopped = trainer.state.stopped
+    return FitResult(
+        model=trained,
+        summary=summary,
+        history=list(trainer.state.history),
+        weights=trainer.out / LAST_WEIGHTS,
+        best_weights=best,
+        stopped_early=bool(stopped),
+        stop_reason=stopped.get("reason") if stopped else None,
+    )
+
+
+def _check_settings(settings: dict[str, Any], refused: tuple[str, ...]) -> dict[str, Any]:
+    """The settings if each is a TrainConfig field that may be set here; else one line naming
+    the ones that are not."""
+    allowed = [f.name for f in fields(TrainConfig) if f.name not in refused]
+    unknown = [k for k in settings if k not in allowed]
+    if not unknown:
+        return settings
+    if any(k in refused for k in unknown):
+        given = ", ".join(k for k in unknown if k in refused)
+        raise ResnetlabError(
+            f"setting(s) {given}: the model and the data are fit's first arguments; build "
+            "options go to create_model",
+            argument=unknown[0],
+        )
+    hints = [difflib.get_close_matches(k, allowed, n=1) for k in unknown]
+    shown = ", ".join(k + (f" (did you mean {h[0]}?)" if h else "") for k, h in zip(unknown, hints))
+    raise ResnetlabError(
+        f"unknown setting(s) {shown}; settings are TrainConfig's fields: {', '.join(allowed)}",
+        argument=unknown[0],
+    )
 
 
 def train_model(
-    cfg: TrainConfig, splits: DataSplits | None = None, resume: str | None = None
+    cfg: TrainConfig,
+    splits: DataSplits | None = None,
+    resume: str | None = None,
+    *,
+    callbacks: list[Any] | None = None,
+    model: nn.Module | None = None,
 ) -> tuple[nn.Module, dict]:
-    """As fit, and also return the trained model (its last weights, not the moving average)."""
+    """As fit, and also return the trained model (its last weights, not the moving average);
+    `model`: a ready model to train in place instead of a fresh one of `cfg.model`."""
+    trained, summary, _ = _train(cfg, splits, resume, callbacks, model)
+    return trained, summary
+
+
+def _train(cfg, splits, resume, callbacks, model) -> tuple[nn.Module, dict, Trainer]:
     t_start = time.time()
     check_config(cfg)
+    callbacks = check_callbacks(callbacks)
     info = distributed.setup(cfg.device)
     try:
         with run_lock(Path(cfg.out)) if info.is_main else contextlib.nullcontext():
             if info.is_main:
                 remove_stale_temporaries(Path(cfg.out))
-            return Trainer(cfg, splits, resume, info, t_start).run()
+            trainer = Trainer(cfg, splits, resume, info, t_start, model=model, callbacks=callbacks)
+            trained, summary = trainer.run()
+            return trained, summary, trainer
     finally:
         distributed.cleanup(info)
 
@@ -108,13 +247,26 @@ class Trainer:
         resume: str | None,
         info: distributed.DistInfo,
         t_start: float,
+        *,
+        model: nn.Module | None = None,
+        callbacks: list[Any] | None = None,
     ) -> None:
         self.info, self.t_start = info, t_start
-        self.__dict__.update(vars(set_up(cfg, splits, resume, info)))
+        self.__dict__.update(vars(set_up(cfg, splits, resume, info, model)))
+        self.callbacks = list(callbacks or [])
         self.stop_asked = False
         self.last_checkpoint = time.time()
         self.last_plot = 0.0
-        self.final_eval = None
+        self.final_eval: dict[str, Any] | None = None  # split name -> EvalResult, at the end
+        self.epoch_state = EpochState(
+            epochs=self.recipe.epochs,
+            model=self.model,
+            has_test="test" in self.eval_loaders,
+            has_val="val" in self.eval_loaders,
+            epoch=self.state.epoch,
+            step=self.state.step,
+            history=self.state.history,
+        )
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             for line in describe(self, resume):
@@ -124,16 +276,27 @@ class Trainer:
     # the run
 
     def run(self) -> tuple[nn.Module, dict]:
-        """Every epoch from where the state stands: train, evaluate, log, checkpoint."""
+        """Every epoch from where the state stands: train, evaluate, log, call back, checkpoint;
+        until the last epoch or until a callback stops the run."""
         self.setup_seconds = time.time() - self.t_start  # reading data, building, restoring
+        if self.info.is_main:
+            call(self.callbacks, "on_train_begin", self.epoch_state)
         with stop_on_signals(self.ask_to_stop):
             try:
                 for epoch in range(self.state.epoch, self.recipe.epochs):
+                    if self.state.stopped:  # a resumed run that a callback had stopped
+                        break
                     self.train_epoch(epoch)
+                    reason = None
                     if self.info.is_main:
-                        self.log_epoch(self.evaluate_epoch())
+                        row = self.evaluate_epoch(epoch)
+                        self.log_epoch(row)
+                        reason = self.epoch_end(row)
+                    (stop,) = distributed.any_flags([reason is not None], self.info)
                     self.state.epoch, self.state.batch = epoch + 1, 0
                     self.state.epoch_acc = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
+                    if stop:
+                        self.state.stopped = {"epoch": epoch + 1, "reason": reason or ""}
                     self.save_checkpoint()
                     distributed.barrier(self.info)
             except Interrupted:
@@ -145,7 +308,27 @@ class Trainer:
                         file=sys.stderr,
                     )
                 raise KeyboardInterrupt from None
-        return self.model, self.finish()
+        summary = self.finish()
+        if self.model is not self.user_model:  # converted for the run (sync BN): copy back
+            self.user_model.load_state_dict(self.model.state_dict())
+        if self.info.is_main:
+            call(self.callbacks, "on_train_end", self.epoch_state)
+        return self.user_model, summary
+
+    def epoch_end(self, row: dict[str, Any]) -> str | None:
+        """Show the callbacks the epoch's row; the reason to stop, if one of them asks."""
+        es = self.epoch_state
+        es.epoch, es.step, es.metrics = row["epoch"], self.state.step, row
+        es.history = self.state.history
+        call(self.callbacks, "on_epoch_end", es)
+        if not es.stop:
+            return None
+        if row["epoch"] >= self.recipe.epochs:  # the run ends here anyway
+            return None
+        if not es.stop_reason:
+            es.stop_reason = "a callback stopped the run"
+        say(f"stopping after epoch {row['epoch']}/{self.recipe.epochs}: {es.stop_reason}")
+        return es.stop_reason
 
     # ---------------------------------------------------------------------------------------
     # train one epoch
@@ -261,17 +444,33 @@ class Trainer:
         m.load_state_dict(ema.state)
         return m
 
-    def evaluate_on(self, model: nn.Module, loader):
-        """Top-1/top-5 error and loss of `model` over `loader` (rank 0)."""
-        return evaluate(model, loader, num_classes=self.num_classes, device=self.device,
-                        tta_flip=self.recipe.tta_flip)  # fmt: skip
+    def evaluate_on(self, model: nn.Module, loader, *, tta: bool, desc: str):
+        """Top-1/top-5 error and loss of `model` over `loader` (rank 0), with progress shown."""
+        progress = Progress(len(loader), desc, enabled=self.info.is_main and not self.cfg.quiet)
+        try:
+            return evaluate(model, _shown(loader, progress), num_classes=self.num_classes,
+                            device=self.device, tta_flip=tta)  # fmt: skip
+        finally:
+            progress.close()
 
-    def evaluate_epoch(self) -> dict[str, Any]:
-        """The epoch's row: training sums, test (and validation) errors, speed."""
+    def evaluate_all(self, model: nn.Module, epoch: int, *, final: bool) -> dict[str, Any]:
+        """Every split's EvalResult: the final evaluation on every image, with flips when the
+        recipe flips; an epoch's on plain images of its subset."""
+        loaders = self.eval_loaders if final else self.epoch_loaders
+        tta = self.recipe.tta_flip and final
+        results = {}
+        for name, loader in loaders.items():
+            n = loader.num_samples
+            what = f"{n} {name} images{', flip TTA' if tta else ''}"
+            desc = f"evaluate epoch {epoch}/{self.recipe.epochs} ({what})"
+            results[name] = self.evaluate_on(model, loader, tta=tta, desc=desc)
+        return results
+
+    def evaluate_epoch(self, epoch: int) -> dict[str, Any]:
+        """The epoch's row: training sums, test (and validation) errors when evaluated, speed.
+        The last epoch is the final evaluation; others come every `eval_every` epochs."""
         s = self.state
         em = self.eval_model()
-        test = self.evaluate_on(em, self.test_loader)
-        self.final_eval = test
         acc = s.epoch_acc
         n = max(acc["count"], 1)
         row = {
@@ -279,19 +478,25 @@ class Trainer:
             "step": s.step,
             "train_loss": acc["loss"] / n,
             "train_top1_err": 1 - acc["correct"] / n,
-            "test_top1_err": test.top1_err,
-            "test_top5_err": test.top5_err,
-            "test_loss": test.loss,
+        }
+        final = epoch + 1 == self.recipe.epochs
+        if self.eval_loaders and (final or (epoch + 1) % self.cfg.eval_every == 0):
+            results = self.evaluate_all(em, epoch + 1, final=final)
+            for name, res in results.items():
+                row[f"{name}_top1_err"] = res.top1_err
+                row[f"{name}_top5_err"] = res.top5_err
+                row[f"{name}_loss"] = res.loss
+                row[f"{name}_images"] = res.n
+            row["eval_tta"] = self.recipe.tta_flip and final
+            if final:
+                self.final_eval = results
+        row.update({
             "lr": s.optimizer.param_groups[-1]["lr"],
             "images_per_s": acc["count"] * self.info.world_size / max(acc["seconds"], 1e-9),
             "seconds": acc["seconds"],
             "elapsed": s.elapsed + (time.time() - self.t_start),
             "wall_time": time.time(),
-        }
-        if self.val_loader is not None:
-            val = self.evaluate_on(em, self.val_loader)
-            row["val_top1_err"] = val.top1_err
-            row["val_top5_err"] = val.top5_err
+        })  # fmt: skip
         self.eval_for_save = em
         return row
 
@@ -302,10 +507,12 @@ class Trainer:
         """Append the row; write metrics, steps, last and best weights; redraw the curves."""
         s, out = self.state, self.out
         s.history.append(row)
-        select = row.get("val_top1_err", row["test_top1_err"])
-        wmeta = dict(self.meta, epoch=row["epoch"], test_top1_err=row["test_top1_err"])
+        select = _selection_err(row)
+        wmeta = dict(self.meta, epoch=row["epoch"])
+        if "test_top1_err" in row:
+            wmeta["test_top1_err"] = row["test_top1_err"]
         save_weights(self.eval_for_save, out / LAST_WEIGHTS, wmeta)
-        if select < s.best_err:
+        if select is not None and select < s.best_err:
             s.best_err = select
             save_weights(self.eval_for_save, out / BEST_WEIGHTS, wmeta)
         write_metrics(out, s.history)
@@ -347,27 +554,48 @@ class Trainer:
     # finish
 
     def finish(self) -> dict[str, Any]:
-        """The summary (rank 0): final test accuracy, best epoch, times; summary.json."""
+        """The summary (rank 0): final test accuracy, best epoch, times, whether and why a
+        callback stopped the run; summary.json."""
         if not self.info.is_main:
             return {}
         s, cfg, recipe, out = self.state, self.cfg, self.recipe, self.out
-        if self.final_eval is None:  # resumed at the very end: evaluate what was trained
-            self.final_eval = self.evaluate_on(self.eval_model(), self.test_loader)
+        stopped = s.stopped
+        if self.final_eval is None and self.eval_loaders:  # stopped early, or resumed at the end
+            em = self.eval_model()
+            self.final_eval = self.evaluate_all(em, len(s.history), final=True)
+            if stopped:  # the final weights carry the final evaluation's error
+                wmeta = dict(self.meta, epoch=len(s.history))
+                if "test" in self.final_eval:
+                    wmeta["test_top1_err"] = self.final_eval["test"].top1_err
+                save_weights(em, out / LAST_WEIGHTS, wmeta)
             self.plot()
-        final = self.final_eval
-        best_row = min(s.history, key=lambda r: r.get("val_top1_err", r["test_top1_err"]))
-        summary = {
+        final = self.final_eval or {}
+        summary: dict[str, Any] = {
             "model": cfg.model,
             "dataset": self.splits.name,
             "recipe": recipe.to_dict(),
             "config": cfg.to_dict(),
             "epochs": recipe.epochs,
+            "epochs_trained": len(s.history),
             "steps": s.step,
-            "final_test_top1_err": final.top1_err,
-            "final_test_top5_err": final.top5_err,
-            "final_test_accuracy": final.top1_acc,
-            "best_epoch": best_row["epoch"],
-            "best_test_top1_err": best_row["test_top1_err"],
+        }
+        for name, res in final.items():
+            summary[f"final_{name}_top1_err"] = res.top1_err
+            summary[f"final_{name}_top5_err"] = res.top5_err
+            summary[f"final_{name}_accuracy"] = res.top1_acc
+        evaluated = [r for r in s.history if _selection_err(r) is not None]
+        if evaluated:
+            best_row = min(evaluated, key=_selection_err)
+            summary["best_epoch"] = best_row["epoch"]
+            for key in ("test_top1_err", "val_top1_err"):
+                if key in best_row:
+                    summary[f"best_{key}"] = best_row[key]
+        weights = {"last": str(out / LAST_WEIGHTS)}
+        if evaluated:
+            weights["best"] = str(out / BEST_WEIGHTS)
+        summary.update({
+            "stopped_early": bool(stopped),
+            "stop_reason": stopped.get("reason") if stopped else None,
             "train_seconds": sum(r["seconds"] for r in s.history),
             "setup_seconds": self.setup_seconds,
             "elapsed_seconds": s.elapsed + (time.time() - self.t_start),
@@ -376,15 +604,28 @@ class Trainer:
             "compiled": self.compiled,
             "cuda_graphs": self.step_fn.graphs,
             "world_size": self.info.world_size,
-            "weights": {"last": str(out / LAST_WEIGHTS), "best": str(out / BEST_WEIGHTS)},
-        }
+            "weights": weights,
+        })  # fmt: skip
         write_summary(out, summary)
-        say(
-            f"test accuracy {100 * final.top1_acc:.2f}% (top-5 "
-            f"{100 * (1 - final.top5_err):.2f}%{', flip TTA' if recipe.tta_flip else ''}) "
-            f"-> {out / LAST_WEIGHTS}"
-        )
+        say(self.final_line(final))
         return summary
+
+    def final_line(self, final: dict[str, Any]) -> str:
+        """The last line printed: the final accuracy on test (else validation) data."""
+        last = self.out / LAST_WEIGHTS
+        name = "test" if "test" in final else "val" if "val" in final else None
+        if name is None:
+            epochs = len(self.state.history)
+            return (
+                f"trained {epochs} epoch{'s' if epochs != 1 else ''}; no test or validation data "
+                f"to evaluate -> {last}"
+            )
+        res = final[name]
+        return (
+            f"{'test' if name == 'test' else 'validation'} accuracy {100 * res.top1_acc:.2f}% "
+            f"(top-5 {100 * (1 - res.top5_err):.2f}%"
+            f"{', flip TTA' if self.recipe.tta_flip else ''}) -> {last}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,6 +635,20 @@ class Trainer:
 def say(text: str) -> None:
     """Print a line of the run's log (callers print on rank 0 only)."""
     print(text, flush=True)
+
+
+def _selection_err(row: dict[str, Any]) -> float | None:
+    """The error that chooses the best epoch: validation, else test; None if not evaluated."""
+    return row.get("val_top1_err", row.get("test_top1_err"))
+
+
+def _shown(loader, progress: Progress):
+    """The batches of `loader`, counted on `progress` as they are consumed."""
+    images = 0
+    for x, y in loader:
+        yield x, y
+        images += len(y)
+        progress.update(1, images=images)
 
 
 def _tally(sums: dict[str, float]):

@@ -6,18 +6,22 @@ each decision of device, precision and compilation comes from resnetlab.policy.
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..data import DataSplits
+from ..data import DataSplits, ImageDataset
+from ..data.classmap import is_unnamed
 from ..data.loader import BatchLoader, compute_mean_std
 from ..data.resident import ResidentLoader, fits_on_device
+from ..data.split import split_dataset, stratified_holdout
 from ..errors import ResnetlabError
-from ..models import get_entry
+from ..models import get_entry, read_metadata
 from ..models.factory import model_for_data
 from ..policy import (
     cpu_threads,
@@ -42,8 +46,10 @@ READ_EVERY = {"cpu": 1, "cuda": 50}  # steps between reads of the device's talli
 
 class Run(SimpleNamespace):
     """What set_up builds: cfg (completed), recipe, splits, classes, num_classes, model, net
-    (DDP-wrapped), frozen parts, dtype, channels_last, train/test/val loaders, steps_per_epoch,
-    state (RunState), step_fn (TrainStep), compiled, resident, read_every, meta, note_init."""
+    (DDP-wrapped), user_model (the model given, or the one built), frozen parts, dtype,
+    channels_last, train/test/val loaders, eval_loaders and epoch_loaders (split name -> loader:
+    every image, and the per-epoch subset), steps_per_epoch, state (RunState), step_fn
+    (TrainStep), compiled, resident, read_every, meta, note_init."""
 
 
 def load_data(cfg: TrainConfig) -> DataSplits:
@@ -58,10 +64,106 @@ def load_data(cfg: TrainConfig) -> DataSplits:
     return splits
 
 
+IN_MEMORY = "in-memory"  # the dataset's name in logs and metadata when fit is given tensors
+
+
+def as_splits(train_data: Any, val_data: Any, cfg: TrainConfig) -> tuple[DataSplits | None, str]:
+    """fit's data arguments as (splits, dataset name): train_data an ImageDataset, a DataSplits,
+    an (images, labels) pair or a dataset name or path (then splits is None, for set_up to read
+    as cfg.data, unless val_data is given); val_data one of the same (of a DataSplits, a name or
+    a path, the test split). cfg.val_split holds out a validation split of in-memory data."""
+    if isinstance(train_data, (str, os.PathLike)):
+        name = os.fspath(train_data)
+        if val_data is None:
+            return None, name
+        splits = load_data(replace(cfg, data=name))
+    elif isinstance(train_data, DataSplits):
+        splits, name = train_data, train_data.name
+    else:
+        splits = DataSplits(IN_MEMORY, as_dataset(train_data, "train_data"), None)
+        name = IN_MEMORY
+    if cfg.val_split and splits.val is None and not isinstance(train_data, (str, os.PathLike)):
+        if val_data is not None:
+            raise ResnetlabError(
+                f"val_split {cfg.val_split} and val_data: give one of them", argument="val_split"
+            )
+        val = int(cfg.val_split) if cfg.val_split >= 1 else cfg.val_split
+        train, held = split_dataset(splits.train, val, cfg.seed, what="val_split")
+        splits = DataSplits(splits.name, train, splits.test, held)
+    if val_data is not None:
+        if splits.val is not None:
+            raise ResnetlabError(
+                "val_data given, but train_data already has a validation split; give one of them",
+                argument="val_data",
+            )
+        if isinstance(val_data, (str, os.PathLike)):
+            val_data = load_data(replace(cfg, data=os.fspath(val_data), val_split=0.0, subset=None))
+        if isinstance(val_data, DataSplits):
+            val_data = val_data.test
+        val = with_classes_of(as_dataset(val_data, "val_data"), splits.train.classes)
+        splits = DataSplits(splits.name, splits.train, splits.test, val)
+    return splits, name
+
+
+def as_dataset(data: Any, what: str) -> ImageDataset:
+    """An ImageDataset, or one made of an (images uint8 (N, C, H, W), labels) pair whose classes
+    are "0", "1", ... ; else one line saying what `what` should be."""
+    if isinstance(data, ImageDataset):
+        return data
+    if isinstance(data, tuple) and len(data) == 2:
+        images, labels = (torch.as_tensor(v) for v in data)
+        if labels.is_floating_point() or labels.dtype == torch.bool or labels.ndim != 1:
+            raise ResnetlabError(
+                f"{what} labels of {labels.dtype} {tuple(labels.shape)}: expected whole numbers, "
+                "one per image",
+                argument=what,
+            )
+        if len(labels) and int(labels.min()) < 0:
+            raise ResnetlabError(
+                f"{what} label {int(labels.min())}: expected class indices >= 0", argument=what
+            )
+        top = int(labels.max()) + 1 if len(labels) else 0
+        return ImageDataset(images, labels, [str(i) for i in range(top)])
+    raise ResnetlabError(
+        f"{what} {type(data).__name__}: expected an ImageDataset, a DataSplits, an "
+        "(images, labels) pair, or a dataset name or path",
+        argument=what,
+    )
+
+
+def with_classes_of(ds: ImageDataset, classes: list[str]) -> ImageDataset:
+    """`ds` with its labels as indices of `classes` (matched by name; by index where `ds` has no
+    names); one line naming the classes `classes` lacks."""
+    if list(ds.classes) == list(classes):
+        return ds
+    if is_unnamed(ds.classes):
+        top = len(ds.classes)
+        if top > len(classes):
+            raise ResnetlabError(
+                f"val_data has label {top - 1} but train_data has {len(classes)} classes",
+                argument="val_data",
+            )
+        return ImageDataset(ds.images, ds.labels, list(classes))
+    unknown = [c for c in ds.classes if c not in classes]
+    if unknown:
+        raise ResnetlabError(
+            f"val_data has classes train_data lacks: {', '.join(unknown[:5])}; expected classes "
+            f"among {', '.join(classes[:10])}",
+            argument="val_data",
+        )
+    table = torch.tensor([classes.index(c) for c in ds.classes], dtype=torch.int64)
+    return ImageDataset(ds.images, table[ds.labels], list(classes))
+
+
 def set_up(
-    cfg: TrainConfig, splits: DataSplits | None, resume: str | None, info: distributed.DistInfo
+    cfg: TrainConfig,
+    splits: DataSplits | None,
+    resume: str | None,
+    info: distributed.DistInfo,
+    model: nn.Module | None = None,
 ) -> Run:
-    """Everything a run needs, restored from the checkpoint at `resume` when given."""
+    """Everything a run needs, restored from the checkpoint at `resume` when given; `model`: a
+    ready model to train (its weights change in place) instead of a fresh one of `cfg.model`."""
     r = Run()
     r.info, r.out = info, Path(cfg.out)
     r.device = device = info.device
@@ -81,6 +183,11 @@ def set_up(
         splits = load_data(cfg)
     elif cfg.subset is not None:
         splits = DataSplits(splits.name, splits.train.subset(cfg.subset), splits.test, splits.val)
+    if splits.test is None and splits.val is None and cfg.eval_images is not None:
+        raise ResnetlabError(
+            f"eval_images {cfg.eval_images}: the run has no test or validation data to evaluate",
+            argument="eval_images",
+        )
     r.splits = splits
     train_set = splits.train
     r.classes = list(train_set.classes)
@@ -93,11 +200,20 @@ def set_up(
             f"batch size {recipe.batch_size} is not divisible by {info.world_size} processes",
             argument="batch_size",
         )
-    mean, std = compute_mean_std(train_set.images)
 
-    # model, precision, threads
+    # model, normalisation, precision, threads
     torch.manual_seed(cfg.seed)
-    model = model_for_data(cfg.model, image_shape, r.num_classes, cfg.model_options)
+    if model is None:
+        model = model_for_data(cfg.model, image_shape, r.num_classes, cfg.model_options)
+        weights_meta = read_metadata(cfg.init_from) if cfg.init_from else {}
+    else:
+        check_model_fits(model, entry, image_shape, r.num_classes)
+        weights_meta = getattr(model, "resnetlab_metadata", None) or {}
+    # fine-tuning normalises as the weights were trained; else with the training images' stats
+    mean, std = weights_norm(weights_meta, image_shape[0])
+    if mean is None:
+        mean, std = compute_mean_std(train_set.images)
+    r.user_model = model
     model = distributed.convert_sync_bn(model, info, cfg.sync_bn)
     fresh = state_ck is None
     r.note_init = init_from(model, cfg.init_from, r.classes) if cfg.init_from and fresh else None
@@ -133,9 +249,18 @@ def set_up(
             f"{len(train_set)} training images make no batch of {recipe.batch_size}; "
             "lower the batch size or raise the subset"
         )
+    # evaluation: the final one on every image; per-epoch ones on `eval_images` of each split
     eval_kw = dict(train=False, mean=mean, std=std, channels_last=r.channels_last)
-    r.test_loader = BatchLoader(splits.test, EVAL_BATCH, **eval_kw)
-    r.val_loader = BatchLoader(splits.val, EVAL_BATCH, **eval_kw) if splits.val else None
+    r.eval_loaders, r.epoch_loaders = {}, {}  # split name -> loader
+    for name, ds in (("test", splits.test), ("val", splits.val)):
+        if ds is None or not len(ds):
+            continue
+        r.eval_loaders[name] = BatchLoader(ds, EVAL_BATCH, **eval_kw)
+        part = eval_subset(ds, cfg.eval_images, cfg.seed)
+        r.epoch_loaders[name] = (
+            r.eval_loaders[name] if part is ds else BatchLoader(part, EVAL_BATCH, **eval_kw)
+        )
+    r.test_loader, r.val_loader = r.eval_loaders.get("test"), r.eval_loaders.get("val")
     r.steps_per_epoch = len(r.train_loader)
     total_steps = recipe.epochs * r.steps_per_epoch
 
@@ -182,14 +307,79 @@ def set_up(
     return r
 
 
+def check_model_fits(model: nn.Module, entry, image_shape: tuple, num_classes: int) -> None:
+    """Fail in one line unless a ready model takes images of `image_shape` (C, H, W) and has one
+    output per class of the data."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    outputs = getattr(head, "out_features", 0)
+    if not outputs:
+        raise ResnetlabError(
+            "model has no classifier head (num_classes=0 or features_only); build it with "
+            f"num_classes={num_classes} to train it on this data",
+            argument="model",
+        )
+    if outputs != num_classes:
+        raise ResnetlabError(
+            f"model has {outputs} outputs but the data has {num_classes} classes; build it with "
+            f"num_classes={num_classes} (or call model.reset_classifier({num_classes}))",
+            argument="model",
+        )
+    c, h, w = image_shape
+    if entry.is_mlp:
+        have, want, what = getattr(model, "in_features", None), c * h * w, "in_features"
+    else:
+        conv1 = getattr(model, "conv1", None)
+        have, want, what = getattr(conv1, "in_channels", None), c, "in_chans"
+    if have is not None and have != want:
+        raise ResnetlabError(
+            f"model takes {what}={have} but the data's images are {c}x{h}x{w}; build it with "
+            f"{what}={want}",
+            argument="model",
+        )
+
+
+def weights_norm(meta: dict, channels: int) -> tuple[list | None, list | None]:
+    """The mean and std that weights were trained with (their metadata's), for `channels` input
+    channels: one value repeated for a stem adapted to more channels, averaged for a grey one;
+    (None, None) when the metadata has none or they do not fit."""
+    mean, std = meta.get("mean"), meta.get("std")
+    if mean is None or std is None:
+        return None, None
+    mean = [float(v) for v in (mean if isinstance(mean, list) else [mean])]
+    std = [float(v) for v in (std if isinstance(std, list) else [std])]
+    if len(mean) != len(std) or not mean:
+        return None, None
+    if len(mean) == channels:
+        return mean, std
+    if len(mean) == 1:  # grey weights in a stem repeated over colour channels
+        return mean * channels, std * channels
+    if channels == 1:  # colour weights summed into a grey stem
+        return [sum(mean) / len(mean)], [sum(std) / len(std)]
+    return None, None
+
+
+def eval_subset(ds: ImageDataset, n: int | None, seed: int) -> ImageDataset:
+    """A fixed subset of `n` images of `ds` (seeded, stratified by class), or `ds` itself when
+    `n` is None or covers it."""
+    if n is None or n >= len(ds):
+        return ds
+    idx = stratified_holdout(ds.labels, n, seed)
+    return ImageDataset(ds.images[idx], ds.labels[idx], list(ds.classes))
+
+
 def describe(run, resume: str | None = None) -> list[str]:
     """The run's one-line description (and where it resumed, and what it was initialised from)."""
     cfg, recipe, info, s = run.cfg, run.recipe, run.info, run.state
     shape = "x".join(map(str, run.meta["input_size"]))
+    sp = run.splits
+    sizes = " / ".join(
+        f"{len(ds)} {name}"
+        for name, ds in (("train", sp.train), ("test", sp.test), ("validation", sp.val))
+        if ds is not None
+    )
     lines = [
-        f"train {cfg.model} on {run.splits.name}: {len(run.splits.train)} train / "
-        f"{len(run.splits.test)} test images {shape}, {run.num_classes} classes; recipe "
-        f"{recipe.name}, {recipe.epochs} epochs of {run.steps_per_epoch} steps, batch "
+        f"train {cfg.model} on {sp.name}: {sizes} images {shape}, {run.num_classes} classes; "
+        f"recipe {recipe.name}, {recipe.epochs} epochs of {run.steps_per_epoch} steps, batch "
         f"{recipe.batch_size}, lr {recipe.lr:g}; {run.device}, {precision_name(run.dtype)}"
         f"{', channels_last' if run.channels_last else ''}"
         f"{', compiled' if run.compiled else ''}"
@@ -200,6 +390,10 @@ def describe(run, resume: str | None = None) -> list[str]:
     ]
     if run.note_init:
         lines.append(run.note_init)
+    if cfg.eval_every > 1 or cfg.eval_images is not None:
+        every = f"every {cfg.eval_every} epochs" if cfg.eval_every > 1 else "every epoch"
+        part = f" on {cfg.eval_images} images of each split" if cfg.eval_images else ""
+        lines.append(f"evaluated {every}{part}; the last epoch on every image")
     if resume is not None:
         lines.append(
             f"resumed from {resume} at epoch {s.epoch + 1}, batch {s.batch}, step {s.step}"

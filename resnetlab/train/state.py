@@ -46,6 +46,7 @@ class RunState:
     step_log: list[dict[str, Any]] = field(default_factory=list)  # training error every N steps
     step_window: dict[str, float] = field(default_factory=_new_window)  # sums since the last row
     elapsed: float = 0.0  # seconds spent by earlier processes of this run
+    stopped: dict[str, Any] = field(default_factory=dict)  # {epoch, reason} once a callback stops
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The model's tensors and the average's, under `ema.`."""
@@ -75,6 +76,7 @@ class RunState:
             "meta": meta,
             "step_log": self.step_log,
             "step_window": dict(self.step_window),
+            "stopped": dict(self.stopped),
         }
         return self.weights(), state
 
@@ -106,3 +108,9 @@ class RunState:
         self.elapsed = float(state["elapsed"])
         self.step_log = list(state.get("step_log", []))
         self.step_window = dict(state.get("step_window", _new_window()))
+        stopped = state.get("stopped", {})
+        if not isinstance(stopped, dict):
+            raise ResnetlabError(
+                f"checkpoint in {source}: stopped is {stopped!r}; expected a mapping"
+            )
+        self.stopped = dict(stopped)
