@@ -33,6 +33,7 @@ from ..errors import ResnetlabError
 from ..files import atomic_write
 from ..models.weights import META_KEY
 from .export import export_onnx, onnx_session, require_onnxruntime
+from .onnxfile import read_onnx
 
 MIN_CALIB_IMAGES = 32
 DEFAULT_CALIB_IMAGES = 512
@@ -81,23 +82,9 @@ class Int8Model(nn.Module):
 
 
 def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The resnetlab metadata of an ONNX file ({} when it has none); reads no code."""
-    import onnx
-
-    p = Path(path)
-    if not p.is_file():
-        raise ResnetlabError(f"int8 model file not found: {p}")
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as e:  # protobuf raises DecodeError and others for a file that is not ONNX
-        raise ResnetlabError(f"{p}: not a readable ONNX file ({type(e).__name__})") from None
-    raw = {m.key: m.value for m in model.metadata_props}.get(META_KEY)
-    if raw is None:
-        return {}
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        raise ResnetlabError(f"{p}: its resnetlab metadata is not valid JSON") from None
+    """The resnetlab metadata of an ONNX file ({} when it has none), the metadata and the graph
+    checked (infer.onnxfile); reads no code."""
+    return read_onnx(path)[1]
 
 
 def load_int8(path: str | os.PathLike) -> tuple[Int8Model, dict[str, Any]]:

@@ -1,0 +1,154 @@
+"""Reading an ONNX file that claims to be a resnetlab model: its metadata and its graph, checked.
+
+An ONNX file is a protobuf: reading it runs no code, but running it runs its graph, and its metadata
+tells predict, eval and bench what to build. Both are checked before use, as a .safetensors file's
+are:
+- the metadata by the one checker of weights metadata (models.weights.check_metadata: NaN std,
+  negative counts, malformed options are refused);
+- the graph holds only the operators a ResNet export contains (convolutions, batch norm, pooling,
+  the fc, the shortcuts' padding and slicing, int8 quantize/dequantize pairs): no control flow
+  (Loop, If, Scan), no sub-graphs, no custom domains, so a crafted graph cannot loop forever;
+- the graph's input and output agree with the metadata (channels, image size, classes);
+- the architecture the metadata names has as many convolutions as the graph (a crafted `options`
+  asking for 200,000 blocks is refused before anything is built).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import ResnetlabError
+from ..models.weights import META_KEY, check_metadata
+
+# every operator of the fp32 and int8 exports of each model family here (measured: resnet option
+# A/B/C, plain, pre-activation, wide, bottleneck, ResNeXt, dilated, MLPs), and a few siblings that
+# other pooling choices give
+RESNET_OPS = frozenset(
+    {
+        "Add", "AveragePool", "BatchNormalization", "Cast", "Concat", "Constant",
+        "ConstantOfShape", "Conv", "DequantizeLinear", "Div", "Dropout", "Flatten", "Gather",
+        "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Identity", "MatMul", "MaxPool", "Mul",
+        "Pad", "QuantizeLinear", "ReduceMax", "ReduceMean", "Relu", "Reshape", "Shape", "Slice",
+        "Squeeze", "Sub", "Transpose", "Unsqueeze",
+    }
+)  # fmt: skip
+STANDARD_DOMAINS = ("", "ai.onnx")
+MAX_NODES = 200_000  # ResNet-1202 exports to about 3,700
+
+
+def read_onnx(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
+    """(ModelProto, resnetlab metadata or {}) of an ONNX file, its graph and metadata checked."""
+    import onnx
+
+    p = Path(path)
+    if not p.exists():
+        raise ResnetlabError(f"ONNX file not found: {p}")
+    if not p.is_file():
+        raise ResnetlabError(f"{p} is not a regular file (an ONNX model is read from a file)")
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception as e:  # protobuf raises DecodeError and others for a file that is not ONNX
+        raise ResnetlabError(f"{p}: not a readable ONNX file ({type(e).__name__})") from None
+    check_graph(proto, str(p))
+    raw = {m.key: m.value for m in proto.metadata_props}.get(META_KEY)
+    if raw is None:
+        return proto, {}
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise ResnetlabError(f"{p}: its resnetlab metadata is not valid JSON") from None
+    check_metadata(meta, str(p))
+    check_graph_fits(proto, meta, str(p))
+    return proto, meta
+
+
+def check_graph(proto: Any, source: str) -> None:
+    """Refuse a graph with operators a ResNet export never contains, control flow, sub-graphs or
+    another domain's operators."""
+    import onnx
+
+    nodes = proto.graph.node
+    if len(nodes) > MAX_NODES:
+        raise ResnetlabError(f"{source}: {len(nodes)} graph nodes; a ResNet has far fewer")
+    if proto.functions:
+        raise ResnetlabError(f"{source}: the graph defines functions; a ResNet export has none")
+    for node in nodes:
+        if node.domain not in STANDARD_DOMAINS or node.op_type not in RESNET_OPS:
+            op = f"{node.domain}.{node.op_type}" if node.domain else node.op_type
+            raise ResnetlabError(
+                f"{source}: operator {op} (node {node.name!r}) is not one a ResNet export "
+                "contains; refused"
+            )
+        for attr in node.attribute:
+            if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                raise ResnetlabError(f"{source}: node {node.name!r} carries a sub-graph; refused")
+
+
+def _dims(value_info: Any) -> list[int | None]:
+    dims = value_info.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else None for d in dims]
+
+
+def check_graph_fits(proto: Any, meta: dict[str, Any], source: str) -> None:
+    """Refuse metadata that does not describe the graph: input channels and size, class count,
+    and the number of convolutions of the architecture it names."""
+    graph = proto.graph
+    init = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in init]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise ResnetlabError(
+            f"{source}: {len(inputs)} inputs and {len(graph.output)} outputs; a classifier "
+            "export has one of each"
+        )
+    shape_in, shape_out = _dims(inputs[0])[1:], _dims(graph.output[0])
+    size = meta.get("input_size")
+    static = bool(shape_in) and all(d is not None for d in shape_in)
+    if size is not None and static and list(size) != shape_in:
+        raise ResnetlabError(
+            f"{source}: metadata input_size {list(size)} but the graph takes {shape_in}"
+        )
+    n = meta.get("num_classes")
+    if n is not None and (len(shape_out) != 2 or shape_out[1] != n):
+        raise ResnetlabError(
+            f"{source}: metadata num_classes {n} but the graph's output is {shape_out}"
+        )
+    if isinstance(meta.get("name"), str):
+        _check_architecture(graph, meta, source)
+
+
+def _check_architecture(graph: Any, meta: dict[str, Any], source: str) -> None:
+    """The metadata's architecture has as many convolutions as the graph (checked on the meta
+    device, after bounding the blocks it asks for by the graph's size)."""
+    import torch
+    from torch import nn
+
+    from ..models.factory import _blocks_asked
+    from ..models.registry import build_model, get_entry
+
+    name, options = meta["name"], dict(meta.get("options") or {})
+    entry = get_entry(name)
+    blocks, said = _blocks_asked(name, options)
+    if blocks > len(graph.node):
+        raise ResnetlabError(
+            f"{source}: metadata options {said} ask for {blocks} blocks, but the graph has only "
+            f"{len(graph.node)} nodes"
+        )
+    convs = sum(node.op_type == "Conv" for node in graph.node)
+    if entry.is_mlp:
+        return
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(
+                name, num_classes=meta.get("num_classes"), in_chans=meta.get("in_chans"), **options
+            )
+    except ResnetlabError as e:
+        raise ResnetlabError(f"{source}: its metadata names no buildable model ({e})") from None
+    want = sum(isinstance(m, nn.Conv2d) for m in skeleton.modules())
+    if want != convs:
+        raise ResnetlabError(
+            f"{source}: metadata describes {name} with {want} convolutions, but the graph has "
+            f"{convs}"
+        )
