@@ -1,15 +1,34 @@
-"""Files written whole or not at all, outputs that cannot destroy inputs, and file digests."""
+"""Files written whole or not at all, outputs that cannot destroy inputs, and file digests.
+
+atomic_write writes into a temporary beside the target, `.NAME.XXXXXXXX.resnetlab.tmp` (NAME
+shortened with a hash when the whole would pass the file-name limit), created exclusively (never
+through a planted link), held under a lock while it is written, fsynced, then renamed over the
+target. A temporary is removed on any exception, on Ctrl-C, and on SIGTERM (when no other handler
+owns SIGTERM, the write cleans up and the process then ends by the signal as it would have);
+what a SIGKILL or a power loss leaves is swept at the next write into the same folder: an
+unlocked temporary of this pattern, older than STALE_SECONDS.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import os
+import re
 import stat
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import ResnetlabError
+
+TEMP_SUFFIX = ".resnetlab.tmp"
+STALE_SECONDS = 60  # an unlocked temporary this young may belong to a write that is starting
+_RANDOM = "[a-z0-9_]{8}"  # what tempfile puts between prefix and suffix
+_OURS = re.compile(r"\..+\." + _RANDOM + re.escape(TEMP_SUFFIX))
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> None:
@@ -18,18 +37,151 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Non
     An existing `path` that is not a regular file (a directory, a device, a FIFO) is refused."""
     path = Path(path)
     check_output(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    sweep_temporaries(folder, path.name)
+    prefix = temp_prefix(path.name, 8 + len(TEMP_SUFFIX), name_limit(folder))
+    with _sigterm_unwinds():
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=folder)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # tells a sweep in another process that it is alive
+            write(tmp)
+            finish_file(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
+
+
+def finish_file(path: str | os.PathLike, mode: int = 0o666) -> None:
+    """Give a file written under a temporary name the user's usual permissions (`mode` less the
+    umask) and flush it to disk, so that a power loss after its rename cannot leave it empty."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        write(tmp)
-        mask = os.umask(0)  # mkstemp makes 0600 files; give the result the usual permissions
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        os.fchmod(fd, mode & ~current_umask())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (other threads may be creating files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def name_limit(folder: str | os.PathLike) -> int:
+    """The longest file name, in bytes, that `folder`'s file system accepts (255 when unknown)."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
+def temp_prefix(name: str, room: int, limit: int = 255) -> str:
+    """`.NAME.`, the prefix of a temporary beside NAME that leaves `room` bytes for what follows
+    within a file-name `limit`: a long NAME is cut and a hash of the whole added, so a legal
+    name of 250 characters still has a legal temporary."""
+    budget = limit - room - 2
+    raw = os.fsencode(name)
+    if len(raw) <= budget:
+        return f".{name}."
+    digest = hashlib.sha256(raw).hexdigest()[:8]
+    cut = raw[: max(budget - 9, 1)].decode("utf-8", "ignore")  # never half a character
+    return f".{cut}~{digest}."
+
+
+def sweep_temporaries(folder: str | os.PathLike, name: str | None = None) -> list[str]:
+    """Delete what killed atomic writes left in `folder`: files named `.*.XXXXXXXX.resnetlab.tmp`
+    (and, for `name`, the older `.NAME.XXXXXXXX.tmp`) that are regular, the user's own, unlocked
+    (no live write holds them) and older than STALE_SECONDS. Returns the names removed."""
+    folder = Path(folder)
+    older = re.compile(re.escape(f".{name}.") + _RANDOM + r"\.tmp") if name else None
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not (_OURS.fullmatch(entry.name) or (older and older.fullmatch(entry.name))):
+            continue
+        if _remove_if_stale(folder / entry.name):
+            removed.append(entry.name)
+    return sorted(removed)
+
+
+def _remove_if_stale(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False  # a link, vanished, not ours to read
+    try:
+        st = os.fstat(fd)
+        if (
+            not stat.S_ISREG(st.st_mode)
+            or st.st_nlink != 1
+            or st.st_uid != os.geteuid()
+            or time.time() - st.st_mtime < STALE_SECONDS
+        ):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # a live write holds it
+        now = os.lstat(path)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            return False  # replaced meanwhile
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived during an atomic write: unwind (removing the temporary), then end."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While inside, SIGTERM raises _Terminated instead of ending the process at once, so that
+    the temporary is removed; then the process ends by SIGTERM as it would have. Only when
+    SIGTERM has its default action: a handler of the program's own (the trainer's, which stops
+    at the next step with a checkpoint) is left in charge."""
+    import signal
+    import threading
+
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def on_term(signum, frame):  # noqa: ARG001
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise SystemExit(128 + signal.SIGTERM) from None  # only if the signal is blocked
+    finally:
+        if signal.getsignal(signal.SIGTERM) is on_term:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def check_output(
@@ -44,6 +196,8 @@ def check_output(
     except FileNotFoundError:
         return
     except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            raise ResnetlabError(f"{what} {out}: file name too long") from None
         raise ResnetlabError(f"{what} {out}: cannot check it ({e.strerror or e})") from None
     if stat.S_ISDIR(st.st_mode):
         raise ResnetlabError(f"{what} {out} is a directory; give a file name")

@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import ResnetlabError
+from ..files import current_umask, finish_file
 
 CHECKPOINT_DIR = "checkpoint"
 WEIGHTS_FILE = "model.safetensors"
@@ -41,18 +42,19 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     old = path.with_name(path.name + ".old")
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; the files beside are 0644
         tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"step": str(state.get("step", 0))})
         torch.save(state, tmp / STATE_FILE)
+        for name in (WEIGHTS_FILE, STATE_FILE):
+            finish_file(tmp / name)  # on disk before the renames make the checkpoint "complete"
         _fsync_dir(tmp)
-        if path.exists():
-            if old.exists():
-                shutil.rmtree(old)
+        if path.exists() or path.is_symlink():
+            _remove(old)
             os.replace(path, old)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-        if old.exists():
-            shutil.rmtree(old)
+        _remove(old)
     except (OSError, RuntimeError, SafetensorError) as e:  # a full disk, a vanished directory
         shutil.rmtree(tmp, ignore_errors=True)
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -145,6 +147,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()  # a link planted in the checkpoint's place: the link goes, not its target
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 def _fsync_dir(path: Path) -> None:

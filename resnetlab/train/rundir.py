@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import stat
 from pathlib import Path
 
 from ..errors import ResnetlabError
@@ -27,7 +29,7 @@ def run_lock(out: Path):
 
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_lock(out / LOCK_NAME)
     locked = False
     try:
         try:
@@ -39,6 +41,13 @@ def run_lock(out: Path):
                 "choose another output directory"
             ) from None
         locked = True
+        held = os.pread(fd, 64, 0).strip()
+        if held and not held.isdigit():  # a file of the user's, not a lock of a run
+            shown = held.decode(errors="replace")[:20]
+            raise ResnetlabError(
+                f"{out / LOCK_NAME} is not a run's lock (it holds {shown!r}); move it away or "
+                "choose another output directory"
+            )
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
@@ -46,6 +55,33 @@ def run_lock(out: Path):
         if locked and created and [p.name for p in out.iterdir()] == [LOCK_NAME]:
             shutil.rmtree(out, ignore_errors=True)  # a run that failed before writing anything
         os.close(fd)  # releases the lock
+
+
+def open_lock(path: Path) -> int:
+    """Open (or create) a lock file without following a link planted in its place, refusing
+    anything but a regular file of the user's own with no other name (a hard link to another
+    file would be overwritten with a process number)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o666)  # the umask applies, as for every file of the run
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ResnetlabError(
+                f"{path} is a symbolic link; a run's lock must be a file of its own: remove it"
+            ) from None
+        raise ResnetlabError(f"{path}: cannot open the run's lock ({e.strerror or e})") from None
+    st = os.fstat(fd)
+    why = None
+    if not stat.S_ISREG(st.st_mode):
+        why = "is not a regular file"
+    elif st.st_nlink != 1:
+        why = f"has {st.st_nlink} names (a hard link to another file)"
+    elif st.st_uid != os.geteuid():
+        why = "belongs to another user"
+    if why:
+        os.close(fd)
+        raise ResnetlabError(f"{path} {why}; a run's lock must be a file of its own: remove it")
+    return fd
 
 
 def remove_stale_temporaries(out: Path) -> list[str]:
