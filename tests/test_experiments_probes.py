@@ -182,7 +182,8 @@ def test_depths_families_and_net_names():
     assert parse_depths("20, 56,110") == (20, 56, 110)
     assert parse_families("resnet,plain") == ("resnet", "plain")
     assert cifar_net("plain", 56) == ("plain56", {})
-    assert cifar_net("plain", 1202) == ("plain20", {"layers": [200, 200, 200]})
+    assert cifar_net("plain", 1202) == ("plain1202", {})
+    assert cifar_net("resnet", 8) == ("resnet8", {})  # its own name, not resnet20 with [1, 1, 1]
     with pytest.raises(ResnetlabError, match="6n\\+2"):
         parse_depths("20,21")
     with pytest.raises(ResnetlabError, match="not a whole number"):

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+from dataclasses import replace
 
 import torch
 
 from ..errors import ResnetlabError
-from ..models import create_model, get_entry, list_models
+from ..models import ModelEntry, ResNet, ResNetSpec, create_model, get_entry, list_models
 from ..models.stats import count_macs, count_params, stage_summary
+from ..models.weights import shipped_weights
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list every model with its parameters and GFLOPs")
+    p = sub.add_parser(
+        "models",
+        help="list the models with their parameters and GFLOPs",
+        description="Without a pattern: the standard table. A pattern (fnmatch, e.g. 'resnet*', "
+        "'plain1?') or --all also lists every CIFAR depth 6n+2 up to 1202 (resnet8, plain14, ...).",
+    )
+    p.add_argument("pattern", nargs="*", help="only names matching these patterns ('resnet*')")
+    p.add_argument("--all", action="store_true", help="every name, every CIFAR depth 6n+2 too")
+    p.add_argument("--pretrained", action="store_true", help="only nets with shipped weights")
     p.add_argument("--family", help="only this family (resnet, plain, preact, wide, resnext, mlp)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run_models)
@@ -37,40 +48,79 @@ def _size(text: str) -> tuple[int, ...]:
     return parts
 
 
-def model_row(name: str) -> dict:
-    entry = get_entry(name)
+@functools.cache
+def _counts(spec: ResNetSpec, num_classes: int, input_size: tuple[int, ...]) -> tuple[int, int]:
+    """(parameters, multiply-adds) of a conv net, counted on shapes alone."""
     with torch.device("meta"):  # shapes only: no memory, no initialisation, same counts
-        model = create_model(name)
+        model = ResNet(spec, num_classes=num_classes, in_chans=input_size[0])
+    return count_params(model), count_macs(model, input_size)
+
+
+def net_counts(entry: ModelEntry) -> tuple[int, int]:
+    """(parameters, multiply-adds) of a registered net at its native input.
+
+    A net of n identical blocks per stage (n > 2) costs what the n = 1 net does plus n - 1 times
+    the difference between the n = 2 and n = 1 nets: only the first block of a stage differs from
+    the rest. Exact, and it spares building the 1202-layer nets to count them."""
+    if entry.is_mlp:
+        with torch.device("meta"):
+            model = create_model(entry.name)
+        return count_params(model), count_macs(model, entry.input_size)
+    spec, size = entry.spec, entry.input_size
+    n = spec.layers[0]
+    if n <= 2 or len(set(spec.layers)) != 1:
+        return _counts(spec, entry.num_classes, size)
+    one = _counts(replace(spec, layers=(1,) * len(spec.layers)), entry.num_classes, size)
+    two = _counts(replace(spec, layers=(2,) * len(spec.layers)), entry.num_classes, size)
+    return tuple(a + (n - 1) * (b - a) for a, b in zip(one, two))
+
+
+def model_row(name: str, tags: list[str] | None = None) -> dict:
+    entry = get_entry(name)
+    params, macs = net_counts(entry)
     return {
         "name": name,
         "family": entry.family,
         "layout": entry.layout,
         "depth": entry.depth,
-        "params": count_params(model),
-        "gflops": round(count_macs(model, entry.input_size) / 1e9, 4),
+        "params": params,
+        "gflops": round(macs / 1e9, 4),
         "input_size": list(entry.input_size),
         "num_classes": entry.num_classes,
+        "pretrained": list(tags or []),
     }
 
 
 def run_models(args: argparse.Namespace) -> int:
-    names = list_models(args.family)
+    pattern = "*" if args.all else (args.pattern or None)
+    names = list_models(pattern, family=args.family, pretrained=args.pretrained, include_tags=False)
     if not names:
-        raise ResnetlabError(f"no models in family {args.family!r}")
+        families = sorted({get_entry(n).family for n in list_models()})
+        if args.family not in (None, *families):
+            raise ResnetlabError(
+                f"no models in family {args.family!r}; families: {', '.join(families)}"
+            )
+        asked = [f"pattern {' '.join(args.pattern)!r}"] if args.pattern else []
+        asked += [f"family {args.family!r}"] if args.family else []
+        asked += ["shipped weights"] if args.pretrained else []
+        raise ResnetlabError(f"no models match {' with '.join(asked)}; see `resnetlab models`")
+    shipped = shipped_weights()
     layouts = {"imagenet": 0, "cifar": 1, "mlp": 2}
     rows = sorted(
-        (model_row(n) for n in names),
+        (model_row(n, shipped.get(n)) for n in names),
         key=lambda r: (layouts[r["layout"]], r["family"], r["depth"], r["name"]),
     )
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'name':<20} {'family':<8} {'depth':>5} {'params':>12} {'GFLOPs':>8}  input")
+    print(
+        f"{'name':<20} {'family':<8} {'depth':>5} {'params':>12} {'GFLOPs':>8}  input     weights"
+    )
     for r in rows:
         size = "x".join(str(s) for s in r["input_size"])
         print(
             f"{r['name']:<20} {r['family']:<8} {r['depth']:>5} {r['params']:>12,} "
-            f"{r['gflops']:>8.3f}  {size}"
+            f"{r['gflops']:>8.3f}  {size:<9} {', '.join(r['pretrained'])}".rstrip()
         )
     print("GFLOPs are multiply-adds (as in the ResNet paper and torchvision) at the native input.")
     return 0

@@ -2,22 +2,25 @@
 
 from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
 from .factory import create_model, load_model, model_for_data
-from .features import FeatureExtractor
+from .features import FeatureExtractor, FeatureInfo
 from .mlp import ResidualMLP
-from .registry import ModelEntry, get_entry, list_models
+from .pretrained import adapt_input_conv
+from .registry import ModelEntry, get_entry, list_models, list_pretrained
 from .resnet import ResNet, ResNetSpec
-from .weights import list_pretrained, load_weights, read_metadata, save_weights
+from .weights import load_weights, read_metadata, save_weights, weights_file
 
 __all__ = [
     "BasicBlock",
     "Bottleneck",
     "FeatureExtractor",
+    "FeatureInfo",
     "ModelEntry",
     "PreActBasicBlock",
     "PreActBottleneck",
     "ResNet",
     "ResNetSpec",
     "ResidualMLP",
+    "adapt_input_conv",
     "create_model",
     "get_entry",
     "list_models",
@@ -27,4 +30,5 @@ __all__ = [
     "model_for_data",
     "read_metadata",
     "save_weights",
+    "weights_file",
 ]

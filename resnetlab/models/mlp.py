@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..errors import ResnetlabError
+from .features import FeatureInfo, Indices, take_indices
 from .head import ClassifierHead
 from .layers import maybe_drop_path, maybe_dropout
 
@@ -65,6 +66,11 @@ class ResidualMLP(ClassifierHead):
         )
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.Sequential(*(MLPBlock(width, plain=plain, drop_path=r) for r in rates))
+        # the stem's output and each block's: vectors of `width`, nothing to reduce
+        self.feature_info = FeatureInfo(
+            [dict(module="stem", num_chs=width, reduction=1)]
+            + [dict(module=f"blocks.{i}", num_chs=width, reduction=1) for i in range(depth)]
+        )
         self.head_drop = maybe_dropout(drop_rate)
         self.fc = nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity()
         for m in self.modules():
@@ -74,13 +80,39 @@ class ResidualMLP(ClassifierHead):
             for b in self.blocks:
                 b.zero_init_last()
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def _flat(self, x: torch.Tensor) -> torch.Tensor:
         x = self.flatten(x)
         if x.shape[1] != self.in_features:
             raise ResnetlabError(
                 f"input has {x.shape[1]} features per sample; this MLP expects {self.in_features}"
             )
-        return self.blocks(self.stem(x))
+        return x
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.head_drop(x))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's output (N, width), before the head."""
+        return self.blocks(self.stem(self._flat(x)))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Indices = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NC",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's: (final features, [outputs of the stem and blocks `indices`]), or those alone.
+
+        `norm` changes nothing (an MLP ends with no norm of its own); `stop_early` runs no block
+        after the last output asked for."""
+        if output_fmt != "NC":
+            raise ResnetlabError(f"output_fmt {output_fmt!r}: an MLP's features are 'NC'")
+        take = take_indices(len(self.feature_info), indices, "indices")
+        blocks = list(self.blocks)[: max(take)] if stop_early else list(self.blocks)
+        x = self.stem(self._flat(x))
+        outs = [x] if 0 in take else []
+        for i, block in enumerate(blocks, start=1):
+            x = block(x)
+            if i in take:
+                outs.append(x)
+        return outs if intermediates_only else (x, outs)

@@ -13,7 +13,8 @@ from torch import nn
 
 from ..errors import ResnetlabError
 from .blocks import BLOCKS
-from .head import ClassifierHead
+from .features import FeatureInfo, Indices, take_indices
+from .head import ClassifierHead, GlobalPool, check_pool
 from .layers import maybe_dropout
 
 
@@ -105,9 +106,11 @@ class ResNet(ClassifierHead):
         drop_path_rate: float = 0.0,
         drop_rate: float = 0.0,
         output_stride: int | None = None,
+        global_pool: str = "avg",
     ) -> None:
         super().__init__()
         _check_spec(spec, in_chans, num_classes, drop_path_rate, drop_rate)
+        check_pool(global_pool, num_classes)
         self.spec = spec
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -127,7 +130,7 @@ class ResNet(ClassifierHead):
 
         stem_name = "conv1" if bare_stem else "relu"
         stem_reduction = 2 if spec.stem == "imagenet" else 1  # the stem map before the max pool
-        self.feature_info = [dict(module=stem_name, num_chs=w, reduction=stem_reduction)]
+        info = [dict(module=stem_name, num_chs=w, reduction=stem_reduction)]
 
         # stages; stochastic depth grows linearly with the block index, from 0 to drop_path_rate
         total = sum(spec.layers)
@@ -145,12 +148,13 @@ class ResNet(ClassifierHead):
             cin = planes * stage[0].expansion
             reduction *= stride
             prev_dilation = dilation
-            self.feature_info.append(dict(module=name, num_chs=cin, reduction=reduction))
+            info.append(dict(module=name, num_chs=cin, reduction=reduction))
+        self.feature_info = FeatureInfo(info)
 
         # pre-activation nets end with the BN and ReLU that their last block left out
         self.norm = nn.BatchNorm2d(cin) if spec.preact else nn.Identity()
         self.act = nn.ReLU(inplace=True) if spec.preact else nn.Identity()
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.global_pool = GlobalPool(global_pool)
         self.num_features = cin
         self.head_drop = maybe_dropout(drop_rate)
         self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
@@ -173,15 +177,44 @@ class ResNet(ClassifierHead):
         """The stem: first conv, BN, ReLU and max pool."""
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Feature maps of the stem (before pooling) and of every stage, as in `feature_info`."""
+    @property
+    def avgpool(self) -> GlobalPool:
+        """torchvision's name for the global pooling."""
+        return self.global_pool
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Indices = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's: (final features, [maps `indices` of feature_info]), or the maps alone.
+
+        `indices`: None for every map, n for the last n, or a sequence (negatives from the end);
+        `norm` applies the final norm (pre-activation nets) to the last stage's map; `stop_early`
+        runs no stage after the last map asked for."""
+        if output_fmt != "NCHW":
+            raise ResnetlabError(f"output_fmt {output_fmt!r}: a ResNet's maps are 'NCHW'")
+        take = take_indices(len(self.feature_info), indices, "indices")
+        last = len(self.stage_names)
+        stages = self.stage_names[: max(take)] if stop_early else self.stage_names
+        maps = []
         x = self.relu(self.bn1(self.conv1(x)))
-        feats = [x]
+        if 0 in take:
+            maps.append(x)
         x = self.maxpool(x)
-        for name in self.stage_names:
+        for i, name in enumerate(stages, start=1):
             x = getattr(self, name)(x)
-            feats.append(x)
-        return feats
+            if i in take:
+                maps.append(self.act(self.norm(x)) if norm and i == last else x)
+        if intermediates_only:
+            return maps
+        if len(stages) == last:
+            x = self.act(self.norm(x))
+        return x, maps
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, before pooling."""
@@ -190,10 +223,13 @@ class ResNet(ClassifierHead):
             x = getattr(self, name)(x)
         return self.act(self.norm(x))
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        """Average-pool the last feature map, then dropout and fc (pooled features without fc)."""
-        x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(self.head_drop(x))
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        return self.global_pool(x)
+
+    def set_global_pool(self, global_pool: str | None, num_classes: int) -> None:
+        check_pool(self.global_pool.pool_type if global_pool is None else global_pool, num_classes)
+        if global_pool is not None:
+            self.global_pool = GlobalPool(global_pool)
 
 
 def _check_spec(spec: ResNetSpec, in_chans, num_classes, drop_path_rate, drop_rate) -> None:

@@ -26,19 +26,71 @@ PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
 
 def model_metadata(model: nn.Module) -> dict[str, Any]:
-    """What a model knows of itself: its registered name and build options."""
+    """What a model knows of itself, read from the model as it is now: its registered name and
+    build options, num_classes (from its fc), in_chans (from its first conv), global pooling, the
+    width of its pooled features, and for a backbone the feature maps it returns."""
     cfg = getattr(model, "resnetlab_config", None)
-    return dict(cfg) if cfg else {}
+    if not cfg:
+        return {}
+    meta = dict(cfg)
+    fc = getattr(model, "fc", None)
+    if isinstance(fc, nn.Linear):
+        meta["num_classes"] = fc.out_features
+    elif isinstance(fc, nn.Identity):
+        meta["num_classes"] = 0
+    conv1 = getattr(model, "conv1", None)
+    if isinstance(conv1, nn.Conv2d):
+        meta["in_chans"] = conv1.in_channels
+    pool = getattr(getattr(model, "global_pool", None), "pool_type", None)
+    if pool is not None:
+        if pool == "avg":
+            meta.pop("global_pool", None)
+        else:
+            meta["global_pool"] = pool
+    if isinstance(getattr(model, "num_features", None), int):
+        meta["num_features"] = model.num_features
+    if getattr(model, "out_indices", None) is not None:
+        meta["out_indices"] = list(model.out_indices)
+    return meta
+
+
+# what a model's pretrained_cfg carries into a file it is saved to (when still true of it)
+CARRIED = ("input_size", "mean", "std", "crop_pct", "interpolation", "classes")
+MODEL_KEYS = (
+    "name", "options", "num_classes", "in_chans", "global_pool", "depth", "num_features",
+    "features_only", "out_indices",
+)  # fmt: skip
 
 
 def save_weights(
     model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None
 ) -> None:
-    """Write the model's weights as safetensors, with its build config and `metadata` (JSON-able).
+    """Write the model's weights as safetensors, with metadata that follows the model.
 
-    Useful metadata keys: classes, input_size (C, H, W), mean, std.
+    The model gives its name, options, num_classes, in_chans and feature sizes; its
+    pretrained_cfg gives input_size, mean, std, crop_pct and the class names (when their count
+    still matches the head). `metadata` (JSON-able) adds or overrides keys (classes, input_size,
+    mean, std, ...); a value that contradicts the model fails in one line.
     """
-    meta = {"format_version": FORMAT_VERSION, **model_metadata(model), **(metadata or {})}
+    own = model_metadata(model)
+    meta = {"format_version": FORMAT_VERSION, **own}
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict):
+        for key in CARRIED:
+            if cfg.get(key) is not None:
+                meta[key] = list(cfg[key]) if isinstance(cfg[key], tuple) else cfg[key]
+        if meta.get("classes") is not None and len(meta["classes"]) != own.get("num_classes"):
+            meta.pop("classes")
+    given = dict(metadata or {})
+    for key in MODEL_KEYS:
+        if key in given and key in own and given[key] != own[key]:
+            raise ResnetlabError(
+                f"metadata {key} is {given[key]!r} but the model's is {own[key]!r}; leave it out "
+                "(save_weights reads it from the model)"
+            )
+    meta.update(given)
+    check_metadata(meta, "metadata")
+    check_fits_model(meta, own, getattr(model, "in_features", None), "metadata")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     try:
         text = json.dumps(meta)
@@ -47,15 +99,49 @@ def save_weights(
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata={META_KEY: text}))
 
 
+def check_fits_model(
+    meta: dict[str, Any], own: dict[str, Any], in_features: int | None, source: str
+) -> None:
+    """Fail in one line if the class names, input_size, mean or std contradict the model."""
+    n = own.get("num_classes")
+    classes = meta.get("classes")
+    if classes is not None and n is not None and not own.get("features_only") and len(classes) != n:
+        raise ResnetlabError(
+            f"{source} classes has {len(classes)} names but the model has {n} outputs; "
+            "expected one name per output (reset_classifier changes the outputs)"
+        )
+    size = meta.get("input_size")
+    if size is None:
+        return
+    in_chans = own.get("in_chans")
+    if in_chans is not None and (len(size) != 3 or size[0] != in_chans):
+        raise ResnetlabError(
+            f"{source} input_size {list(size)} does not fit a model of in_chans {in_chans}; "
+            f"expected [{in_chans}, H, W]"
+        )
+    if in_features is not None and math.prod(size) != in_features:
+        raise ResnetlabError(
+            f"{source} input_size {list(size)} holds {math.prod(size)} values but the MLP takes "
+            f"in_features {in_features}"
+        )
+    c = size[0] if len(size) == 3 else 1
+    for key in ("mean", "std"):
+        v = meta.get(key)
+        if isinstance(v, list) and len(v) not in (1, c):
+            raise ResnetlabError(
+                f"{source} {key} has {len(v)} values for input_size {list(size)}; expected 1 or {c}"
+            )
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The resnetlab metadata of a weights file ({} for a .pth or a foreign safetensors file)."""
-    path = _existing(path)
+    path = weights_file(path)
     return _read_safetensors(path, tensors=False)[1] if path.suffix == ".safetensors" else {}
 
 
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors and the resnetlab metadata of a weights file, read in one pass."""
-    path = _existing(path)
+    path = weights_file(path)
     if path.suffix == ".safetensors":
         return _read_safetensors(path, tensors=True)
     return _read_torch_state(path), {}
@@ -113,6 +199,8 @@ METADATA_RULES = {
     "crop_pct": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
     "tta": (lambda v: isinstance(v, bool), "true or false"),
     "features_only": (lambda v: isinstance(v, bool), "true or false"),
+    "global_pool": (lambda v: v in ("avg", "max", "avgmax", ""), "'avg', 'max', 'avgmax' or ''"),
+    "interpolation": (lambda v: v == "bilinear", "'bilinear' (the resize resnetlab does)"),
     "out_indices": (
         lambda v: isinstance(v, list) and bool(v) and all(_is_int(i) and i >= 0 for i in v),
         "a non-empty list of feature indices (whole numbers >= 0)",
@@ -200,30 +288,38 @@ def load_state(
     model.load_state_dict(state, strict=strict)
 
 
-def resolve_pretrained(name: str, pretrained: str | os.PathLike) -> Path:
-    """A file path as given, or a shipped weight tag such as 'fashion-mnist' for this model."""
-    p = Path(pretrained)
-    if p.suffix in (".safetensors", ".pth", ".pt", ".bin") or p.exists():
-        return _existing(p)
-    shipped = PRETRAINED_DIR / f"{name}.{pretrained}.safetensors"
-    if shipped.exists():
-        return shipped
-    tags = sorted(
-        f.name[len(name) + 1 : -len(".safetensors")]
-        for f in PRETRAINED_DIR.glob(f"{name}.*.safetensors")
-    )
-    have = f"shipped tags for {name}: {', '.join(tags)}" if tags else f"no weights ship for {name}"
-    raise ResnetlabError(f"pretrained {str(pretrained)!r} is neither a file nor a tag ({have})")
+def shipped_weights() -> dict[str, list[str]]:
+    """The weights that ship with the package: model name -> its tags ('fashion-mnist', ...)."""
+    out: dict[str, list[str]] = {}
+    for f in sorted(PRETRAINED_DIR.glob("*.*.safetensors")):
+        name, tag = f.name[: -len(".safetensors")].split(".", 1)
+        out.setdefault(name, []).append(tag)
+    return out
 
 
-def list_pretrained() -> list[str]:
-    """Every shipped weight as 'model.tag'."""
-    return sorted(f.name[: -len(".safetensors")] for f in PRETRAINED_DIR.glob("*.safetensors"))
+def shipped_path(name: str, tag: str) -> Path | None:
+    """The file of shipped weights `name.tag`, or None when none ship under that name."""
+    path = PRETRAINED_DIR / f"{name}.{tag}.safetensors"
+    return path if tag and "/" not in tag and "\\" not in tag and path.is_file() else None
 
 
-def _existing(path: str | os.PathLike) -> Path:
+def shipped_tag(path: str | os.PathLike) -> str | None:
+    """The tag of a shipped weights file ('fashion-mnist'), None for any other file."""
+    p = Path(path)
+    if p.parent.resolve() != PRETRAINED_DIR or not p.name.endswith(".safetensors"):
+        return None
+    parts = p.name[: -len(".safetensors")].split(".", 1)
+    return parts[1] if len(parts) == 2 else None
+
+
+def weights_file(path: str | os.PathLike) -> Path:
+    """The file at `path`, or the shipped weights that a missing path names (`resnet20.TAG`)."""
     path = Path(path)
     if not path.exists():
+        name, _, tag = str(path).partition(".")
+        shipped = shipped_path(name, tag) if tag and path.name == str(path) else None
+        if shipped is not None:
+            return shipped
         raise ResnetlabError(f"weights file not found: {path}")
     if path.is_dir():
         raise ResnetlabError(f"{path} is a directory, not a weights file")
