@@ -6,8 +6,11 @@ array (N, 3072) in channel-major order (1024 red, 1024 green, 1024 blue, rows to
 whose b"labels" (CIFAR-10) or b"fine_labels" (CIFAR-100) is a list of ints.
 
 The files are pickles, and a pickle can name any callable. RestrictedUnpickler admits only the
-three globals that a NumPy array needs (its reconstructor, ndarray and dtype); anything else, such
-as os.system, is refused before it is looked up, so a tampered file cannot run code.
+three globals that a NumPy array needs (its reconstructor, ndarray and dtype), and gives it
+stand-ins rather than NumPy's own: an array is made from the bytes the file holds for it (a plain
+numeric dtype, its byte count checked against the shape), so a header that declares 500,000
+images in a 1 MB file allocates nothing. Anything else, such as os.system, is refused before it
+is looked up, so a tampered file cannot run code.
 
 Named look-up (cifar10, cifar100): an explicit directory; $RESNETLAB_DATA/<name>; then
 ~/.cache/resnetlab/<name> when the variable is unset; then a download of the official archive from
@@ -17,6 +20,7 @@ www.cs.toronto.edu, verified by its SHA-256, whose batch files alone are extract
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import tarfile
@@ -32,20 +36,78 @@ from ..files import atomic_write
 from .dataset import DataSplits, ImageDataset
 from .download import ENV_VAR, download, locate_dataset
 
+# The dtypes a CIFAR file may hold (its images are uint8; the rest is plain numbers), by code.
+_DTYPES = ("b1", "u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f4", "f8")
 
-def _reconstruct():
-    try:
-        from numpy._core.multiarray import _reconstruct as fn
-    except ImportError:  # NumPy 1.x
-        from numpy.core.multiarray import _reconstruct as fn
-    return fn
+
+class _DtypeSpec:
+    """What a pickle's numpy.dtype(...) call and state ask for: only a plain numeric code with a
+    byte order is ever turned into a dtype (no objects, fields or sub-arrays)."""
+
+    def __init__(self, code=None, *_):
+        self.code, self.order = code, "="
+
+    def __setstate__(self, state) -> None:
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "="):
+            self.order = state[1]
+
+    def resolve(self) -> np.dtype:
+        code = self.code.decode("latin1") if isinstance(self.code, bytes) else self.code
+        if code not in _DTYPES:
+            raise pickle.UnpicklingError(f"array of dtype {code!r}; a CIFAR batch holds numbers")
+        return np.dtype(("|" if self.order == "=" else self.order) + code)
+
+
+class _PendingArray:
+    """An array a pickle is building (numpy's _reconstruct, then its state): made from the bytes
+    the file holds, so a header that claims more images than the file carries allocates
+    nothing."""
+
+    array: np.ndarray | None = None
+
+    def __setstate__(self, state) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("array state of an unknown form")
+        shape, spec, fortran, raw = state[-4:]
+        if not isinstance(spec, _DtypeSpec):
+            raise pickle.UnpicklingError("array state without a dtype")
+        if not isinstance(shape, tuple) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+        ):
+            raise pickle.UnpicklingError(f"array shape {shape!r}; expected whole numbers")
+        dtype = spec.resolve()
+        if not isinstance(raw, (bytes, bytearray)):
+            raise pickle.UnpicklingError("array data that is not bytes")
+        need = math.prod(shape) * dtype.itemsize
+        if need != len(raw):
+            raise pickle.UnpicklingError(
+                f"array of shape {shape} needs {need} bytes but the file holds {len(raw)} for it"
+            )
+        a = np.frombuffer(raw, dtype=dtype)
+        self.array = (a.reshape(shape[::-1]).T if fortran else a.reshape(shape)).copy()
+
+
+def _reconstruct(subtype, shape, dtype) -> _PendingArray:  # noqa: ARG001
+    if subtype is not _NdarrayToken:
+        raise pickle.UnpicklingError("_reconstruct of something other than numpy.ndarray")
+    return _PendingArray()
+
+
+class _NdarrayToken:
+    """numpy.ndarray as a pickle names it: a marker for _reconstruct; calling it (an array of
+    any declared shape, without data) is refused."""
+
+    def __new__(cls, *args, **kwargs):
+        raise pickle.UnpicklingError(
+            "numpy.ndarray called directly (an array without its data); not a CIFAR batch"
+        )
 
 
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy", "ndarray"): lambda: np.ndarray,
-    ("numpy", "dtype"): lambda: np.dtype,
+    ("numpy", "ndarray"): _NdarrayToken,
+    ("numpy", "dtype"): _DtypeSpec,
 }
 
 
@@ -54,16 +116,27 @@ class RefusedGlobal(pickle.UnpicklingError):
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """An Unpickler that resolves only the globals a NumPy array needs; all others are refused."""
+    """An Unpickler that resolves only stand-ins for the globals a NumPy array needs; all others
+    are refused. Arrays are built from the file's own bytes, never from a declared shape."""
 
     def find_class(self, module: str, name: str) -> Any:
-        make = _ALLOWED.get((module, name))
-        if make is None:
+        found = _ALLOWED.get((module, name))
+        if found is None:
             raise RefusedGlobal(
                 f"refused global {module}.{name} (only NumPy arrays, dicts, lists, strings and "
                 "numbers may appear in a CIFAR batch)"
             )
-        return make()
+        return found
+
+
+def _resolve(value: Any) -> Any:
+    if isinstance(value, _PendingArray):
+        if value.array is None:
+            raise pickle.UnpicklingError("an array without its state")
+        return value.array
+    if isinstance(value, (_DtypeSpec, type)):
+        raise pickle.UnpicklingError("a bare numpy type where data was expected")
+    return value
 
 
 def safe_unpickle(path: str | os.PathLike) -> Any:
@@ -74,7 +147,10 @@ def safe_unpickle(path: str | os.PathLike) -> Any:
     except OSError as e:
         raise ResnetlabError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
-        return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+        obj = RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+        if isinstance(obj, dict):
+            return {k: _resolve(v) for k, v in obj.items()}
+        return _resolve(obj)
     except RefusedGlobal as e:
         raise ResnetlabError(f"{path}: not a CIFAR batch, nothing was run: {e}") from None
     except Exception as e:  # EOFError on truncation, ValueError/TypeError on garbage
