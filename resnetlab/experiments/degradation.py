@@ -22,7 +22,7 @@ from ..train import checkpoint as ckpt
 from ..train.logging import METRICS_FILE, STEPS_FILE, SUMMARY_FILE, read_metrics
 from ..train.loop import TrainConfig, fit, load_data
 from .figures import pyplot, save_png
-from .nets import FAMILIES, cifar_net, parse_depths
+from .nets import FAMILIES, check_study_net, cifar_net, parse_depths
 
 JSON_FILE = "degradation.json"
 TABLE_FILE = "degradation.md"
@@ -207,6 +207,7 @@ def read_run(cfg: TrainConfig, family: str, depth: int, seed: int) -> NetRun:
     if not epochs:
         raise ResnetlabError(f"{out / METRICS_FILE} holds no epoch")
     meta = read_metadata(out / "last.safetensors")
+    check_study_net(meta, family, depth, str(out / "last.safetensors"))
     shape = tuple(int(v) for v in meta["input_size"])
     model = model_for_data(cfg.model, shape, int(meta["num_classes"]), cfg.model_options)
     params = sum(p.numel() for p in model.parameters())

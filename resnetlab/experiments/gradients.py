@@ -25,7 +25,7 @@ from ..files import atomic_write, check_output_dir
 from ..models import load_model
 from ..models.factory import model_for_data
 from .figures import pyplot, save_png
-from .nets import cifar_net
+from .nets import check_study_net, cifar_net
 
 JSON_FILE = "gradients.json"
 GRADIENTS_FIGURE = "gradients.png"
@@ -225,6 +225,7 @@ def run_gradients(
                     say(f"{family}-{depth}: no trained weights at {w}; initialisation only")
                     continue
                 trained, meta = load_model(w)
+                check_study_net(meta, family, depth, str(w))
                 check_input_size(meta, train, str(w), data)
                 net_train, match = data_for_weights(meta, train, weights=str(w), source=str(data))
                 if match.note:

@@ -52,3 +52,34 @@ def cifar_net(family: str, depth: int) -> tuple[str, dict[str, Any]]:
     name = f"{family}{depth}"
     get_entry(name)  # a depth beyond the named ones fails here, in one line
     return name, {}
+
+
+def study_net_of(meta: dict[str, Any]) -> tuple[str, int] | None:
+    """(family, depth) of the CIFAR basic-block net a weights file's metadata describes, or None
+    when it describes another kind of net."""
+    from ..models import get_entry
+
+    try:
+        entry = get_entry(str(meta.get("name")))
+    except ResnetlabError:
+        return None
+    spec = entry.spec
+    if spec is None or entry.layout != "cifar" or spec.block != "basic" or spec.preact:
+        return None
+    if entry.family not in FAMILIES:
+        return None
+    layers = (meta.get("options") or {}).get("layers", spec.layers)
+    if not isinstance(layers, (list, tuple)) or not all(isinstance(n, int) for n in layers):
+        return None
+    return entry.family, 2 + 2 * sum(layers)
+
+
+def check_study_net(meta: dict[str, Any], family: str, depth: int, path: str) -> None:
+    """Refuse weights in a study folder that are not the net the folder's name claims."""
+    found = study_net_of(meta)
+    if found != (family, depth):
+        said = f"{found[0]}-{found[1]}" if found else repr(meta.get("name"))
+        raise ResnetlabError(
+            f"{path}: the folder claims {family}-{depth}, but the weights are {said}; "
+            "expected the study's own net"
+        )
