@@ -38,7 +38,7 @@ def runs(tmp_path_factory):
     res["killed_state"] = load_checkpoint(root / "killed")[1]
     res["stopped_state"] = load_checkpoint(root / "stopped")[1]
     procs = {
-        "killed_resumed": run_cli(["train", "--resume", str(root / "killed"), "--quiet"]),
+        "killed_resumed": run_cli(["train", "--resume", str(root / "killed")]),
         "stopped_resumed": run_cli(["train", "--resume", "--out", str(root / "stopped")]),
     }
     res.update({name: _finish(p) for name, p in procs.items()})

@@ -8,6 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..errors import ResnetlabError
+from ..train.logging import LOG_CHOICES
 
 DEFAULT_MODEL = "resnet20"
 
@@ -119,7 +120,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=int, help="CPU threads (default: the cores not already busy)")
-    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument(
+        "--size",
+        type=int,
+        metavar="S",
+        help="image folders: resize every image to SxS (default: the --init-from weights' input "
+        "size, else the images' one size; a folder of mixed sizes needs it)",
+    )
+    p.add_argument(
+        "--mode", choices=("RGB", "L"), help="image folders: colour or grey (default: L if grey)"
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        default=None,
+        help="image folders: skip unreadable image files (and say how many)",
+    )
+    p.add_argument(
+        "--log",
+        action="append",
+        choices=LOG_CHOICES,
+        default=None,
+        help="also log to tensorboard (RUN/tensorboard/; needs pip install "
+        "'resnetlab[tensorboard]'); metrics.jsonl and metrics.csv are always written",
+    )
+    p.add_argument("--quiet", action="store_true", help="print only the final line")
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and a confusion matrix")
@@ -205,6 +230,10 @@ def build_config(args: argparse.Namespace):
         "device": args.device,
         "threads": args.threads,
         "quiet": args.quiet or None,
+        "size": args.size,
+        "mode": args.mode,
+        "skip_bad": args.skip_bad,
+        "log": sorted(set(args.log)) if args.log else None,
     }
     # the numbers and choices are checked by check_config below, the one place for them
     if args.init_from and Path(args.init_from).suffix.lower() == ".onnx":

@@ -55,12 +55,16 @@ from .finetune import freeze, init_from, param_groups  # noqa: F401
 from .logging import (
     Progress,
     epoch_line,
+    final_line,
+    log_callbacks,
     plot_curves,
+    warn,
     window_row,
     write_metrics,
     write_steps,
     write_summary,
 )
+from .recipes import too_few_steps
 from .rundir import (  # noqa: F401
     BEST_WEIGHTS,
     LAST_WEIGHTS,
@@ -253,7 +257,8 @@ class Trainer:
     ) -> None:
         self.info, self.t_start = info, t_start
         self.__dict__.update(vars(set_up(cfg, splits, resume, info, model)))
-        self.callbacks = list(callbacks or [])
+        logs = log_callbacks(self.cfg.log, self.out) if info.is_main else []
+        self.callbacks = [*logs, *(callbacks or [])]
         self.stop_asked = False
         self.last_checkpoint = time.time()
         self.last_plot = 0.0
@@ -269,8 +274,11 @@ class Trainer:
         )
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            for line in describe(self, resume):
+            for line in describe(self, resume) if not self.cfg.quiet else []:
                 say(line)
+            short = too_few_steps(self.recipe, self.steps_per_epoch) if resume is None else None
+            if short:
+                warn(short)
 
     # ---------------------------------------------------------------------------------------
     # the run
@@ -521,7 +529,8 @@ class Trainer:
         last = row["epoch"] == self.recipe.epochs
         if last or time.time() - self.last_plot > PLOT_SECONDS:
             self.plot()
-        say(epoch_line(row, self.recipe.epochs))
+        if not self.cfg.quiet:
+            say(epoch_line(row, self.recipe.epochs, self.num_classes))
 
     def plot(self) -> None:
         """curves.png from the history so far."""
@@ -620,12 +629,9 @@ class Trainer:
                 f"trained {epochs} epoch{'s' if epochs != 1 else ''}; no test or validation data "
                 f"to evaluate -> {last}"
             )
-        res = final[name]
-        return (
-            f"{'test' if name == 'test' else 'validation'} accuracy {100 * res.top1_acc:.2f}% "
-            f"(top-5 {100 * (1 - res.top5_err):.2f}%"
-            f"{', flip TTA' if self.recipe.tta_flip else ''}) -> {last}"
-        )
+        res, split = final[name], "test" if name == "test" else "validation"
+        acc5 = 1 - res.top5_err
+        return final_line(split, res.top1_acc, acc5, self.num_classes, self.recipe.tta_flip, last)
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,7 +36,9 @@ from . import distributed
 from .average import EMA
 from .config import TrainConfig
 from .finetune import freeze, init_from, param_groups
-from .recipes import Schedule, auto_recipe, get_recipe
+from .logging import plural
+from .recipes import Schedule, auto_recipe, get_recipe, lr_note
+from .rundata import load_run_data
 from .state import RunState
 from .step import TrainStep, fused_sgd
 
@@ -53,15 +55,9 @@ class Run(SimpleNamespace):
 
 
 def load_data(cfg: TrainConfig) -> DataSplits:
-    """Read the source through resnetlab.data (with the validation split and subset)."""
-    from ..data import load_source
-
-    val = cfg.val_split
-    val = int(val) if val >= 1 else val  # a count of images, or a fraction of train
-    splits = load_source(cfg.data, val_split=val, seed=cfg.seed)
-    if cfg.subset is not None:
-        splits.train = splits.train.subset(cfg.subset)
-    return splits
+    """Read the source through resnetlab.data (folder options and size rule, validation split,
+    subset): train/rundata.py."""
+    return load_run_data(cfg)
 
 
 IN_MEMORY = "in-memory"  # the dataset's name in logs and metadata when fit is given tensors
@@ -377,16 +373,18 @@ def describe(run, resume: str | None = None) -> list[str]:
         for name, ds in (("train", sp.train), ("test", sp.test), ("validation", sp.val))
         if ds is not None
     )
+    threads = f", {plural(cfg.threads, 'thread')}" if cfg.threads else ""
     lines = [
         f"train {cfg.model} on {sp.name}: {sizes} images {shape}, {run.num_classes} classes; "
-        f"recipe {recipe.name}, {recipe.epochs} epochs of {run.steps_per_epoch} steps, batch "
-        f"{recipe.batch_size}, lr {recipe.lr:g}; {run.device}, {precision_name(run.dtype)}"
+        f"recipe {recipe.name}, {plural(recipe.epochs, 'epoch')} of "
+        f"{plural(run.steps_per_epoch, 'step')}, batch {recipe.batch_size}, lr {recipe.lr:g}"
+        f"{lr_note(recipe)}; {run.device}, {precision_name(run.dtype)}"
         f"{', channels_last' if run.channels_last else ''}"
         f"{', compiled' if run.compiled else ''}"
         f"{', CUDA graphs' if run.step_fn.graphs else ''}"
         f"{', data on the device' if run.resident and is_cuda(run.device) else ''}"
         f"{f', {info.world_size} processes' if info.enabled else ''}"
-        f"{f', {cfg.threads} thread(s)' if cfg.threads else ''}"
+        f"{threads}"
     ]
     if run.note_init:
         lines.append(run.note_init)

@@ -67,7 +67,7 @@ def write_npz(path, n_train: int = 192, n_test: int = 64):
 TINY_CLI = [
     "--model", "resnet20", "--option", "layers=[1,1,1]", "--option", "widths=[8,16,16]",
     "--option", "stem_width=8", "--batch-size", "32", "--no-compile", "--precision", "fp32",
-    "--threads", "1", "--quiet", "--device", "cpu",
+    "--threads", "1", "--device", "cpu",
 ]  # fmt: skip
 
 
