@@ -10,7 +10,8 @@ Goyal et al. 2017 from the recipe's reference batch (0.2 at 128: 0.4 at 256, 0.1
 warm-up over at least 10% of the steps when the batch is 2x the reference or more (as `accel`, 4x
 `fast`, has); an --lr given is used as is. The recipe then records the reference it was scaled
 from. `min_steps` is what a recipe needs to learn anything: a schedule shorter than that (2,000
-images for 1 epoch is 16 steps) ends near chance, and the run says so and how many epochs would do.
+images for 1 epoch at batch 128 is 15 steps) ends near chance, and the run says so and how many
+epochs would do.
 """
 
 from __future__ import annotations
