@@ -15,7 +15,7 @@ from .commands import experiment as experiment_cmd
 from .commands import infer as infer_cmd
 from .commands import models as models_cmd
 from .commands import train as train_cmd
-from .errors import ResnetlabError
+from .errors import ResnetlabError, one_line
 
 COMMAND_MODULES = (models_cmd, data_cmd, train_cmd, infer_cmd, experiment_cmd)
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         text = str(e).strip()
-        first = text.splitlines()[0] if text else ""
+        first = one_line(text.splitlines()[0]) if text else ""
         hint = "" if isinstance(e, (OSError, ValueError, RuntimeError)) else UNEXPECTED_HINT
         print(
             f"resnetlab {args.command}: error: {type(e).__name__}: {first}{hint}", file=sys.stderr

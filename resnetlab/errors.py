@@ -15,9 +15,18 @@ class ResnetlabError(ValueError):
         self.argument = argument
 
     def for_command_line(self) -> str:
-        """The message with its leading argument name written as the command line's flag."""
-        text = str(self)
+        """The message with its leading argument name written as the command line's flag, on
+        one line."""
+        text = one_line(str(self))
         arg = self.argument
         if arg and text.startswith(arg + " "):
             return "--" + arg.replace("_", "-") + text[len(arg) :]
         return text
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks and other control characters (such as a newline inside a file
+    name) written as escapes, so that an error stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from ..errors import one_line
+
 
 def _amount(text: str) -> int | float:
     try:
@@ -137,7 +139,8 @@ def run_info(args: argparse.Namespace) -> int:
     )
     if skipped:
         print(
-            f"resnetlab data: skipped {len(skipped)} unreadable image file(s); first: {skipped[0]}",
+            f"resnetlab data: skipped {len(skipped)} unreadable image file(s); "
+            f"first: {one_line(skipped[0])}",
             file=sys.stderr,
         )
     info = describe(splits, len(skipped))
@@ -176,7 +179,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     if meta["skipped"]:
         print(
             f"resnetlab data: skipped {meta['skipped']} unreadable image file(s); "
-            f"first: {meta['skipped_files'][0]}",
+            f"first: {one_line(meta['skipped_files'][0])}",
             file=sys.stderr,
         )
     sizes = ", ".join(f"{k} {b - a}" for k, (a, b) in meta["splits"].items())

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .. import policy
-from ..errors import ResnetlabError
+from ..errors import ResnetlabError, one_line
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -132,7 +132,7 @@ MAX_REP_TIME = 3600.0  # seconds per timed repetition: an hour is already far mo
 
 
 def _err(cmd: str, msg: str) -> None:
-    print(f"resnetlab {cmd}: {msg}", file=sys.stderr)
+    print(f"resnetlab {cmd}: {one_line(msg)}", file=sys.stderr)
 
 
 def run_predict(args: argparse.Namespace) -> int:
