@@ -35,7 +35,15 @@ from PIL import Image
 
 from ..errors import ResnetlabError
 from .dataset import DataSplits, ImageDataset
-from .images import IMAGE_SUFFIXES, check_image_file, convert_mode, image_to_tensor, open_image
+from .images import (
+    IMAGE_SUFFIXES,
+    MAX_PIXELS,
+    check_image_file,
+    convert_mode,
+    image_to_tensor,
+    open_image,
+)
+from .memory import check_fits, memory_budget
 from .split import holdout_count, split_dataset, stratified_holdout
 from .transform import resize_and_crop
 
@@ -43,6 +51,8 @@ GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 SPLIT_DIRS = ("train", "val", "test")
 SHOWN_BAD = 3
 SHOWN_SIZES = 3  # the most common sizes a refusal of mixed sizes names
+SIZE_HINT = "give a smaller size (--size), or decode once with `resnetlab data prepare --size`"
+DECODE_BYTES_PER_WORKER = MAX_PIXELS * 12  # one image of the largest size, three 4-byte forms
 
 
 def _is_image(p: Path) -> bool:
@@ -137,6 +147,12 @@ def _mixed_error(root: Path, sizes: Counter) -> ResnetlabError:
     )
 
 
+def _decode_workers() -> int:
+    """Threads decoding at once: each may hold a full-size image in several forms (decoded,
+    converted, composited) while it is resized, so their number follows the memory budget."""
+    return max(1, min(8, os.cpu_count() or 1, memory_budget() // DECODE_BYTES_PER_WORKER))
+
+
 def decode_files(
     paths: list[Path],
     mode: str,
@@ -150,6 +166,7 @@ def decode_files(
     c = 3 if mode == "RGB" else 1
     h, w = size
     box = box or (h, w)
+    check_fits(len(paths) * c * h * w, f"decoding {len(paths)} images of {c}x{h}x{w}", SIZE_HINT)
     out = torch.empty((len(paths), c, h, w), dtype=torch.uint8)
 
     def work(i: int) -> str | None:
@@ -161,7 +178,7 @@ def decode_files(
         out[i] = image_to_tensor(img)
         return None
 
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = workers or _decode_workers()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(work, range(len(paths))))
     ok = [i for i, r in enumerate(results) if r is None]
@@ -239,6 +256,10 @@ def read_image_folder(
         if len(sizes) > 1 and mixed == "refuse":
             raise _mixed_error(root, sizes)
 
+    c = 3 if mode == "RGB" else 1
+    n = sum(1 for its in items.values() for p, _ in its if not isinstance(headers[p], str))
+    what = f"{root}: {n} images of {c}x{target[0]}x{target[1]}"
+    check_fits(n * c * target[0] * target[1], what, SIZE_HINT)  # all splits, before any decoding
     skipped = list(bad)
     datasets = {}
     for name, its in items.items():
