@@ -15,7 +15,7 @@ import resnetlab
 from resnetlab.cli import main
 from resnetlab.data.loader import BatchLoader, compute_mean_std
 from resnetlab.errors import ResnetlabError
-from resnetlab.models import create_model, load_model
+from resnetlab.models import create_model, load_model, save_weights
 from resnetlab.train import loop
 from resnetlab.train.callbacks import Callback, EarlyStopping, EpochState
 from resnetlab.train.checkpoint import load_checkpoint
@@ -327,3 +327,36 @@ def test_epochs_are_evaluated_as_eval_every_and_eval_images_say_and_flips_only_a
     loader = BatchLoader(splits.test, 500, train=False, mean=meta["mean"], std=meta["std"])
     final = evaluate(model, loader, num_classes=4, tta_flip=True)
     assert summary["final_test_accuracy"] == final.top1_acc == 1 - rows[-1]["test_top1_err"]
+
+
+# --- the done-when: shipped 1-channel weights into a 3-channel, 5-class model ----------
+
+
+def test_shipped_weights_fine_tuned_to_three_channels_and_five_classes_round_trip(tmp_path):
+    from resnetlab.data import ImageDataset
+
+    model = create_model("resnet20", pretrained="fashion-mnist", in_chans=3, num_classes=5)
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(160) % 5
+    images = (torch.rand(160, 3, 28, 28, generator=g) * 80).to(torch.uint8)
+    images[:, :, 8:20, 8:20] += (30 * labels).view(-1, 1, 1, 1).to(torch.uint8)
+    data = ImageDataset(images, labels, ["a", "b", "c", "d", "e"])
+    fc_before = model.fc.weight.detach().clone()
+    result = resnetlab.fit(model, data, epochs=1, out=str(tmp_path / "run"), **SETTINGS)
+    assert result.model is model and result.summary["steps"] == 5
+    assert not torch.equal(model.fc.weight, fc_before)
+
+    # the model now describes what it was trained for, so a plain save_weights carries it
+    path = tmp_path / "ft.safetensors"
+    save_weights(model, path)
+    shipped = resnetlab.read_metadata("resnet20.fashion-mnist")
+    model.eval()
+    x = torch.randn(4, 3, 28, 28)
+    for file in (path, result.weights):
+        loaded, meta = load_model(file)
+        loaded.to(memory_format=torch.channels_last)
+        assert (meta["num_classes"], meta["in_chans"], meta["input_size"]) == (5, 3, [3, 28, 28])
+        assert meta["classes"] == ["a", "b", "c", "d", "e"]
+        # fine-tuning normalised as the shipped weights were trained (their grey mean, x3)
+        assert meta["mean"] == shipped["mean"] * 3 and meta["std"] == shipped["std"] * 3
+        assert torch.equal(loaded(x), model(x))

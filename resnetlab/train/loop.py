@@ -35,6 +35,7 @@ from torch import nn
 from ..data import DataSplits
 from ..errors import ResnetlabError
 from ..models import save_weights
+from ..models.weights import model_metadata
 from ..policy import (  # noqa: F401  (re-exported: the names training has always had)
     COMPILE_MIN_STEPS,
     busy_cores,
@@ -319,6 +320,7 @@ class Trainer:
         summary = self.finish()
         if self.model is not self.user_model:  # converted for the run (sync BN): copy back
             self.user_model.load_state_dict(self.model.state_dict())
+        describe_trained(self.user_model, self.meta, self.out / LAST_WEIGHTS)
         if self.info.is_main:
             call(self.callbacks, "on_train_end", self.epoch_state)
         return self.user_model, summary
@@ -489,7 +491,9 @@ class Trainer:
         }
         final = epoch + 1 == self.recipe.epochs
         if self.eval_loaders and (final or (epoch + 1) % self.cfg.eval_every == 0):
+            t0 = time.perf_counter()
             results = self.evaluate_all(em, epoch + 1, final=final)
+            row["eval_seconds"] = time.perf_counter() - t0
             for name, res in results.items():
                 row[f"{name}_top1_err"] = res.top1_err
                 row[f"{name}_top5_err"] = res.top5_err
@@ -569,9 +573,12 @@ class Trainer:
             return {}
         s, cfg, recipe, out = self.state, self.cfg, self.recipe, self.out
         stopped = s.stopped
+        final_seconds = 0.0  # a final evaluation of its own (the last row's is in the rows)
         if self.final_eval is None and self.eval_loaders:  # stopped early, or resumed at the end
             em = self.eval_model()
+            t0 = time.perf_counter()
             self.final_eval = self.evaluate_all(em, len(s.history), final=True)
+            final_seconds = time.perf_counter() - t0
             if stopped:  # the final weights carry the final evaluation's error
                 wmeta = dict(self.meta, epoch=len(s.history))
                 if "test" in self.final_eval:
@@ -606,6 +613,7 @@ class Trainer:
             "stopped_early": bool(stopped),
             "stop_reason": stopped.get("reason") if stopped else None,
             "train_seconds": sum(r["seconds"] for r in s.history),
+            "eval_seconds": sum(r.get("eval_seconds", 0.0) for r in s.history) + final_seconds,
             "setup_seconds": self.setup_seconds,
             "elapsed_seconds": s.elapsed + (time.time() - self.t_start),
             "tta_flip": recipe.tta_flip,
@@ -641,6 +649,25 @@ class Trainer:
 def say(text: str) -> None:
     """Print a line of the run's log (callers print on rank 0 only)."""
     print(text, flush=True)
+
+
+def describe_trained(model: nn.Module, meta: dict[str, Any], weights: Path) -> None:
+    """Make the model describe what it was trained for (its pretrained_cfg and
+    resnetlab_metadata: the data's classes, input size, mean and std), so that save_weights
+    and a later fit read them from the model."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict):
+        model.pretrained_cfg = dict(
+            cfg,
+            tag=None,
+            file=str(weights),
+            input_size=tuple(meta["input_size"]),
+            mean=tuple(meta["mean"]),
+            std=tuple(meta["std"]),
+            num_classes=len(meta["classes"]),
+            classes=list(meta["classes"]),
+        )
+    model.resnetlab_metadata = {**model_metadata(model), **meta}
 
 
 def _selection_err(row: dict[str, Any]) -> float | None:
