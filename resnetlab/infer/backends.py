@@ -10,8 +10,8 @@ written atomically; a damaged one is ignored.
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -20,8 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ResnetlabError, one_line
 from ..files import atomic_write
 from ..hardware import cpu_features, cpu_model
+
+log = logging.getLogger("resnetlab.infer")
 
 BACKENDS = ("torch", "onnxruntime")
 # bench path -> (backend, compiled) of the fast path it measures
@@ -85,9 +88,16 @@ def record(
     def write(tmp: str) -> None:
         Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True))
 
-    # a read-only home: measuring still worked, it is just not remembered
-    with contextlib.suppress(OSError):
+    # a cache that cannot be written (a read-only home, RESNETLAB_CACHE=/dev/null): measuring
+    # still worked, it is just not remembered
+    try:
         atomic_write(store_path(), write)
+    except (OSError, ResnetlabError) as e:
+        log.warning("measurements not kept: cannot write %s (%s)", store_path(), _reason(e))
+
+
+def _reason(e: Exception) -> str:
+    return one_line(e.strerror if isinstance(e, OSError) and e.strerror else str(e))
 
 
 def measured(model: nn.Module, input_size: tuple[int, ...], batch: int) -> dict[str, Any]:

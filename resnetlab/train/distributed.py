@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..errors import ResnetlabError
 from ..policy import pick_device  # noqa: F401  (where training has always found it)
 
 
@@ -36,14 +37,34 @@ class DistInfo:
         return self.world_size > 1
 
 
+def _env_int(name: str, default: str, least: int) -> int:
+    """A whole-number environment variable set by torchrun, checked (>= `least`)."""
+    text = os.environ.get(name, default)
+    try:
+        value = int(text)
+    except ValueError:
+        value = least - 1
+    if value < least:
+        raise ResnetlabError(
+            f"{name}={text!r}: expected a whole number >= {least} (torchrun sets it)"
+        )
+    return value
+
+
 def setup(requested_device: str | None = None) -> DistInfo:
     """Join the torchrun process group if there is one; returns rank, world size and device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = _env_int("WORLD_SIZE", "1", 1)
     device = pick_device(requested_device)
     if world <= 1:
         return DistInfo(device=device)
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if "RANK" not in os.environ:
+        raise ResnetlabError(f"WORLD_SIZE is {world} but RANK is not set; start with torchrun")
+    rank = _env_int("RANK", "0", 0)
+    local_rank = _env_int("LOCAL_RANK", "0", 0)
+    if rank >= world:
+        raise ResnetlabError(
+            f"RANK {rank} is outside a world of {world} processes (0..{world - 1})"
+        )
     if device.startswith("cuda"):
         torch.cuda.set_device(local_rank)
         device = f"cuda:{local_rank}"
