@@ -19,7 +19,7 @@ from ..files import atomic_write, check_output_dir
 from ..models.factory import model_for_data
 from ..models.weights import read_metadata
 from ..train import checkpoint as ckpt
-from ..train.logging import METRICS_FILE, STEPS_FILE, SUMMARY_FILE, read_metrics
+from ..train.logging import METRICS_FILE, STEPS_FILE, SUMMARY_FILE, plural, read_metrics
 from ..train.loop import TrainConfig, fit, load_data
 from .figures import pyplot, save_png
 from .nets import FAMILIES, check_study_net, cifar_net, parse_depths
@@ -296,7 +296,7 @@ def write_results(runs: list[NetRun], out: Path, dc: DegradationConfig) -> None:
     text = json.dumps(records, indent=1) + "\n"
     atomic_write(out / JSON_FILE, lambda tmp: Path(tmp).write_text(text))
     dataset = runs[0].summary.get("dataset", dc.data)
-    title = f"Degradation study on {dataset}: {dc.recipe} recipe, {dc.epochs} epochs"
+    title = f"Degradation study on {dataset}: {dc.recipe} recipe, {plural(dc.epochs, 'epoch')}"
     md = table_markdown(records, title)
     atomic_write(out / TABLE_FILE, lambda tmp: Path(tmp).write_text(md))
     plot_degradation(runs, out / FIGURE_FILE, title)

@@ -163,7 +163,7 @@ def too_few_steps(recipe: Recipe, steps_per_epoch: int) -> str | None:
         f"{plural(total, 'step')} ({plural(recipe.epochs, 'epoch')} of "
         f"{plural(steps_per_epoch, 'step')} at batch {recipe.batch_size}) is too short for the "
         f"{recipe.name} recipe, which needs about {recipe.min_steps} steps to learn; the run may "
-        f"end near chance: train {need} epochs or more (--epochs {need})"
+        f"end near chance: train {plural(need, 'epoch')} or more (--epochs {need})"
     )
 
 
