@@ -5,20 +5,33 @@
 - resnetlab-data.json: {"format", "version", "name", "classes", "mode", "shape", "splits":
   {split: [start, stop]}, "labels": [N ints], "skipped": count}.
 The directory is built under a temporary name beside OUT and renamed into place when complete,
-so an interrupted run leaves no OUT behind. load_prepared maps images.npy copy-on-write: the
-loader reads pages on demand and nothing is written back to the cache.
+so an interrupted run leaves no OUT behind; the disk space it needs is checked (and reserved)
+before decoding, and it decodes in chunks of at most CHUNK_BYTES.
+
+load_prepared checks images.npy's size against its header, then either reads it into memory (when
+it takes at most half the memory budget of resnetlab.data.memory: nothing done to the file later
+can reach the run) or maps it copy-on-write, nothing written back. A mapped file that another
+process truncates would kill the reader with SIGBUS, so the mapping is guarded by a read lease
+(Linux, the user's own file on a local disk): the truncation, or an open for writing, waits while
+this process stops with one line naming the cache (ResnetlabError, raised by the SIGIO handler).
+Where no lease can be taken the mapping is unguarded.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import glob
 import json
 import os
 import shutil
+import signal
 import struct
 import tempfile
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,14 +39,17 @@ import numpy as np
 import torch
 
 from ..errors import ResnetlabError
+from ..files import current_umask, finish_file, name_limit, temp_prefix
 from .dataset import DataSplits, ImageDataset
 from .folders import GREY_MODES, _bad_error, _header, decode_files, tree_items
+from .memory import gigabytes, memory_budget
 
 META_NAME = "resnetlab-data.json"
 IMAGES_NAME = "images.npy"
 FORMAT = "resnetlab-prepared"
 VERSION = 1
 CHUNK = 512
+CHUNK_BYTES = 256 << 20  # decoded images held at once while preparing
 
 
 def is_prepared(path: str | os.PathLike) -> bool:
@@ -58,16 +74,18 @@ FRESH_SECONDS = 60  # a build directory without a lock this young may be startin
 
 
 def _hold(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return fd
 
 
 def _alive(build: Path) -> bool:
     try:
-        fd = os.open(build / LOCK_NAME, os.O_RDWR)
+        fd = os.open(build / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return time.time() - build.stat().st_mtime < FRESH_SECONDS
+    except OSError:
+        return True  # a link or something odd in its place: not ours to judge, left alone
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -82,7 +100,7 @@ def remove_stale_builds(out: str | os.PathLike) -> list[Path]:
     (a running build holds a lock in its directory and is left alone)."""
     out = Path(out)
     removed = []
-    for build in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
+    for build in out.parent.glob(f"{glob.escape(_build_prefix(out))}*.tmp"):
         try:
             if build.is_dir() and not build.is_symlink() and not _alive(build):
                 shutil.rmtree(build)
@@ -90,6 +108,31 @@ def remove_stale_builds(out: str | os.PathLike) -> list[Path]:
         except OSError:
             continue  # vanished meanwhile, or not ours to remove
     return removed
+
+
+def _build_prefix(out: Path) -> str:
+    return temp_prefix(out.name, 8 + len(".tmp"), name_limit(out.parent))
+
+
+def _reserve(path: Path, nbytes: int, what: str) -> None:
+    """Make sure `nbytes` fit on the disk of `path` before writing them through a mapping (a
+    full disk under a mapping is a SIGBUS, not an error)."""
+    free = shutil.disk_usage(path.parent).free
+    if nbytes > free:
+        raise ResnetlabError(
+            f"{what} need {gigabytes(nbytes)} on disk, but {path.parent} has {gigabytes(free)} "
+            "free; free some space, give a smaller size, or choose another output"
+        )
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise ResnetlabError(
+                f"{what} need {gigabytes(nbytes)} on disk; {path.parent} has no room for them"
+            ) from None  # other errors: the file system cannot reserve; the check above stands
+    finally:
+        os.close(fd)
 
 
 def prepare_folder(
@@ -137,7 +180,8 @@ def prepare_folder(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_builds(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_build_prefix(out), suffix=".tmp", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; the cache is the user's
     lock = _hold(tmp / LOCK_NAME)  # tells a later run that this build is alive
     try:
         images_path = tmp / IMAGES_NAME
@@ -145,6 +189,8 @@ def prepare_folder(
             images_path, mode="w+", dtype=np.uint8, shape=(total, channels, size, size)
         )
         offset = arr.offset
+        _reserve(images_path, offset + arr.nbytes, f"{total} images of {channels}x{size}x{size}")
+        chunk_len = max(1, min(CHUNK, CHUNK_BYTES // (channels * size * size)))
         labels: list[int] = []
         splits: dict[str, list[int]] = {}
         skipped: list[str] = []
@@ -152,8 +198,8 @@ def prepare_folder(
         for s in order:
             its = split_items[s]
             start = pos
-            for c0 in range(0, len(its), CHUNK):
-                chunk = its[c0 : c0 + CHUNK]
+            for c0 in range(0, len(its), chunk_len):
+                chunk = its[c0 : c0 + chunk_len]
                 imgs, ok, bad = decode_files([p for p, _ in chunk], mode, (size, size))
                 if bad and not skip_bad:
                     raise _bad_error(bad, folder)
@@ -182,6 +228,8 @@ def prepare_folder(
             "skipped": len(skipped),
         }
         (tmp / META_NAME).write_text(json.dumps(meta))
+        for name in (IMAGES_NAME, META_NAME):
+            finish_file(tmp / name)  # the umask's permissions, and on disk before the rename
         (tmp / LOCK_NAME).unlink()  # the directory's fresh mtime still marks it as alive
         os.replace(tmp, out)  # onto nothing, or onto an empty directory (checked above)
     except BaseException:
@@ -239,8 +287,9 @@ def _check_prepared_meta(meta: dict, source: Path) -> None:
             )
 
 
-def load_prepared(path: str | os.PathLike) -> DataSplits:
-    """Open a prepared cache: splits whose images are views of one memory-mapped array."""
+def load_prepared(path: str | os.PathLike, *, in_memory: bool | None = None) -> DataSplits:
+    """Open a prepared cache: splits whose images are views of one array, read into memory or
+    mapped under a lease (see module doc); `in_memory` forces one way (None: by size)."""
     path = Path(path)
     try:
         meta = json.loads((path / META_NAME).read_text())
@@ -253,16 +302,12 @@ def load_prepared(path: str | os.PathLike) -> DataSplits:
             f"{path}: prepared-data version {meta.get('version')}, this resnetlab reads {VERSION}"
         )
     _check_prepared_meta(meta, path / META_NAME)
-    try:
-        arr = np.load(path / IMAGES_NAME, mmap_mode="c", allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ResnetlabError(f"{path / IMAGES_NAME}: not readable ({e})") from None
+    arr = _open_images(path / IMAGES_NAME, tuple(meta["shape"]), in_memory)
     shape = tuple(meta["shape"])
     labels = meta["labels"]
-    if arr.dtype != np.uint8 or arr.shape != shape or len(labels) != shape[0]:
+    if len(labels) != shape[0]:
         raise ResnetlabError(
-            f"{path}: images.npy is {arr.dtype} {arr.shape} with {len(labels)} labels, but the "
-            f"metadata says uint8 {shape}; prepare it again"
+            f"{path}: {len(labels)} labels for {shape[0]} images; prepare it again"
         )
     classes = list(meta["classes"])
     wrong = next((v for v in labels if not 0 <= v < len(classes)), None)
@@ -281,3 +326,118 @@ def load_prepared(path: str | os.PathLike) -> DataSplits:
     if "train" not in parts or "test" not in parts:
         raise ResnetlabError(f"{path}: prepared data lacks a train or test split")
     return DataSplits(meta.get("name", path.name), parts["train"], parts["test"], parts.get("val"))
+
+
+def _open_images(file: Path, shape: tuple[int, ...], in_memory: bool | None) -> np.ndarray:
+    """images.npy as a uint8 array of `shape`, its size checked against the bytes present."""
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ResnetlabError(f"{file}: not readable ({e.strerror or e})") from None
+    try:
+        f = os.fdopen(fd, "rb", buffering=0, closefd=False)
+        try:
+            version = np.lib.format.read_magic(f)
+            if version != (1, 0):
+                raise ValueError(f"npy format version {version}, expected (1, 0)")
+            header = np.lib.format.read_array_header_1_0(f)
+        except (OSError, ValueError) as e:
+            raise ResnetlabError(f"{file}: not readable ({e})") from None
+        found, fortran, dtype = header
+        if dtype != np.uint8 or fortran or tuple(found) != shape:
+            raise ResnetlabError(
+                f"{file} is {dtype} {tuple(found)}, but the metadata says uint8 {shape}; "
+                "prepare it again"
+            )
+        offset, nbytes = f.tell(), int(np.prod(shape))
+        if in_memory is None:
+            in_memory = nbytes <= memory_budget() // 2
+        guarded = False if in_memory else _guard(fd, file)
+        size = os.fstat(fd).st_size  # after the lease: from here on it cannot shrink unseen
+        if size < offset + nbytes:
+            raise ResnetlabError(
+                f"{file} holds {size} bytes but its {shape} images need {offset + nbytes} "
+                "(truncated); prepare it again"
+            )
+        if in_memory:
+            arr = _read_whole(f, file, offset, shape)
+        else:
+            arr = np.memmap(f, dtype=np.uint8, mode="c", offset=offset, shape=shape)
+    except BaseException:
+        _release(fd)
+        raise
+    if guarded:
+        weakref.finalize(arr, _release, fd)  # the lease lasts as long as the mapping is used
+    else:
+        os.close(fd)  # a mapping keeps its own reference to the file
+    return arr
+
+
+def _read_whole(f, file: Path, offset: int, shape: tuple[int, ...]) -> np.ndarray:
+    out = np.empty(shape, dtype=np.uint8)
+    view = memoryview(out.reshape(-1))
+    f.seek(offset)
+    pos = 0
+    while pos < len(view):
+        got = f.readinto(view[pos : pos + (64 << 20)])
+        if not got:
+            raise ResnetlabError(
+                f"{file} ended after {offset + pos} bytes while being read (truncated meanwhile)"
+                "; prepare it again"
+            )
+        pos += got
+    return out
+
+
+# fds holding a read lease on a mapped cache -> the cache's path, for the SIGIO handler
+_GUARDED: dict[int, Path] = {}
+_previous_sigio: list = []
+
+
+def _guard(fd: int, file: Path) -> bool:
+    """Take a read lease on `fd` (see module doc); False where none can be taken: another thread
+    than the main one (which alone takes signals), a file of another user, a remote disk."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGIO) is not _on_lease_break:
+        _previous_sigio[:] = [signal.getsignal(signal.SIGIO)]
+        signal.signal(signal.SIGIO, _on_lease_break)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError:
+        _restore_sigio()
+        return False
+    _GUARDED[fd] = file
+    return True
+
+
+def _on_lease_break(signum, frame) -> None:
+    for fd, file in list(_GUARDED.items()):
+        try:
+            broken = fcntl.fcntl(fd, fcntl.F_GETLEASE) != fcntl.F_RDLCK
+        except OSError:
+            continue
+        if broken:  # the other process waits for this one to end (or for lease-break-time)
+            raise ResnetlabError(
+                f"{file}: another process is truncating or rewriting the prepared cache while "
+                "this one reads it; stopped here, before the change could crash it; leave a "
+                "cache alone while it is in use, or prepare a new one"
+            )
+    previous = _previous_sigio[0] if _previous_sigio else None
+    if callable(previous):
+        previous(signum, frame)
+
+
+def _release(fd: int) -> None:
+    _GUARDED.pop(fd, None)
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    _restore_sigio()
+
+
+def _restore_sigio() -> None:
+    if _GUARDED or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGIO) is _on_lease_break:
+        previous = _previous_sigio[0] if _previous_sigio else signal.SIG_DFL
+        signal.signal(signal.SIGIO, previous if previous is not None else signal.SIG_DFL)

@@ -27,6 +27,7 @@ from .nets import FAMILIES, check_study_net, cifar_net, parse_depths
 JSON_FILE = "degradation.json"
 TABLE_FILE = "degradation.md"
 FIGURE_FILE = "degradation.png"
+MAX_SEEDS = 1000
 # the fields a finished run must share with the study to count as one of its nets
 MATCH_KEYS = ("model", "data", "recipe", "epochs", "batch_size", "lr", "seed", "subset",
               "model_options", "log_every")  # fmt: skip
@@ -99,6 +100,8 @@ def check_config(dc: DegradationConfig) -> DegradationConfig:
     for key in ("epochs", "seeds"):
         if getattr(dc, key) < 1:
             raise ResnetlabError(f"{key} must be at least 1, got {getattr(dc, key)}", argument=key)
+    if dc.seeds > MAX_SEEDS:  # each seed is a set of trained nets; the plan is built up front
+        raise ResnetlabError(f"seeds {dc.seeds}: at most {MAX_SEEDS}", argument="seeds")
     if dc.log_every < 1:
         raise ResnetlabError(
             f"log_every must be at least 1, got {dc.log_every}", argument="log_every"
