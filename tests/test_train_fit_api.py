@@ -360,3 +360,34 @@ def test_shipped_weights_fine_tuned_to_three_channels_and_five_classes_round_tri
         # fine-tuning normalised as the shipped weights were trained (their grey mean, x3)
         assert meta["mean"] == shipped["mean"] * 3 and meta["std"] == shipped["std"] * 3
         assert torch.equal(loaded(x), model(x))
+
+
+def test_a_ready_models_head_rows_follow_the_datas_class_names(tmp_path, capsys):
+    from resnetlab.data import FASHION_MNIST_CLASSES, ImageDataset
+
+    model = create_model("resnet20", pretrained="fashion-mnist")
+    old = model.fc.weight.detach().clone()
+    names = sorted(FASHION_MNIST_CLASSES)  # as class folders list them: alphabetically
+    names[names.index("Bag")] = "Hat"  # a class the weights do not know
+    seen = {}
+
+    class AtBegin(Callback):
+        def on_train_begin(self, state):
+            seen["fc"] = state.model.fc.weight.detach().clone()
+
+    g = torch.Generator().manual_seed(0)
+    data = ImageDataset(
+        torch.randint(0, 256, (64, 1, 28, 28), generator=g, dtype=torch.uint8),
+        torch.arange(64) % 10,
+        names,
+    )
+    settings = {**SETTINGS, "quiet": False}  # the line saying how the head was matched
+    resnetlab.fit(model, data, epochs=1, out=str(tmp_path), callbacks=[AtBegin()], **settings)
+    for j, name in enumerate(names):
+        if name in FASHION_MNIST_CLASSES:  # a known class starts from its own row
+            assert torch.equal(seen["fc"][j], old[FASHION_MNIST_CLASSES.index(name)])
+    hat = seen["fc"][names.index("Hat")]
+    assert not any(torch.equal(hat, row) for row in old)  # a fresh row
+    out = capsys.readouterr().out
+    assert "head matched by name: 9 of 10 classes keep their rows from the model" in out
+    assert "new rows for 'Hat'; dropped 'Bag'" in out

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..data import DataSplits, ImageDataset
-from ..data.classmap import is_unnamed
+from ..data.classmap import is_unnamed, match_head
 from ..data.loader import BatchLoader, compute_mean_std
 from ..data.resident import ResidentLoader, fits_on_device
 from ..data.split import split_dataset, stratified_holdout
@@ -199,7 +199,8 @@ def set_up(
 
     # model, normalisation, precision, threads
     torch.manual_seed(cfg.seed)
-    if model is None:
+    ready = model is not None
+    if not ready:
         model = model_for_data(cfg.model, image_shape, r.num_classes, cfg.model_options)
         weights_meta = read_metadata(cfg.init_from) if cfg.init_from else {}
     else:
@@ -213,6 +214,8 @@ def set_up(
     model = distributed.convert_sync_bn(model, info, cfg.sync_bn)
     fresh = state_ck is None
     r.note_init = init_from(model, cfg.init_from, r.classes) if cfg.init_from and fresh else None
+    if ready and fresh and r.note_init is None:
+        r.note_init = head_follows_classes(model, r.classes)
     r.frozen = freeze(model, cfg.freeze)
     body_scale = cfg.body_lr_scale
     if body_scale is None:
@@ -332,6 +335,29 @@ def check_model_fits(model: nn.Module, entry, image_shape: tuple, num_classes: i
             f"{what}={want}",
             argument="model",
         )
+
+
+def head_follows_classes(model: nn.Module, classes: list[str]) -> str | None:
+    """A ready model whose head names its classes (pretrained_cfg) meets data that names them in
+    another order or names others: its rows follow the names (a known class keeps its row, a new
+    one gets a fresh row); one line saying so, or None when nothing moves."""
+    names = (getattr(model, "pretrained_cfg", None) or {}).get("classes")
+    head = model.get_classifier()
+    n = head.out_features
+    if not names or len(names) != n or list(names) == list(classes):
+        return None
+    match = match_head(names, n, classes, weights="the model")
+    if match.rows == tuple(range(n)):
+        return None
+    fresh = nn.Linear(head.in_features, n, bias=head.bias is not None)  # seeded by set_up
+    with torch.no_grad():
+        for param, new in ((head.weight, fresh.weight), (head.bias, fresh.bias)):
+            if param is None:
+                continue
+            old = param.detach().clone()
+            for j, r in enumerate(match.rows):
+                param[j] = old[r] if r is not None else new[j].to(param.dtype)
+    return match.note
 
 
 def weights_norm(meta: dict, channels: int) -> tuple[list | None, list | None]:
