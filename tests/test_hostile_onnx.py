@@ -104,3 +104,48 @@ def test_a_fifo_is_not_read_as_an_onnx_file(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(ResnetlabError, match="not a regular file"):
         read_onnx(fifo)
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory):
+    from resnetlab import save_weights
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", features_only=True, in_chans=1, **SMALL)
+    path = tmp_path_factory.mktemp("backbone") / "bb.safetensors"
+    save_weights(model, path, {"mean": [0.5], "std": [0.25], "input_size": [1, 8, 8]})
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "exported-program"])
+def test_a_backbone_exports_as_a_graph_with_one_output_per_feature_map(
+    backbone, tmp_path, capsys, fmt
+):
+    from resnetlab.infer.export import run_onnx
+    from resnetlab.models import load_model
+
+    out = tmp_path / ("bb.onnx" if fmt == "onnx" else "bb.pt2")
+    assert main(["export", str(backbone), "--format", fmt, "--out", str(out)]) == 0
+    capsys.readouterr()
+    if fmt == "onnx":
+        model, _ = load_model(backbone)
+        x = torch.randn(1, 1, 8, 8)
+        got = run_onnx(out, x)
+        with torch.no_grad():
+            ref = model(x)
+        assert [g.shape for g in got] == [r.shape for r in ref] and len(ref) == 3
+        assert all(torch.allclose(g, r, atol=1e-4) for g, r in zip(got, ref))
+
+
+@pytest.mark.parametrize("command", ["bench", "eval", "predict", "quantize"])
+def test_a_backbone_where_a_classifier_is_needed_is_one_line(backbone, tmp_path, capsys, command):
+    argv = {
+        "bench": ["bench", backbone, "--batch-size", "1"],
+        "eval": ["eval", backbone, "--data", tmp_path / "none.npz"],
+        "predict": ["predict", backbone, tmp_path / "x.png"],
+        "quantize": ["quantize", backbone, "--calib", tmp_path / "none.npz"],
+    }[command]
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "unexpected" not in err and ("backbone" in err or "head" in err or "feature" in err)

@@ -124,6 +124,11 @@ def load_bench_target(
             )
         return model, name, (c, h, w), str(p)
     model, name, size = _load_fp32_target(model_or_weights, image_size)
+    if (getattr(model, "resnetlab_config", None) or {}).get("features_only"):
+        raise ResnetlabError(
+            f"{model_or_weights}: a backbone (features_only) returns feature maps, and bench "
+            "times classifiers; bench the full model's name or weights"
+        )
     return model, name, size, None
 
 

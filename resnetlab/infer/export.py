@@ -82,13 +82,14 @@ def export_onnx(
         ) from None
     model = model.eval()
     x = sample_input(input_size, 2 if dynamic_batch else 1)
-    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    outputs = output_names(model)
+    axes = {name: {0: "batch"} for name in ("input", *outputs)} if dynamic_batch else None
 
     def write(tmp: str) -> None:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(
-                model, (x,), tmp, input_names=["input"], output_names=["logits"],
+                model, (x,), tmp, input_names=["input"], output_names=outputs,
                 dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False,
             )  # fmt: skip
         import onnx
@@ -109,22 +110,34 @@ def export_onnx(
     )  # fmt: skip
 
 
-def _compare(model: nn.Module, x: torch.Tensor, got: torch.Tensor, runtime: str) -> dict[str, Any]:
-    """Max abs difference and top-1 agreement of `got` with PyTorch; fails if they disagree."""
+def output_names(model: nn.Module) -> list[str]:
+    """The exported graph's outputs: 'logits' for a classifier, 'features.0' ... for a backbone
+    (`features_only`), one per feature map it returns."""
+    if (getattr(model, "resnetlab_config", None) or {}).get("features_only"):
+        return [f"features.{i}" for i in range(len(model.feature_info.channels()))]
+    return ["logits"]
+
+
+def _compare(model: nn.Module, x: torch.Tensor, got, runtime: str) -> dict[str, Any]:
+    """Max abs difference (and top-1 agreement, for logits) of `got` with PyTorch's output; fails
+    if they disagree. A backbone's outputs are compared map by map."""
     with torch.no_grad():
         ref = model(x)
-    if got.shape != ref.shape:
+    refs = list(ref) if isinstance(ref, (list, tuple)) else [ref]
+    gots = list(got) if isinstance(got, (list, tuple)) else [got]
+    if [tuple(g.shape) for g in gots] != [tuple(r.shape) for r in refs]:
         raise ResnetlabError(
-            f"{runtime} gives shape {tuple(got.shape)}, PyTorch {tuple(ref.shape)}"
+            f"{runtime} gives shapes {[tuple(g.shape) for g in gots]}, PyTorch "
+            f"{[tuple(r.shape) for r in refs]}"
         )
-    diff = float((ref - got).abs().max())
-    agree = bool((ref.argmax(1) == got.argmax(1)).all())
-    tol = 1e-3 * max(1.0, float(ref.abs().max()))
+    diff = max(float((r - g).abs().max()) for r, g in zip(refs, gots))
+    tol = 1e-3 * max(1.0, *(float(r.abs().max()) for r in refs))
     if not diff <= tol:  # also catches NaN
         raise ResnetlabError(
             f"exported model differs from PyTorch under {runtime}: "
             f"max abs diff {diff:.3g} > {tol:.3g}"
         )
+    agree = bool((refs[0].argmax(1) == gots[0].argmax(1)).all()) if ref is refs[0] else None
     return {"diff": diff, "agree": agree, "checked_with": runtime}
 
 
@@ -144,12 +157,13 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
         raise ResnetlabError(f"{path}: onnxruntime cannot load it ({first[:200]})") from None
 
 
-def run_onnx(path: str | os.PathLike, x: torch.Tensor) -> torch.Tensor:
-    """Run an exported ONNX file on a batch with onnxruntime; returns the logits."""
+def run_onnx(path: str | os.PathLike, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+    """Run an exported ONNX file on a batch with onnxruntime; returns the logits (a backbone's
+    file: the list of feature maps)."""
     sess = onnx_session(path)
     name = sess.get_inputs()[0].name
-    (out,) = sess.run(None, {name: x.numpy()})
-    return torch.from_numpy(out)
+    outs = [torch.from_numpy(o) for o in sess.run(None, {name: x.numpy()})]
+    return outs[0] if len(outs) == 1 else outs
 
 
 def export_program(
