@@ -63,7 +63,8 @@ def test_device_cuda_without_cuda_is_one_line_and_nonzero_exit(capsys, weights, 
     rc, out, err = run(capsys, *argv, "--device", "cuda")
     assert rc == 2 and out == ""
     assert err.strip().splitlines() == [
-        f"resnetlab {command}: error: --device 'cuda' asked but CUDA is not available; use cpu"
+        f"resnetlab {command}: error: --device 'cuda' asked but CUDA is not available; use cpu "
+        f"(see `resnetlab {command} --help`)"
     ]
 
 
