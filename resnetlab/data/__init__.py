@@ -1,6 +1,7 @@
 """Data: one reader per source format, the batched in-memory loader, batch augmentations."""
 
 from .cifar import load_cifar, load_cifar_dir
+from .config import ImageTransform, create_transform, resolve_data_config, resolve_model_data_config
 from .dataset import DataSplits, ImageDataset
 from .folders import read_image_folder
 from .idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, load_idx_dataset, load_idx_dir
@@ -19,9 +20,11 @@ __all__ = [
     "BatchLoader",
     "DataSplits",
     "FolderDataset",
+    "ImageTransform",
     "ImageDataset",
     "StreamLoader",
     "compute_mean_std",
+    "create_transform",
     "decode_image",
     "detect_format",
     "eval_transform",
@@ -34,6 +37,8 @@ __all__ = [
     "load_source",
     "prepare_folder",
     "read_image_folder",
+    "resolve_data_config",
+    "resolve_model_data_config",
     "split_dataset",
     "train_transform",
 ]

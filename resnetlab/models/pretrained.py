@@ -61,10 +61,10 @@ def split_name(name: str) -> tuple[str, str | None]:
 
 def find_pretrained(arch: str, name_tag: str | None, pretrained: Any) -> Source | None:
     """The weights that create_model(arch[.name_tag], pretrained=...) names; None for none."""
-    if pretrained is None or pretrained is False:
-        return _shipped(arch, name_tag, f"{arch}.{name_tag}") if name_tag else None
-    if pretrained is True:
-        return _shipped(arch, name_tag or default_tag(arch), f"{arch}.{name_tag}")
+    if pretrained is None or pretrained is False or pretrained is True:
+        if not name_tag:
+            return _shipped(arch, default_tag(arch), "") if pretrained is True else None
+        return _shipped(arch, name_tag, f"model name '{arch}.{name_tag}' names no shipped weights")
     if not isinstance(pretrained, (str, os.PathLike)):
         raise ResnetlabError(
             f"pretrained {pretrained!r}: expected True/False, a shipped tag such as "
@@ -97,7 +97,7 @@ def find_pretrained(arch: str, name_tag: str | None, pretrained: Any) -> Source 
             "give one of them",
             argument="pretrained",
         )
-    return _shipped(arch, tag, text)
+    return _shipped(arch, tag, f"pretrained {text!r} is neither a file nor a tag")
 
 
 def default_tag(arch: str) -> str:
@@ -111,13 +111,10 @@ def default_tag(arch: str) -> str:
     return tags[0]
 
 
-def _shipped(arch: str, tag: str, asked: str) -> Source:
+def _shipped(arch: str, tag: str, problem: str) -> Source:
     path = shipped_path(arch, tag)
     if path is None:
-        raise ResnetlabError(
-            f"pretrained {asked!r} is neither a file nor a tag ({_tags_line(arch)})",
-            argument="pretrained",
-        )
+        raise ResnetlabError(f"{problem} ({_tags_line(arch)})", argument="pretrained")
     return Source(path, tag, f"{arch}.{tag}")
 
 

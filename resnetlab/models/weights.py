@@ -81,7 +81,9 @@ def save_weights(
                 meta[key] = list(cfg[key]) if isinstance(cfg[key], tuple) else cfg[key]
         if meta.get("classes") is not None and len(meta["classes"]) != own.get("num_classes"):
             meta.pop("classes")
-    given = dict(metadata or {})
+    given = {k: list(v) if isinstance(v, tuple) else v for k, v in (metadata or {}).items()}
+    if "input_size" in given and given["input_size"] != meta.get("input_size"):
+        meta.pop("crop_pct", None)  # the cfg's crop was for its own input size
     for key in MODEL_KEYS:
         if key in given and key in own and given[key] != own[key]:
             raise ResnetlabError(
