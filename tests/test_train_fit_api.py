@@ -296,7 +296,7 @@ def test_eval_flags_fail_in_one_line(capsys, tmp_path):
 
 
 def test_epochs_are_evaluated_as_eval_every_and_eval_images_say_and_flips_only_at_the_end(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, capsys
 ):
     seen = []  # (tta, labels of the images evaluated) per evaluation
 
@@ -307,9 +307,18 @@ def test_epochs_are_evaluated_as_eval_every_and_eval_images_say_and_flips_only_a
 
     monkeypatch.setattr(loop, "evaluate", counting)
     recorder = Recorder()
-    cfg = tiny_config(tmp_path, epochs=5, eval_every=2, eval_images=10)
+    cfg = tiny_config(tmp_path, epochs=5, eval_every=2, eval_images=10, quiet=False)
     splits = tiny_splits(96, 64)
     summary = loop.fit(cfg, splits, callbacks=[recorder])
+
+    # each evaluation shows its progress (plain lines off a terminal), saying what it evaluates
+    err = capsys.readouterr().err
+    shown = [line.split(" 1/1 ")[0] for line in err.splitlines() if line.startswith("evaluate")]
+    assert shown == [
+        "evaluate epoch 2/5 (10 test images)",
+        "evaluate epoch 4/5 (10 test images)",
+        "evaluate epoch 5/5 (64 test images, flip TTA)",
+    ]
 
     assert cfg.recipe == "auto" and summary["tta_flip"] is True  # the fast recipe flips
     assert [t for t, _ in seen] == [False, False, True]  # epochs 2 and 4 plain, 5 with flips

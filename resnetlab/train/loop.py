@@ -337,7 +337,8 @@ class Trainer:
             return None
         if not es.stop_reason:
             es.stop_reason = "a callback stopped the run"
-        say(f"stopping after epoch {row['epoch']}/{self.recipe.epochs}: {es.stop_reason}")
+        if not self.cfg.quiet:
+            say(f"stopping after epoch {row['epoch']}/{self.recipe.epochs}: {es.stop_reason}")
         return es.stop_reason
 
     # ---------------------------------------------------------------------------------------
