@@ -60,6 +60,17 @@ def test_every_pretrained_form_loads_the_same_weights(shipped, tmp_path):
     assert loaded.pretrained_cfg["tag"] == "fashion-mnist"
 
 
+def test_a_tag_is_a_tag_even_beside_a_folder_of_that_name(shipped, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fashion-mnist").mkdir()  # the data folder, say
+    model = resnetlab.create_model("resnet20", pretrained="fashion-mnist")
+    assert torch.equal(model.conv1.weight, shipped[1]["conv1.weight"])
+    one_line(
+        lambda: resnetlab.load_model("resnet20.imagenet"),
+        r"not found: resnet20\.imagenet \(nor shipped weights: resnet20\.fashion-mnist\)",
+    )
+
+
 @pytest.mark.parametrize("pretrained", [False, None])
 def test_pretrained_false_never_errors_even_where_no_weights_ship(pretrained):
     model = resnetlab.create_model("resnet56", pretrained=pretrained)

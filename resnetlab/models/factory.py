@@ -160,9 +160,10 @@ def _model_from_file(
     model = build_model(name, **kwargs)
     head = getattr(model, "num_classes", None) if hasattr(model, "fc") else None
     state, notes = adapt_state(state, file_classes, file_chans, head, kwargs["in_chans"])
-    missing = [k for k in model.state_dict() if k.startswith(HEAD)] if notes and head else []
-    check_compatible(model, {**state, **{k: model.state_dict()[k] for k in missing}}, str(path))
-    model.load_state_dict(state, strict=not missing)
+    own = model.state_dict()
+    fresh = [k for k in own if k.startswith(HEAD) and k not in state]  # a new head keeps its init
+    check_compatible(model, {**state, **{k: own[k] for k in fresh}}, str(path))
+    model.load_state_dict(state, strict=not fresh)
     if notes:
         log.info("%s: %s; the rest loaded strictly", source.label, "; ".join(notes))
         meta = adapted_metadata(meta, model_metadata(model), source.label, kwargs["in_chans"])

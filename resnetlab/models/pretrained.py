@@ -25,9 +25,8 @@ import torch
 from ..errors import ResnetlabError
 from .cfg import per_channel
 from .registry import get_entry
-from .weights import shipped_path, shipped_tag, shipped_weights, weights_file
+from .weights import WEIGHT_SUFFIXES, shipped_path, shipped_tag, shipped_weights, weights_file
 
-WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 HEAD = "fc."
 STEM = "conv1.weight"
 # what adapted weights keep of their file's metadata: what still describes the model (results
@@ -73,7 +72,7 @@ def find_pretrained(arch: str, name_tag: str | None, pretrained: Any) -> Source 
         )
     text = os.fspath(pretrained)
     path = Path(text)
-    if path.suffix in WEIGHT_SUFFIXES or path.exists() or "/" in text or os.sep in text:
+    if path.suffix in WEIGHT_SUFFIXES or path.is_file() or "/" in text or os.sep in text:
         if name_tag:
             raise ResnetlabError(
                 f"model name '{arch}.{name_tag}' names shipped weights and pretrained names the "

@@ -21,6 +21,7 @@ from ..errors import ResnetlabError
 from ..files import atomic_write
 
 META_KEY = "resnetlab"
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 FORMAT_VERSION = 1
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
@@ -319,10 +320,13 @@ def weights_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.exists():
         name, _, tag = str(path).partition(".")
-        shipped = shipped_path(name, tag) if tag and path.name == str(path) else None
+        named = bool(tag) and path.name == str(path) and path.suffix not in WEIGHT_SUFFIXES
+        shipped = shipped_path(name, tag) if named else None
         if shipped is not None:
             return shipped
-        raise ResnetlabError(f"weights file not found: {path}")
+        every = [f"{n}.{t}" for n, tags in shipped_weights().items() for t in tags]
+        hint = f" (nor shipped weights: {', '.join(every) or 'none ship'})" if named else ""
+        raise ResnetlabError(f"weights file not found: {path}{hint}")
     if path.is_dir():
         raise ResnetlabError(f"{path} is a directory, not a weights file")
     return path
