@@ -202,13 +202,47 @@ def test_a_folder_of_huge_images_is_refused_before_decoding(tmp_path, capsys, mo
     assert time.perf_counter() - t0 < 20
 
 
+def test_npz_and_idx_bombs_are_bounded_by_bytes_present_and_the_budget(tmp_path, monkeypatch):
+    import gzip
+    import io
+    import zipfile
+
+    from resnetlab.data.idx import IMAGES_MAGIC, read_idx
+    from resnetlab.data.npz import load_npz
+
+    # an .npy header inside an .npz that claims 16 GB for 160 bytes: NumPy allocates first
+    header = io.BytesIO()
+    claim = {"descr": "|u1", "fortran_order": False, "shape": (10**9, 4, 4)}
+    np.lib.format.write_array_header_1_0(header, claim)
+    with zipfile.ZipFile(tmp_path / "claim.npz", "w") as z:
+        z.writestr("x.npy", header.getvalue() + bytes(160))
+        labels = io.BytesIO()
+        np.lib.format.write_array(labels, np.zeros(10, np.int64))
+        z.writestr("y.npy", labels.getvalue())
+    with pytest.raises(ResnetlabError, match=r"x claims \(1000000000, 4, 4\) uint8 = 16000000000"):
+        load_npz(tmp_path / "claim.npz")
+    # honest headers, but compressed 1000:1 past the memory budget
+    import resnetlab.data.memory as memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 1 << 20)
+    x = np.zeros((100, 100, 100), np.uint8)
+    np.savez_compressed(tmp_path / "zeros.npz", x=x, y=np.zeros(100, np.int64))
+    assert (tmp_path / "zeros.npz").stat().st_size < 20_000
+    with pytest.raises(ResnetlabError, match=r"needs 1.0 MB, beyond the limit of 0.5 MB"):
+        load_npz(tmp_path / "zeros.npz")
+    idx = IMAGES_MAGIC.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in x.shape)
+    (tmp_path / "zeros.gz").write_bytes(gzip.compress(idx + x.tobytes()))
+    with pytest.raises(ResnetlabError, match=r"IDX data of \(100, 100, 100\) needs 1.0 MB"):
+        read_idx(tmp_path / "zeros.gz", IMAGES_MAGIC)
+
+
 def test_prepare_checks_the_disk_before_mapping(tmp_path, monkeypatch):
     import shutil
 
     make_tree(tmp_path / "tree")
     real = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
-    with pytest.raises(ResnetlabError, match=r"need .* on disk, but .* has 0 MB free"):
+    with pytest.raises(ResnetlabError, match=r"need .* on disk, but .* has 0.0 MB free"):
         prepare_folder(tmp_path / "tree", tmp_path / "out", 32)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tree"]
 

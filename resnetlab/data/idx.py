@@ -27,6 +27,7 @@ import torch
 from ..errors import ResnetlabError
 from .dataset import DataSplits, ImageDataset
 from .download import ENV_VAR, download, locate_dataset
+from .memory import check_fits
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
@@ -140,6 +141,7 @@ def _check_size(path: Path, header: int, dims: tuple[int, ...], need: int) -> No
             f"{path}: truncated IDX file: header says {dims} = {need} bytes of data, "
             f"found {size - header}"
         )
+    check_fits(need, f"{path}: IDX data of {dims}")  # a small gzip file can still hold 1000x
 
 
 def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:

@@ -59,8 +59,10 @@ def memory_budget() -> int:
 
 
 def gigabytes(n: int) -> str:
-    """Bytes as a short reading: 4.9 GB, 120 MB."""
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+    """Bytes as a short reading: 4.9 GB, 120 MB, 0.5 MB."""
+    if n >= 1e9:
+        return f"{n / 1e9:.1f} GB"
+    return f"{n / 1e6:.0f} MB" if n >= 1e7 else f"{n / 1e6:.1f} MB"
 
 
 def check_fits(nbytes: int, what: str, hint: str = "") -> None:

@@ -11,6 +11,7 @@ its second axis is 1 or 3. y holds N non-negative integers.
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 
 from ..errors import ResnetlabError
 from .dataset import DataSplits, ImageDataset
+from .memory import check_fits
 from .split import split_dataset
 
 MAX_UNNAMED_CLASSES = 100_000  # ImageNet-21k has 21,841: a larger label is a corrupt file
@@ -59,12 +61,40 @@ def _labels(y: np.ndarray, n: int, path: Path, key: str) -> torch.Tensor:
     return torch.from_numpy(y.astype(np.int64))
 
 
+def _check_members(f: np.lib.npyio.NpzFile, path: Path) -> None:
+    """Before any array is read: each member's header must ask for no more bytes than the
+    member holds (NumPy allocates what the header says first), and all of them together must fit
+    the memory budget (a compressed member of 1 MB can hold 1 GB of zeros)."""
+    total = 0
+    for info in f.zip.infolist():
+        if not info.filename.endswith(".npy"):
+            continue
+        with f.zip.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+            else:  # 2.0 (a header over 64 kB), and 3.0 read as 2.0 is (its names only differ)
+                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+            need = math.prod(shape) * dtype.itemsize
+            if need > info.file_size:
+                raise ResnetlabError(
+                    f"{path}: {info.filename[:-4]} claims {shape} {dtype} = {need} bytes, "
+                    f"but holds {info.file_size}; corrupt or crafted file"
+                )
+        total += info.file_size
+    check_fits(total, f"{path}: arrays of {total} bytes")
+
+
 def load_npz(path: str | os.PathLike, *, test_fraction: float = 0.2, seed: int = 0) -> DataSplits:
     """Read an .npz with x and y (or x_train, y_train, x_test, y_test) into splits."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as f:
+            if isinstance(f, np.lib.npyio.NpzFile):
+                _check_members(f, path)
             arrays = {k: f[k] for k in f.files}
+    except ResnetlabError:
+        raise
     except FileNotFoundError:
         raise ResnetlabError(f"{path}: no such file") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
