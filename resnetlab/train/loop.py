@@ -277,7 +277,9 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             for line in describe(self, resume) if not self.cfg.quiet else []:
                 say(line)
-            short = too_few_steps(self.recipe, self.steps_per_epoch) if resume is None else None
+            # a fine-tune starts from trained weights: a short schedule is its normal case
+            fresh = resume is None and not self.cfg.init_from
+            short = too_few_steps(self.recipe, self.steps_per_epoch) if fresh else None
             if short:
                 warn(short)
 
