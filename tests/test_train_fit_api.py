@@ -107,6 +107,17 @@ def test_fit_takes_an_images_labels_pair_and_a_dataset_path(tmp_path):
     assert result.history[0]["test_images"] == 32
 
 
+def test_val_split_holds_out_validation_data_that_chooses_the_best_epoch(tmp_path):
+    result = resnetlab.fit(
+        tiny_model(), squares(192, 1), val_split=0.25, epochs=2, out=str(tmp_path), **SETTINGS
+    )
+    assert [r["val_images"] for r in result.history] == [48, 48]
+    assert result.summary["config"]["val_split"] == 0.25
+    best = min(result.history, key=lambda r: r["val_top1_err"])
+    assert result.summary["best_epoch"] == best["epoch"]
+    assert result.summary["best_val_top1_err"] == best["val_top1_err"]
+
+
 def test_fit_refuses_unknown_settings_in_one_line_naming_them(tmp_path):
     with pytest.raises(ResnetlabError) as e:
         resnetlab.fit(tiny_model(), squares(64, 1), epoch=2, warmup=3, out=str(tmp_path))
@@ -115,6 +126,8 @@ def test_fit_refuses_unknown_settings_in_one_line_naming_them(tmp_path):
     assert "\n" not in message and "batch_size" in message
     with pytest.raises(ResnetlabError, match=r"setting\(s\) model: the model and the data"):
         resnetlab.fit(tiny_model(), squares(64, 1), model="resnet32")
+    with pytest.raises(ResnetlabError, match=r"unknown setting\(s\) lr_scale \(did you mean"):
+        loop.fit(tiny_config(tmp_path), tiny_splits(), lr_scale=2)  # the TrainConfig form too
     assert not (tmp_path / "checkpoint").exists()
 
 
