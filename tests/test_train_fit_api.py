@@ -413,3 +413,22 @@ def test_a_ready_models_head_rows_follow_the_datas_class_names(tmp_path, capsys)
     out = capsys.readouterr().out
     assert "head matched by name: 9 of 10 classes keep their rows from the model" in out
     assert "new rows for 'Hat'; dropped 'Bag'" in out
+
+
+def test_a_folder_is_read_for_the_model_at_its_weights_size_and_channels(tmp_path):
+    from PIL import Image
+
+    for c, name in enumerate(("boot", "shirt")):  # grey images of mixed sizes
+        for i in range(8):
+            side = 30 if i % 2 else 26
+            path = tmp_path / "photos" / name / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("L", (side, side), 60 + 100 * c + i).save(path)
+    model = create_model("resnet20", pretrained="fashion-mnist", in_chans=3, num_classes=2)
+    settings = {**SETTINGS, "batch_size": 4}
+    result = resnetlab.fit(
+        model, str(tmp_path / "photos"), epochs=1, out=str(tmp_path / "run"), **settings
+    )
+    _, meta = load_model(result.weights)
+    assert meta["input_size"] == [3, 28, 28] and meta["classes"] == ["boot", "shirt"]
+    assert result.summary["config"]["size"] == 28 and result.summary["config"]["mode"] == "RGB"

@@ -24,6 +24,7 @@ import contextlib
 import copy
 import difflib
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, fields, replace
@@ -66,6 +67,7 @@ from .logging import (
     write_summary,
 )
 from .recipes import too_few_steps
+from .rundata import is_folder_source
 from .rundir import (  # noqa: F401
     BEST_WEIGHTS,
     LAST_WEIGHTS,
@@ -171,6 +173,8 @@ def _fit_model(
     options = {k: v for k, v in config.get("options", {}).items() if k != "in_features"}
     cfg = TrainConfig(model=config["name"], data="in-memory", model_options=options, **settings)
     check_config(cfg)
+    if isinstance(train_data, (str, os.PathLike)) and is_folder_source(os.fspath(train_data)):
+        cfg = _folder_for_model(cfg, model)
     splits, name = as_splits(train_data, val_data, cfg)
     cfg = replace(cfg, data=name)
     trained, summary, trainer = _train(cfg, splits, resume, callbacks, model)
@@ -185,6 +189,19 @@ def _fit_model(
         stopped_early=bool(stopped),
         stop_reason=stopped.get("reason") if stopped else None,
     )
+
+
+def _folder_for_model(cfg: TrainConfig, model: nn.Module) -> TrainConfig:
+    """A class folder read for a ready model: at the input size of its weights (unless `size` is
+    given) and in its channels, grey or RGB (unless `mode` is given)."""
+    size = (getattr(model, "resnetlab_metadata", None) or {}).get("input_size")
+    changes: dict[str, Any] = {}
+    if cfg.size is None and size and len(size) == 3 and size[1] == size[2]:
+        changes["size"] = int(size[1])
+    in_chans = model_metadata(model).get("in_chans")
+    if cfg.mode is None and in_chans in (1, 3):
+        changes["mode"] = "L" if in_chans == 1 else "RGB"
+    return replace(cfg, **changes)
 
 
 def _check_settings(settings: dict[str, Any], refused: tuple[str, ...]) -> dict[str, Any]:
