@@ -41,7 +41,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Non
     folder.mkdir(parents=True, exist_ok=True)
     sweep_temporaries(folder, path.name)
     prefix = temp_prefix(path.name, 8 + len(TEMP_SUFFIX), name_limit(folder))
-    with _sigterm_unwinds():
+    with cleanup_on_sigterm():
         fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=folder)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # tells a sweep in another process that it is alive
@@ -154,11 +154,11 @@ class _Terminated(BaseException):
 
 
 @contextlib.contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """While inside, SIGTERM raises _Terminated instead of ending the process at once, so that
-    the temporary is removed; then the process ends by SIGTERM as it would have. Only when
-    SIGTERM has its default action: a handler of the program's own (the trainer's, which stops
-    at the next step with a checkpoint) is left in charge."""
+def cleanup_on_sigterm() -> Iterator[None]:
+    """While inside, SIGTERM unwinds (an exception the `except`/`finally` blocks of a write see,
+    so its temporaries are removed) and then ends the process by SIGTERM, as it would have.
+    Only when SIGTERM has its default action: a handler of the program's own (the trainer's,
+    which stops at the next step with a checkpoint) is left in charge."""
     import signal
     import threading
 

@@ -306,25 +306,60 @@ def test_mean_std_works_in_chunks_bounded_by_bytes_with_the_same_result(monkeypa
 
 # 7. temporaries ---------------------------------------------------------------------------
 
-_SIGTERM_MID_WRITE = """
-    import os, signal, sys, time
-    from pathlib import Path
-    from resnetlab.files import atomic_write
+_SIGTERM_MID_WRITE = {
+    "atomic_write": """
+        import os, signal, sys, time
+        from pathlib import Path
+        from resnetlab.files import atomic_write
 
-    def write(tmp):
-        Path(tmp).write_text("half of it")
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(30)
+        def write(tmp):
+            Path(tmp).write_text("half of it")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
 
-    atomic_write(sys.argv[1], write)
-"""
+        atomic_write(os.path.join(sys.argv[1], "model.onnx"), write)
+    """,
+    "prepare": """
+        import os, signal, sys, time
+        from pathlib import Path
+        from helpers.data import make_tree
+        from resnetlab.data import prepared
+
+        here = Path(sys.argv[1])
+        make_tree(here / "tree")
+        decode = prepared.decode_files
+
+        def decode_then_term(*args, **kw):
+            out = decode(*args, **kw)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+            return out
+
+        prepared.decode_files = decode_then_term
+        prepared.prepare_folder(here / "tree", here / "cache", 4)
+    """,
+    "checkpoint": """
+        import os, signal, sys, time, torch
+        from resnetlab.train import checkpoint
+
+        def torch_save_then_term(obj, f):
+            open(f, "wb").write(b"half")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+
+        checkpoint.torch.save = torch_save_then_term
+        path, state = os.path.join(sys.argv[1], "checkpoint"), {"config": {}, "step": 1}
+        checkpoint.save_checkpoint(path, {"w": torch.ones(1)}, state)
+    """,
+}
 
 
-def test_sigterm_during_an_atomic_write_leaves_no_temporary(tmp_path):
-    p = child(_SIGTERM_MID_WRITE, str(tmp_path / "model.onnx"))
+@pytest.mark.parametrize("write", list(_SIGTERM_MID_WRITE))
+def test_sigterm_during_a_write_leaves_no_temporary(tmp_path, write):
+    p = child(_SIGTERM_MID_WRITE[write], str(tmp_path))
     _, err = p.communicate(timeout=60)
     assert p.returncode == -signal.SIGTERM, err  # it still ends by the signal
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir() if p.name != "tree"] == []
 
 
 def test_atomic_write_leaves_a_sigterm_handler_of_the_program_in_charge(tmp_path):

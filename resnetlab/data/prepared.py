@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..errors import ResnetlabError
-from ..files import current_umask, finish_file, name_limit, temp_prefix
+from ..files import cleanup_on_sigterm, current_umask, finish_file, name_limit, temp_prefix
 from .dataset import DataSplits, ImageDataset
 from .folders import GREY_MODES, _bad_error, _header, decode_files, tree_items
 from .memory import gigabytes, memory_budget
@@ -180,63 +180,66 @@ def prepare_folder(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_builds(out)
-    tmp = Path(tempfile.mkdtemp(prefix=_build_prefix(out), suffix=".tmp", dir=out.parent))
-    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; the cache is the user's
-    lock = _hold(tmp / LOCK_NAME)  # tells a later run that this build is alive
-    try:
-        images_path = tmp / IMAGES_NAME
-        arr = np.lib.format.open_memmap(
-            images_path, mode="w+", dtype=np.uint8, shape=(total, channels, size, size)
-        )
-        offset = arr.offset
-        _reserve(images_path, offset + arr.nbytes, f"{total} images of {channels}x{size}x{size}")
-        chunk_len = max(1, min(CHUNK, CHUNK_BYTES // (channels * size * size)))
-        labels: list[int] = []
-        splits: dict[str, list[int]] = {}
-        skipped: list[str] = []
-        pos = 0
-        for s in order:
-            its = split_items[s]
-            start = pos
-            for c0 in range(0, len(its), chunk_len):
-                chunk = its[c0 : c0 + chunk_len]
-                imgs, ok, bad = decode_files([p for p, _ in chunk], mode, (size, size))
-                if bad and not skip_bad:
-                    raise _bad_error(bad, folder)
-                skipped.extend(bad)
-                arr[pos : pos + len(ok)] = imgs.numpy()
-                labels.extend(chunk[i][1] for i in ok)
-                pos += len(ok)
-                if progress is not None:
-                    progress(len(chunk), total)
-            if pos == start:
-                raise ResnetlabError(f"{folder}: the {s} split has no readable images")
-            splits[s] = [start, pos]
-        arr.flush()
-        del arr
-        if pos < total:
-            _shrink_npy(images_path, offset, (pos, channels, size, size))
-        meta = {
-            "format": FORMAT,
-            "version": VERSION,
-            "name": folder.resolve().name,
-            "classes": classes,
-            "mode": mode,
-            "shape": [pos, channels, size, size],
-            "splits": splits,
-            "labels": labels,
-            "skipped": len(skipped),
-        }
-        (tmp / META_NAME).write_text(json.dumps(meta))
-        for name in (IMAGES_NAME, META_NAME):
-            finish_file(tmp / name)  # the umask's permissions, and on disk before the rename
-        (tmp / LOCK_NAME).unlink()  # the directory's fresh mtime still marks it as alive
-        os.replace(tmp, out)  # onto nothing, or onto an empty directory (checked above)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        os.close(lock)
+    with cleanup_on_sigterm():  # errors and Ctrl-C remove the build below; SIGTERM too
+        tmp = Path(tempfile.mkdtemp(prefix=_build_prefix(out), suffix=".tmp", dir=out.parent))
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; the cache is the user's
+        lock = _hold(tmp / LOCK_NAME)  # tells a later run that this build is alive
+        try:
+            images_path = tmp / IMAGES_NAME
+            arr = np.lib.format.open_memmap(
+                images_path, mode="w+", dtype=np.uint8, shape=(total, channels, size, size)
+            )
+            offset = arr.offset
+            _reserve(
+                images_path, offset + arr.nbytes, f"{total} images of {channels}x{size}x{size}"
+            )
+            chunk_len = max(1, min(CHUNK, CHUNK_BYTES // (channels * size * size)))
+            labels: list[int] = []
+            splits: dict[str, list[int]] = {}
+            skipped: list[str] = []
+            pos = 0
+            for s in order:
+                its = split_items[s]
+                start = pos
+                for c0 in range(0, len(its), chunk_len):
+                    chunk = its[c0 : c0 + chunk_len]
+                    imgs, ok, bad = decode_files([p for p, _ in chunk], mode, (size, size))
+                    if bad and not skip_bad:
+                        raise _bad_error(bad, folder)
+                    skipped.extend(bad)
+                    arr[pos : pos + len(ok)] = imgs.numpy()
+                    labels.extend(chunk[i][1] for i in ok)
+                    pos += len(ok)
+                    if progress is not None:
+                        progress(len(chunk), total)
+                if pos == start:
+                    raise ResnetlabError(f"{folder}: the {s} split has no readable images")
+                splits[s] = [start, pos]
+            arr.flush()
+            del arr
+            if pos < total:
+                _shrink_npy(images_path, offset, (pos, channels, size, size))
+            meta = {
+                "format": FORMAT,
+                "version": VERSION,
+                "name": folder.resolve().name,
+                "classes": classes,
+                "mode": mode,
+                "shape": [pos, channels, size, size],
+                "splits": splits,
+                "labels": labels,
+                "skipped": len(skipped),
+            }
+            (tmp / META_NAME).write_text(json.dumps(meta))
+            for name in (IMAGES_NAME, META_NAME):
+                finish_file(tmp / name)  # the umask's permissions, and on disk before the rename
+            (tmp / LOCK_NAME).unlink()  # the directory's fresh mtime still marks it as alive
+            os.replace(tmp, out)  # onto nothing, or onto an empty directory (checked above)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        finally:
+            os.close(lock)
     meta["skipped_files"] = skipped
     return meta
 

@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import ResnetlabError
-from ..files import current_umask, finish_file
+from ..files import cleanup_on_sigterm, current_umask, finish_file
 
 CHECKPOINT_DIR = "checkpoint"
 WEIGHTS_FILE = "model.safetensors"
@@ -37,7 +37,11 @@ def save_checkpoint(
     path: str | os.PathLike, weights: dict[str, torch.Tensor], state: dict[str, Any]
 ) -> None:
     """Write weights and state into directory `path` atomically (temp dir, then renames)."""
-    path = Path(path)
+    with cleanup_on_sigterm():  # in a run, the trainer's own handler stays in charge
+        _save(Path(path), weights, state)
+
+
+def _save(path: Path, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     old = path.with_name(path.name + ".old")
