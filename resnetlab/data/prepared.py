@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import struct
 import tempfile
 import threading
@@ -295,6 +296,8 @@ def load_prepared(path: str | os.PathLike, *, in_memory: bool | None = None) -> 
     mapped under a lease (see module doc); `in_memory` forces one way (None: by size)."""
     path = Path(path)
     try:
+        if not (path / META_NAME).is_file():  # a FIFO would block the read below forever
+            raise ValueError("not a regular file")
         meta = json.loads((path / META_NAME).read_text())
     except (OSError, ValueError) as e:
         raise ResnetlabError(f"{path / META_NAME}: not readable ({e})") from None
@@ -333,11 +336,13 @@ def load_prepared(path: str | os.PathLike, *, in_memory: bool | None = None) -> 
 
 def _open_images(file: Path, shape: tuple[int, ...], in_memory: bool | None) -> np.ndarray:
     """images.npy as a uint8 array of `shape`, its size checked against the bytes present."""
-    try:
-        fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+    try:  # O_NONBLOCK: a FIFO in its place must not hang the open (no effect on a file)
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise ResnetlabError(f"{file}: not readable ({e.strerror or e})") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ResnetlabError(f"{file}: not a regular file; prepare the cache again")
         f = os.fdopen(fd, "rb", buffering=0, closefd=False)
         try:
             version = np.lib.format.read_magic(f)
