@@ -333,7 +333,8 @@ def run_eval(args: argparse.Namespace) -> int:
         width = max(len(c) for c in classes)
         for c, a in report["per_class_acc"].items():
             print(f"  {c:<{width}}  {100 * a:6.2f}%" if a == a else f"  {c:<{width}}      -")
-        print(f"top-5 accuracy {100 * report['top5_acc']:.2f}%")
+        if len(classes) > 5:  # with 5 classes or fewer, top-5 is always right
+            print(f"top-5 accuracy {100 * report['top5_acc']:.2f}%")
         print(f"{args.split} accuracy {100 * report['top1_acc']:.2f}%", flush=True)
     if png is not None:
         plot_confusion(report["confusion"], classes, png, title)
