@@ -441,6 +441,8 @@ def test_a_legal_long_file_name_gets_a_legal_temporary(tmp_path, capsys, length)
     prepare_folder(tmp_path / "tree", prepared, 4)
     assert len(load_prepared(prepared).train) > 0
     assert leftovers(tmp_path) == []
+    with pytest.raises(ResnetlabError, match="a name of 256 bytes; this file system allows"):
+        prepare_folder(tmp_path / "tree", tmp_path / ("p" * 256), 4)  # one past: refused
 
 
 # 8. a prepared cache changed under the run ------------------------------------------------

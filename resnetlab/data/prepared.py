@@ -156,6 +156,11 @@ def prepare_folder(
         raise ResnetlabError(f"size must be a positive number of pixels, got {size}")
     if mode is not None and mode not in ("RGB", "L"):
         raise ResnetlabError(f"unknown image mode {mode!r}; use RGB or L")
+    limit = name_limit(out.parent if out.parent.is_dir() else ".")
+    if len(os.fsencode(out.name)) > limit:
+        raise ResnetlabError(
+            f"{out}: a name of {len(os.fsencode(out.name))} bytes; this file system allows {limit}"
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ResnetlabError(f"{out}: already exists; remove it or choose another output")
     split_items, classes = tree_items(folder, test_fraction=test_fraction, seed=seed)
