@@ -55,6 +55,9 @@ class ResidualMLP(ClassifierHead):
                 raise ResnetlabError(f"{key} must be a positive integer, got {v!r}")
         if not isinstance(num_classes, int) or num_classes < 0:
             raise ResnetlabError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+        for key, rate in (("drop_path_rate", drop_path_rate), ("drop_rate", drop_rate)):
+            if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate < 1:
+                raise ResnetlabError(f"{key} must lie in [0, 1), got {rate!r}")
         if plain and drop_path_rate > 0:
             raise ResnetlabError("drop_path_rate needs shortcuts; a plain net has none")
         self.in_features = in_features

@@ -245,6 +245,22 @@ def _check_spec(spec: ResNetSpec, in_chans, num_classes, drop_path_rate, drop_ra
         raise ResnetlabError(
             f"layers {spec.layers} and widths {spec.widths} must pair up, each >= 1"
         )
+    for key in ("stem_width", "groups", "base_width"):
+        v = getattr(spec, key)
+        if not _whole(v) or v < 1:
+            raise ResnetlabError(f"{key} must be a whole number >= 1, got {v!r}")
+    if not all(_whole(v) and v >= 1 for v in (*spec.layers, *spec.widths)):
+        raise ResnetlabError(
+            f"layers {spec.layers} and widths {spec.widths} must be whole numbers >= 1"
+        )
+    if spec.block == "bottleneck" and min(spec.widths) * spec.base_width < 64:
+        raise ResnetlabError(
+            f"base_width {spec.base_width} leaves a bottleneck of width {min(spec.widths)} "
+            f"with no channels (width x base_width / 64 < 1)"
+        )
+    rate = spec.block_drop_rate
+    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0.0 <= rate < 1.0:
+        raise ResnetlabError(f"block_drop_rate must lie in [0, 1), got {rate!r}")
     if not isinstance(in_chans, int) or in_chans < 1:
         raise ResnetlabError(f"in_chans must be a positive integer, got {in_chans!r}")
     if not isinstance(num_classes, int) or num_classes < 0:
@@ -253,6 +269,10 @@ def _check_spec(spec: ResNetSpec, in_chans, num_classes, drop_path_rate, drop_ra
         raise ResnetlabError("drop_path_rate and drop_rate must lie in [0, 1)")
     if spec.plain and drop_path_rate > 0:
         raise ResnetlabError("drop_path_rate needs shortcuts; a plain net has none")
+
+
+def _whole(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _check_output_stride(output_stride: int, spec: ResNetSpec) -> None:
