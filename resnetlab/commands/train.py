@@ -201,7 +201,6 @@ def _parse_options(items: list[str] | None) -> dict:
 
 def build_config(args: argparse.Namespace):
     """TrainConfig from the command line, completed from the checkpoint when resuming."""
-    from ..train.checkpoint import load_checkpoint
     from ..train.loop import TrainConfig, check_config
 
     given = {
@@ -241,31 +240,8 @@ def build_config(args: argparse.Namespace):
             f"--init-from {args.init_from}: an ONNX file (such as an int8 model from `resnetlab "
             "quantize`) holds no trainable weights; start from the fp32 .safetensors it came from"
         )
-    resume = None
     if args.resume is not None:
-        resume = args.resume or args.out
-        if not resume:
-            raise ResnetlabError("--resume needs the run directory: --resume DIR (or --out DIR)")
-        _, state = load_checkpoint(resume)
-        saved = dict(state["config"])
-        unknown = sorted(set(saved) - {f.name for f in fields(TrainConfig)})
-        if unknown:
-            raise ResnetlabError(
-                f"checkpoint in {resume} has unknown setting(s) {', '.join(unknown[:5])}; "
-                "expected the settings of a resnetlab training run"
-            )
-        for key in ("model", "data"):
-            if given[key] is not None and given[key] != saved.get(key):
-                raise ResnetlabError(
-                    f"checkpoint in {resume} is of {key} {saved.get(key)!r}, not {given[key]!r}"
-                )
-        if given["out"] is None:
-            given["out"] = str(resume) if Path(resume, "checkpoint").is_dir() else saved["out"]
-        merged = {k: (v if v is not None else saved.get(k)) for k, v in given.items()}
-        merged = {k: v for k, v in merged.items() if v is not None}
-        cfg = TrainConfig(**merged)
-        check_config(cfg)
-        return cfg, resume
+        return _resume_config(args, given)
     if given["data"] is None:
         raise ResnetlabError("--data is required (e.g. --data fashion-mnist)")
     given["model"] = given["model"] or DEFAULT_MODEL
@@ -281,6 +257,38 @@ def build_config(args: argparse.Namespace):
     cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
     check_config(cfg)
     return cfg, None
+
+
+def _resume_config(args: argparse.Namespace, given: dict):
+    """The checkpoint's configuration with the settings given on the command line over it (which
+    of them may change mid-run is set_up's decision: train/resume.py); the run continues in its
+    own folder, never elsewhere."""
+    from ..train import checkpoint as ckpt
+    from ..train.loop import TrainConfig, check_config
+    from ..train.resume import check_same_folder, run_folder
+
+    target = args.resume or args.out
+    if not target:
+        raise ResnetlabError("--resume needs the run directory: --resume DIR (or --out DIR)")
+    folder = run_folder(target)
+    if args.out is not None:
+        check_same_folder(folder, args.out)
+    _, state = ckpt.load_checkpoint(ckpt.checkpoint_path(folder))
+    saved = dict(state["config"])
+    unknown = sorted(set(saved) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise ResnetlabError(
+            f"checkpoint in {folder} has unknown setting(s) {', '.join(unknown[:5])}; "
+            "expected the settings of a resnetlab training run"
+        )
+    if given["model"] is not None and given["model"] != saved.get("model"):
+        raise ResnetlabError(
+            f"checkpoint in {folder} is of model {saved.get('model')!r}, not {given['model']!r}"
+        )
+    given = dict(given, out=str(folder), quiet=bool(given["quiet"]))  # quiet: this command's
+    cfg = TrainConfig(**{**saved, **{k: v for k, v in given.items() if v is not None}})
+    check_config(cfg)
+    return cfg, str(folder)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..models.weights import read_metadata
 from ..train import checkpoint as ckpt
 from ..train.logging import METRICS_FILE, STEPS_FILE, SUMMARY_FILE, plural, read_metrics
 from ..train.loop import TrainConfig, fit, load_data
+from ..train.resume import same_source
 from .figures import pyplot, save_png
 from .nets import FAMILIES, check_study_net, cifar_net, parse_depths
 
@@ -137,7 +139,8 @@ def net_config(dc: DegradationConfig, family: str, depth: int, seed: int) -> Tra
 def _mismatch(saved: dict[str, Any], cfg: TrainConfig) -> str | None:
     want = cfg.to_dict()
     for key in MATCH_KEYS:
-        if saved.get(key) != want[key]:
+        same = same_source if key == "data" else operator.eq  # a checkpoint keeps paths absolute
+        if not same(saved.get(key), want[key]):
             return f"{key} {saved.get(key)!r}, not {want[key]!r}"
     return None
 

@@ -67,12 +67,14 @@ from .logging import (
     write_summary,
 )
 from .recipes import too_few_steps
+from .resume import change_text, saved_config
 from .rundata import is_folder_source
 from .rundir import (  # noqa: F401
     BEST_WEIGHTS,
     LAST_WEIGHTS,
     LOCK_NAME,
     NAMES_WRITTEN,
+    clear_run,
     remove_stale_temporaries,
     run_lock,
     stop_on_signals,
@@ -275,6 +277,8 @@ class Trainer:
     ) -> None:
         self.info, self.t_start = info, t_start
         self.__dict__.update(vars(set_up(cfg, splits, resume, info, model)))
+        if info.is_main and resume is None:  # a fresh run leaves nothing of an earlier one
+            clear_run(self.out)  # (the command line asks for --overwrite first)
         logs = log_callbacks(self.cfg.log, self.out) if info.is_main else []
         self.callbacks = [*logs, *(callbacks or [])]
         self.stop_asked = False
@@ -509,6 +513,9 @@ class Trainer:
             "train_loss": acc["loss"] / n,
             "train_top1_err": 1 - acc["correct"] / n,
         }
+        changed = [c for c in s.changes if c["epoch"] == row["epoch"]]
+        if changed:  # settings given on resume, applied from the step each record names
+            row["changed"] = change_text(changed)
         final = epoch + 1 == self.recipe.epochs
         if self.eval_loaders and (final or (epoch + 1) % self.cfg.eval_every == 0):
             t0 = time.perf_counter()
@@ -569,7 +576,7 @@ class Trainer:
         """Write the run's state (rank 0), atomically."""
         if self.info.is_main:
             weights, state = self.state.checkpoint(
-                config=self.cfg.to_dict(),
+                config=saved_config(self.cfg, self.out),
                 recipe=self.recipe.to_dict(),
                 meta=self.meta,
                 elapsed_now=time.time() - self.t_start,

@@ -11,14 +11,35 @@ from pathlib import Path
 
 from ..errors import ResnetlabError
 from . import checkpoint as ckpt
+from .logging import CURVES_FILE, METRICS_FILE, STEPS_FILE, SUMMARY_FILE, TENSORBOARD_DIR
 
 LAST_WEIGHTS = "last.safetensors"
 BEST_WEIGHTS = "best.safetensors"
+# every name a run writes in its folder, in this one place: a fresh run (--overwrite) clears
+# these and nothing else; a killed save's temporaries are recognised by them
 NAMES_WRITTEN = (
-    ckpt.CHECKPOINT_DIR, LAST_WEIGHTS, BEST_WEIGHTS, "metrics.jsonl", "steps.jsonl",
-    "curves.png", "summary.json",
+    ckpt.CHECKPOINT_DIR, ckpt.CHECKPOINT_DIR + ".old", LAST_WEIGHTS, BEST_WEIGHTS,
+    METRICS_FILE, Path(METRICS_FILE).stem + ".csv", STEPS_FILE, Path(STEPS_FILE).stem + ".csv",
+    CURVES_FILE, SUMMARY_FILE, TENSORBOARD_DIR,
 )  # fmt: skip
 LOCK_NAME = ".lock"
+
+
+def clear_run(out: Path) -> list[str]:
+    """Remove from `out` every file and folder a run writes (NAMES_WRITTEN; a link in their place
+    goes, not its target), so that a fresh run leaves nothing of an earlier one; anything else
+    in the folder stays. Call only while holding the run lock. Returns the names removed."""
+    removed = []
+    for name in NAMES_WRITTEN:
+        p = out / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.is_symlink() or p.exists():
+            p.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
 
 
 @contextlib.contextmanager

@@ -38,6 +38,15 @@ from .config import TrainConfig
 from .finetune import freeze, init_from, param_groups
 from .logging import plural
 from .recipes import Schedule, auto_recipe, get_recipe, lr_note
+from .resume import (
+    change_text,
+    check_data,
+    check_position,
+    check_same_folder,
+    data_fingerprint,
+    run_folder,
+    setting_changes,
+)
 from .rundata import load_run_data
 from .state import RunState
 from .step import TrainStep, fused_sgd
@@ -163,14 +172,20 @@ def set_up(
     r = Run()
     r.info, r.out = info, Path(cfg.out)
     r.device = device = info.device
-    weights_ck, state_ck = ckpt.load_checkpoint(resume) if resume is not None else (None, None)
+    weights_ck, state_ck = None, None
+    if resume is not None:  # the run's own folder (resume.py), never a checkpoint elsewhere
+        weights_ck, state_ck = ckpt.load_checkpoint(ckpt.checkpoint_path(run_folder(resume)))
     if state_ck is not None and state_ck["config"].get("model") != cfg.model:
         was = state_ck["config"].get("model")
         raise ResnetlabError(f"checkpoint in {resume} is of model {was!r}, not {cfg.model!r}")
+    if state_ck is not None:
+        check_same_folder(resume, cfg.out)
     cfg = replace(cfg, recipe=auto_recipe(cfg.recipe, device, cfg.batch_size))
     recipe = get_recipe(cfg.recipe, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr)
     if not cfg.augment:
         recipe = replace(recipe, pad=0, flip=False, erase=0.0)
+    # settings given again: applied from the next step and recorded, or refused in one line
+    r.changes = setting_changes(state_ck, cfg, recipe, resume) if state_ck is not None else []
     entry = get_entry(cfg.model)  # an unknown name fails before the data is read
     r.recipe = recipe
 
@@ -185,6 +200,9 @@ def set_up(
             argument="eval_images",
         )
     r.splits = splits
+    r.fingerprint = data_fingerprint(splits)
+    if state_ck is not None:
+        check_data(state_ck, r.fingerprint, resume)
     train_set = splits.train
     r.classes = list(train_set.classes)
     r.num_classes = len(r.classes)
@@ -278,8 +296,11 @@ def set_up(
         scaler=scaler,
         ema=EMA(model, recipe.ema_decay) if recipe.ema_decay > 0 else None,
     )
+    r.state.data_fingerprint = r.fingerprint
     if state_ck is not None:
+        check_position((state_ck.get("loader") or {}).get("batch", 0), r.steps_per_epoch, resume)
         r.state.restore(weights_ck, state_ck, resume)
+        r.state.changes.extend(r.changes)
     r.compiled = resolve_compile(cfg.compile, device, total_steps)
     if r.compiled:
         use_compile_cache()
@@ -422,4 +443,6 @@ def describe(run, resume: str | None = None) -> list[str]:
         lines.append(
             f"resumed from {resume} at epoch {s.epoch + 1}, batch {s.batch}, step {s.step}"
         )
+        if getattr(run, "changes", None):
+            lines.append(f"changed on resume: {change_text(run.changes)}")
     return lines

@@ -47,6 +47,8 @@ class RunState:
     step_window: dict[str, float] = field(default_factory=_new_window)  # sums since the last row
     elapsed: float = 0.0  # seconds spent by earlier processes of this run
     stopped: dict[str, Any] = field(default_factory=dict)  # {epoch, reason} once a callback stops
+    changes: list[dict[str, Any]] = field(default_factory=list)  # settings changed on resume
+    data_fingerprint: dict[str, Any] = field(default_factory=dict)  # resume.data_fingerprint
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The model's tensors and the average's, under `ema.`."""
@@ -77,6 +79,8 @@ class RunState:
             "step_log": self.step_log,
             "step_window": dict(self.step_window),
             "stopped": dict(self.stopped),
+            "changes": list(self.changes),
+            "data_fingerprint": dict(self.data_fingerprint),
         }
         return self.weights(), state
 
@@ -94,7 +98,11 @@ class RunState:
             device = next(iter(self.ema.state.values())).device
             self.ema.state = {k: v.to(device) for k, v in ema_w.items()}
             self.ema.updates = int(state["ema_updates"])
+        rates = [{k: g[k] for k in ("base_lr", "lr_scale") if k in g}
+                 for g in self.optimizer.param_groups]  # fmt: skip
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, rate in zip(self.optimizer.param_groups, rates):
+            group.update(rate)  # this run's peak rates (an lr given on resume) from the next step
         self.schedule.load_state_dict(state["schedule"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -114,3 +122,9 @@ class RunState:
                 f"checkpoint in {source}: stopped is {stopped!r}; expected a mapping"
             )
         self.stopped = dict(stopped)
+        changes = state.get("changes", [])
+        if not isinstance(changes, list) or not all(isinstance(c, dict) for c in changes):
+            raise ResnetlabError(
+                f"checkpoint in {source}: changes is {changes!r:.60}; expected a list of records"
+            )
+        self.changes = list(changes)
