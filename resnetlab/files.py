@@ -191,6 +191,8 @@ def check_output(
 
     `what` names the output in messages (the command line passes its flag, e.g. "--out")."""
     out = Path(out)
+    # a file written into an input folder becomes part of the input (an image among the data)
+    check_apart(out, tuple(i for i in inputs if i is not None and os.path.isdir(i)), what)
     try:
         st = os.stat(out)
     except FileNotFoundError:
@@ -227,9 +229,44 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
-def check_output_dir(path: str | os.PathLike) -> Path:
-    """An output directory that exists as a directory or can be made: checked before any work."""
+def check_output_dir(
+    path: str | os.PathLike, inputs: tuple[str | os.PathLike | None, ...] = ()
+) -> Path:
+    """An output directory that exists as a directory or can be made, apart from every input
+    (check_apart): checked before any work."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise ResnetlabError(f"output {p} exists and is not a directory", argument="out")
+    check_apart(p, inputs)
     return p
+
+
+def _real(path: str | os.PathLike) -> Path:
+    """The path with links and `..` resolved, also for a path that does not exist yet."""
+    return Path(os.path.realpath(os.path.abspath(os.fspath(path))))
+
+
+def check_apart(
+    out: str | os.PathLike, inputs: tuple[str | os.PathLike | None, ...], what: str = "out"
+) -> None:
+    """Refuse an output (a folder, or a file) that is an input, lies inside an input folder, or
+    contains an input folder: a run's files would become training images, or its clean-up would
+    reach into its own input. Inputs that are not paths on disk (a dataset name) are skipped."""
+    target = _real(out)
+    for item in inputs:
+        if item is None or not os.path.exists(os.fspath(item)):
+            continue
+        source = _real(item)
+        if target == source:
+            problem = "is the input"
+        elif target.is_relative_to(source):
+            problem = "lies inside the input"
+        elif source.is_relative_to(target) and source.is_dir():
+            problem = "contains the input"
+        else:
+            continue
+        raise ResnetlabError(
+            f"{what} {out} {problem} {item}; its files would mix with the input's: choose a "
+            "folder apart from the inputs",
+            argument="out" if what == "out" else None,
+        )

@@ -40,7 +40,14 @@ import numpy as np
 import torch
 
 from ..errors import ResnetlabError
-from ..files import cleanup_on_sigterm, current_umask, finish_file, name_limit, temp_prefix
+from ..files import (
+    check_apart,
+    cleanup_on_sigterm,
+    current_umask,
+    finish_file,
+    name_limit,
+    temp_prefix,
+)
 from .dataset import DataSplits, ImageDataset
 from .folders import GREY_MODES, _bad_error, _header, decode_files, tree_items
 from .memory import gigabytes, memory_budget
@@ -163,6 +170,7 @@ def prepare_folder(
         )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ResnetlabError(f"{out}: already exists; remove it or choose another output")
+    check_apart(out, (folder,))
     split_items, classes = tree_items(folder, test_fraction=test_fraction, seed=seed)
     order = [s for s in ("train", "val", "test") if s in split_items]
 

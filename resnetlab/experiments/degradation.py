@@ -172,7 +172,7 @@ def run_state(cfg: TrainConfig) -> str:
 def run_study(dc: DegradationConfig, say=print) -> list[NetRun]:
     """Train every net of the study that is not trained yet; write the table, JSON and figure."""
     dc = check_config(dc)
-    check_output_dir(dc.out)
+    check_output_dir(dc.out, (dc.data,))
     plan = [(f, d, s) for s in range(dc.seeds) for d in dc.depths for f in dc.families]
     configs = [net_config(dc, f, d, s) for f, d, s in plan]
     states = [run_state(c) for c in configs]

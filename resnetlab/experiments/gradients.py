@@ -200,7 +200,7 @@ def run_gradients(
         raise ResnetlabError(
             f"batches and batch size must be at least 1, got {batches}, {batch_size}"
         )
-    check_output_dir(out)
+    check_output_dir(out, (data, study))
     if study is not None and not Path(study).is_dir():
         raise ResnetlabError(
             f"{study} is not a directory (expected the output directory of a degradation study)"

@@ -157,7 +157,7 @@ def run_lesion(
         raise ResnetlabError(f"max_k must be at least 1, got {max_k}", argument="max_k")
     if images is not None and images < 1:
         raise ResnetlabError(f"images must be at least 1, got {images}", argument="images")
-    check_output_dir(out)
+    check_output_dir(out, (data, *weights))
     models = []
     for w in weights:
         model, meta = load_model(w)
