@@ -35,6 +35,7 @@ from torch import nn
 
 from ..data import DataSplits
 from ..errors import ResnetlabError
+from ..files import check_apart
 from ..models import save_weights
 from ..models.weights import model_metadata
 from ..policy import (  # noqa: F401  (re-exported: the names training has always had)
@@ -246,6 +247,8 @@ def _train(cfg, splits, resume, callbacks, model) -> tuple[nn.Module, dict, Trai
     t_start = time.time()
     check_config(cfg)
     callbacks = check_callbacks(callbacks)
+    # the run's folder apart from its data and starting weights (files.check_apart)
+    check_apart(cfg.out, (cfg.data, cfg.init_from))
     info = distributed.setup(cfg.device)
     try:
         with run_lock(Path(cfg.out)) if info.is_main else contextlib.nullcontext():
