@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.train import TINY_CLI, write_npz
+from helpers.train import TINY_CLI, tiny_config, write_npz
 
 from resnetlab.cli import main
+from resnetlab.errors import ResnetlabError
 from resnetlab.train import checkpoint as ckpt
+from resnetlab.train.loop import fit
 from resnetlab.train.recipes import get_recipe, lr_factor
 from resnetlab.train.rundir import NAMES_WRITTEN
 
@@ -116,6 +118,21 @@ def test_resume_into_another_out_is_refused_and_leaves_both_runs_as_they_were(
     line = one_error_line(err)
     assert line.split("error: ")[1].startswith("--out ") and str(copy) in line
     assert snapshot(other) == before and snapshot(copy) == mine
+
+
+def test_fit_resumed_into_another_out_is_refused_and_creates_nothing(copy, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    with pytest.raises(ResnetlabError, match="continues in .*never elsewhere"):
+        fit(tiny_config(elsewhere, epochs=3), resume=str(copy))
+    assert not elsewhere.exists()
+
+
+def test_resume_with_overwrite_is_refused_in_one_line(copy, capsys):
+    before = snapshot(copy)
+    rc, _, err = run(capsys, "train", "--resume", copy, "--overwrite")
+    assert rc == 2
+    assert "give one of them" in one_error_line(err)
+    assert snapshot(copy) == before
 
 
 def test_overwrite_clears_every_file_a_run_wrote_and_nothing_else(base, copy, capsys):

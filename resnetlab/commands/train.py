@@ -267,6 +267,10 @@ def _resume_config(args: argparse.Namespace, given: dict):
     from ..train.loop import TrainConfig, check_config
     from ..train.resume import check_same_folder, run_folder
 
+    if args.overwrite:
+        raise ResnetlabError(
+            "--overwrite starts a run afresh and --resume continues one; give one of them"
+        )
     target = args.resume or args.out
     if not target:
         raise ResnetlabError("--resume needs the run directory: --resume DIR (or --out DIR)")

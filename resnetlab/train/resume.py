@@ -257,12 +257,16 @@ def _digest(t: torch.Tensor) -> str:
     return hashlib.blake2b(t.numpy().tobytes(), digest_size=8).hexdigest()
 
 
-def check_data(state: dict[str, Any], now: dict[str, Any], where: str | os.PathLike) -> None:
+def check_data(
+    state: dict[str, Any], now: dict[str, Any], where: str | os.PathLike, *, say: bool = True
+) -> None:
     """Fail in one line naming what changed when the data differs from the fingerprint the
     checkpoint keeps; a checkpoint without one (written before fingerprints) resumes with one
-    line saying that its data is not checked."""
+    line saying that its data is not checked (when `say`: on one process of many)."""
     saved = state.get("data_fingerprint")
     if saved is None:
+        if not say:
+            return
         warn(f"checkpoint in {where} has no data fingerprint (written by an older resnetlab): the "
              "data is not checked against the run's")  # fmt: skip
         return

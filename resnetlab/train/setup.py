@@ -202,7 +202,7 @@ def set_up(
     r.splits = splits
     r.fingerprint = data_fingerprint(splits)
     if state_ck is not None:
-        check_data(state_ck, r.fingerprint, resume)
+        check_data(state_ck, r.fingerprint, resume, say=info.is_main)
     train_set = splits.train
     r.classes = list(train_set.classes)
     r.num_classes = len(r.classes)

@@ -123,8 +123,12 @@ class RunState:
             )
         self.stopped = dict(stopped)
         changes = state.get("changes", [])
-        if not isinstance(changes, list) or not all(isinstance(c, dict) for c in changes):
+        keys = {"setting", "from", "to", "step", "epoch"}  # resume.setting_changes' records
+        if not isinstance(changes, list) or not all(
+            isinstance(c, dict) and keys <= c.keys() for c in changes
+        ):
             raise ResnetlabError(
-                f"checkpoint in {source}: changes is {changes!r:.60}; expected a list of records"
+                f"checkpoint in {source}: changes is {changes!r:.60}; expected a list of "
+                "{setting, from, to, step, epoch} records"
             )
         self.changes = list(changes)
