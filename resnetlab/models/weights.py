@@ -93,7 +93,7 @@ def save_weights(
             )
     meta.update(given)
     check_metadata(meta, "metadata")
-    check_fits_model(meta, own, getattr(model, "in_features", None), "metadata")
+    check_fits_model(meta, own, "metadata")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     try:
         text = json.dumps(meta)
@@ -102,10 +102,9 @@ def save_weights(
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata={META_KEY: text}))
 
 
-def check_fits_model(
-    meta: dict[str, Any], own: dict[str, Any], in_features: int | None, source: str
-) -> None:
-    """Fail in one line if the class names, input_size, mean or std contradict the model."""
+def check_fits_model(meta: dict[str, Any], own: dict[str, Any], source: str) -> None:
+    """Fail in one line if the class names, a conv net's input channels, or the number of mean and
+    std values contradict the model."""
     n = own.get("num_classes")
     classes = meta.get("classes")
     if classes is not None and n is not None and not own.get("features_only") and len(classes) != n:
@@ -121,11 +120,6 @@ def check_fits_model(
         raise ResnetlabError(
             f"{source} input_size {list(size)} does not fit a model of in_chans {in_chans}; "
             f"expected [{in_chans}, H, W]"
-        )
-    if in_features is not None and math.prod(size) != in_features:
-        raise ResnetlabError(
-            f"{source} input_size {list(size)} holds {math.prod(size)} values but the MLP takes "
-            f"in_features {in_features}"
         )
     c = size[0] if len(size) == 3 else 1
     for key in ("mean", "std"):
