@@ -70,3 +70,15 @@ def test_a_degenerate_option_on_the_command_line_is_one_line_without_warnings(
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "stem_width must be" in err
     assert not [w for w in recwarn if "zero-element" in str(w.message)]
+
+
+def test_a_fifo_given_as_the_weights_file_is_refused_not_waited_on(tmp_path, capsys):
+    import os
+
+    fifo = tmp_path / "w.safetensors"
+    os.mkfifo(fifo)
+    image = tmp_path / "x.png"
+    Image.new("L", (28, 28)).save(image)
+    code = main(["predict", str(fifo), str(image), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "is not a regular file" in err and len(err.splitlines()) == 1

@@ -15,13 +15,12 @@ are:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import ResnetlabError
-from ..models.weights import META_KEY, check_metadata
+from ..models.weights import META_KEY, parse_metadata
 
 # every operator of the fp32 and int8 exports of each model family here (measured: resnet option
 # A/B/C, plain, pre-activation, wide, bottleneck, ResNeXt, dilated, MLPs), and a few siblings that
@@ -53,15 +52,9 @@ def read_onnx(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     except Exception as e:  # protobuf raises DecodeError and others for a file that is not ONNX
         raise ResnetlabError(f"{p}: not a readable ONNX file ({type(e).__name__})") from None
     check_graph(proto, str(p))
-    raw = {m.key: m.value for m in proto.metadata_props}.get(META_KEY)
-    if raw is None:
-        return proto, {}
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError:
-        raise ResnetlabError(f"{p}: its resnetlab metadata is not valid JSON") from None
-    check_metadata(meta, str(p))
-    check_graph_fits(proto, meta, str(p))
+    meta = parse_metadata({m.key: m.value for m in proto.metadata_props}.get(META_KEY), str(p))
+    if meta:
+        check_graph_fits(proto, meta, str(p))
     return proto, meta
 
 

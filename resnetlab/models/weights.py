@@ -151,14 +151,19 @@ def _read_safetensors(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor
             state = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as e:
         raise ResnetlabError(f"{path}: not a readable safetensors file ({e})") from None
+    return state, parse_metadata(raw, str(path))
+
+
+def parse_metadata(raw: str | None, source: str) -> dict[str, Any]:
+    """The resnetlab metadata stored as JSON text in a file (`{}` for none), checked."""
     if raw is None:
-        return state, {}
+        return {}
     try:
         meta = json.loads(raw)
     except json.JSONDecodeError:
-        raise ResnetlabError(f"{path}: its resnetlab metadata is not valid JSON") from None
-    check_metadata(meta, str(path))
-    return state, meta
+        raise ResnetlabError(f"{source}: its resnetlab metadata is not valid JSON") from None
+    check_metadata(meta, source)
+    return meta
 
 
 def _is_int(v: Any) -> bool:
@@ -323,4 +328,6 @@ def weights_file(path: str | os.PathLike) -> Path:
         raise ResnetlabError(f"weights file not found: {path}{hint}")
     if path.is_dir():
         raise ResnetlabError(f"{path} is a directory, not a weights file")
+    if not path.is_file():  # a FIFO would block the reader, a device never end
+        raise ResnetlabError(f"{path} is not a regular file (a FIFO, device or socket)")
     return path
