@@ -22,7 +22,8 @@ import time
 import torch
 
 from resnetlab.data import load_source
-from resnetlab.data.loader import BatchLoader, compute_mean_std
+from resnetlab.data.loader import BatchLoader
+from resnetlab.data.normalise import compute_mean_std
 from resnetlab.hardware import features_line
 from resnetlab.models import create_model
 from resnetlab.train.evaluate import evaluate

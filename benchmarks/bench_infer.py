@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from resnetlab import create_model, load_model, save_weights
 from resnetlab.data.idx import load_idx_dataset
-from resnetlab.data.loader import BatchLoader, compute_mean_std
+from resnetlab.data.loader import BatchLoader
+from resnetlab.data.normalise import compute_mean_std
 from resnetlab.infer.bench import (
     PATHS,
     bench,

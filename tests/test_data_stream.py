@@ -10,8 +10,9 @@ from PIL import Image
 
 from resnetlab.data.folders import tree_items
 from resnetlab.data.images import image_to_tensor
+from resnetlab.data.normalise import normalise
 from resnetlab.data.stream import FolderDataset, StreamLoader, eval_transform, random_resized_crop
-from resnetlab.data.transform import center_crop, normalise, resize_to_cover
+from resnetlab.data.transform import center_crop, resize_to_cover
 from resnetlab.errors import ResnetlabError
 
 

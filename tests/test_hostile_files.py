@@ -26,7 +26,7 @@ from helpers.train import TINY_CLI, tiny_config, tiny_splits, write_npz
 from resnetlab import create_model, files, save_weights
 from resnetlab.cli import main
 from resnetlab.data.cifar import load_cifar_dir, safe_unpickle
-from resnetlab.data.loader import compute_mean_std
+from resnetlab.data.normalise import compute_mean_std
 from resnetlab.data.prepared import IMAGES_NAME, load_prepared, prepare_folder
 from resnetlab.errors import ResnetlabError
 from resnetlab.files import atomic_write

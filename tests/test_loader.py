@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from resnetlab.data.dataset import ImageDataset
-from resnetlab.data.loader import BatchLoader, compute_mean_std, crop_flip, random_erase
+from resnetlab.data.loader import BatchLoader, crop_flip, random_erase
+from resnetlab.data.normalise import compute_mean_std
 
 
 def make_dataset(n=100, c=1, h=8, w=8, seed=0):

@@ -13,7 +13,8 @@ from helpers.train import TINY_OPTIONS, squares, tiny_config, tiny_splits, write
 
 import resnetlab
 from resnetlab.cli import main
-from resnetlab.data.loader import BatchLoader, compute_mean_std
+from resnetlab.data.loader import BatchLoader
+from resnetlab.data.normalise import compute_mean_std
 from resnetlab.errors import ResnetlabError
 from resnetlab.models import create_model, load_model, save_weights
 from resnetlab.train import loop

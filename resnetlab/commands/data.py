@@ -77,7 +77,7 @@ def _source_options(q: argparse.ArgumentParser) -> None:
 
 def describe(splits, skipped: int = 0) -> dict:
     """The facts `data info` prints: sizes, counts per class, shape, mean and std of train."""
-    from ..data.loader import compute_mean_std
+    from ..data.normalise import compute_mean_std
 
     parts = {"train": splits.train}
     if splits.val is not None:

@@ -290,7 +290,7 @@ def run_explain(args: argparse.Namespace) -> int:
     """Grad-CAM for one image, written as a PNG overlay."""
     from ..data.classmap import class_names
     from ..files import check_output
-    from ..infer.gradcam import denormalise, grad_cam, save_overlay
+    from ..infer.gradcam import display_image, grad_cam, save_overlay
     from ..infer.predict import load_for_inference
     from ..infer.quantize import is_onnx_file
 
@@ -319,7 +319,7 @@ def run_explain(args: argparse.Namespace) -> int:
     p = float(res.probs[res.index])
     pred = int(res.probs.argmax())
     title = f"{Path(args.image).name}: {classes[res.index]} (p={p:.3f}), stage {res.stage}"
-    save_overlay(denormalise(x, prep.mean, prep.std), res.cam, out, title=title)
+    save_overlay(display_image(x, prep.mean, prep.std), res.cam, out, title=title)
     note = (
         "" if pred == res.index else f"; predicted {classes[pred]} ({float(res.probs[pred]):.3f})"
     )

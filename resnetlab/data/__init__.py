@@ -6,7 +6,8 @@ from .dataset import DataSplits, ImageDataset
 from .folders import read_image_folder
 from .idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, load_idx_dataset, load_idx_dir
 from .images import decode_image
-from .loader import BatchLoader, compute_mean_std
+from .loader import BatchLoader
+from .normalise import compute_mean_std
 from .npz import load_npz
 from .prepared import load_prepared, prepare_folder
 from .sources import DATASET_NAMES, detect_format, load_source

@@ -5,9 +5,10 @@
 timm's does (`resolve_data_config({}, model=model)` works too). `create_transform(cfg)` turns that
 into a callable from a Pillow image, an image file or a uint8 (C, H, W) tensor to the normalised
 float32 (C, H, W) tensor the model takes: the evaluation view is resnetlab.data.transform's resize
-(shorter side to H / crop_pct, bilinear, antialiased) and centre crop, then its normalisation, the
-steps `resnetlab predict` takes; `is_training=True` gives the streaming loader's augmentation
-(random-resized crop and flip, data/stream.py) before the same normalisation.
+(shorter side to H / crop_pct, bilinear, antialiased) and centre crop, then data/normalise.py's
+normalisation, the steps `resnetlab predict` takes; `is_training=True` gives the streaming
+loader's augmentation (random-resized crop and flip, data/stream.py) before the same
+normalisation.
 
 Images are decoded to grey for a 1-channel input and to RGB for 3; other channel counts have no
 image transform. One resize is implemented (Pillow's bilinear): other interpolations are refused.
@@ -25,8 +26,9 @@ from PIL import Image
 
 from ..errors import ResnetlabError
 from .images import convert_mode, decode_image, image_to_tensor
-from .stream import IMAGENET_MEAN, IMAGENET_STD, train_transform
-from .transform import normalise, resize_and_crop, tensor_to_image
+from .normalise import IMAGENET_MEAN, IMAGENET_STD, normalise
+from .stream import train_transform
+from .transform import resize_and_crop, tensor_to_image
 
 KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 

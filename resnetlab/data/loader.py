@@ -6,7 +6,6 @@ so a run resumed in the middle of an epoch sees exactly the batches it would hav
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -14,47 +13,7 @@ import torch
 
 from ..errors import ResnetlabError
 from .dataset import ImageDataset
-
-MEAN_STD_CHUNK_BYTES = 64 << 20  # working memory of the mean/std pass, whatever the image size
-
-
-def compute_mean_std(
-    images: torch.Tensor, chunk_bytes: int = MEAN_STD_CHUNK_BYTES
-) -> tuple[tuple, tuple]:
-    """Per-channel mean and std of uint8 images (N, C, H, W), on the 0..1 scale.
-
-    Sums are exact integers (value and square per channel), taken over chunks of at most
-    `chunk_bytes` of working memory, so the result does not depend on the chunking and a folder
-    of 224x224 colour images costs 64 MB here, not 8 bytes a pixel."""
-    if images.dtype != torch.uint8 or images.ndim != 4 or len(images) == 0:
-        raise ResnetlabError(
-            f"expected non-empty uint8 (N, C, H, W), got {images.dtype} {images.shape}"
-        )
-    c = images.shape[1]
-    per_image = images[0].numel() * 12  # an int32 copy, and the int64 its sum may make
-    chunk = max(1, chunk_bytes // per_image)
-    s = torch.zeros(c, dtype=torch.int64)
-    ss = torch.zeros(c, dtype=torch.int64)
-    for i in range(0, len(images), chunk):
-        x = images[i : i + chunk].to(torch.int32)
-        s += x.sum(dim=(0, 2, 3), dtype=torch.int64)
-        ss += x.square_().sum(dim=(0, 2, 3), dtype=torch.int64)  # 255^2 fits an int32
-    n = images.numel() // c
-    mean, std = [], []
-    for total, squares in zip(s.tolist(), ss.tolist()):
-        mean.append(total / (255 * n))
-        var = (n * squares - total * total) / (255 * n) ** 2  # exact up to the one division
-        std.append(math.sqrt(max(var, 1e-12)))
-    return tuple(round(v, 6) for v in mean), tuple(round(v, 6) for v in std)
-
-
-def weights_mean_std(meta: dict, images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """The mean and std the weights' metadata gives, or else those of `images` (their training
-    images): what a model's input is normalised with."""
-    if "mean" in meta and "std" in meta:
-        return list(meta["mean"]), list(meta["std"])
-    mean, std = compute_mean_std(images)
-    return list(mean), list(std)
+from .normalise import apply_normaliser, normaliser
 
 
 def seeded_generator(*key: int) -> torch.Generator:
@@ -142,17 +101,6 @@ def random_erase(
     return apply_erase(x, draw_erase(len(x), x.shape[2:], p, gen, area, ratio))
 
 
-def normaliser(
-    mean: Sequence[float], std: Sequence[float], device: str | torch.device = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift) with x * scale + shift = (x / 255 - mean) / std: one fused multiply-add
-    turns a uint8 batch into a normalised one."""
-    c = len(mean)
-    m = torch.tensor(mean, dtype=torch.float32)
-    s = torch.tensor(std, dtype=torch.float32)
-    return (1.0 / (255.0 * s)).view(1, c, 1, 1).to(device), (-m / s).view(1, c, 1, 1).to(device)
-
-
 class EpochLoader:
     """What the loaders share: checked arguments, each rank's share of the data, and the position
     (epoch, next batch) that a checkpoint saves and a resumed run continues from."""
@@ -233,7 +181,7 @@ class BatchLoader(EpochLoader):
         self.seed = seed
         self.drop_last = train if drop_last is None else drop_last
         self.channels_last = channels_last
-        self._scale, self._shift = normaliser(mean, std)
+        self._norm = normaliser(mean, std)
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -276,7 +224,7 @@ class BatchLoader(EpochLoader):
             x = crop_flip(x, self.pad, self.flip, gen)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        x = x.float().mul_(self._scale).add_(self._shift)
+        x = apply_normaliser(x, self._norm)
         if self.train and self.erase > 0:
             x = random_erase(x, self.erase, gen)
         return x, y

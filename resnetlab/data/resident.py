@@ -24,9 +24,9 @@ from .loader import (
     apply_erase,
     draw_crop_flip,
     draw_erase,
-    normaliser,
     seeded_generator,
 )
+from .normalise import apply_normaliser, normaliser
 
 RESIDENT_FRACTION = 0.25  # at most this share of a GPU's memory holds the training images
 
@@ -86,7 +86,7 @@ class ResidentLoader(EpochLoader):
         self.pad, self.flip, self.erase = pad, flip, erase
         self.seed = seed
         self.channels_last = channels_last
-        self._scale, self._shift = normaliser(mean, std, self.device)
+        self._norm = normaliser(mean, std, self.device)
 
     def __len__(self) -> int:
         return self.per_rank // self.batch_size  # training drops the last partial batch
@@ -130,7 +130,7 @@ class ResidentLoader(EpochLoader):
             x = apply_crop_flip(x, self.pad, plan.dy[s], plan.dx[s], mirror)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        x = x.float().mul_(self._scale).add_(self._shift)
+        x = apply_normaliser(x, self._norm)
         if plan.boxes is not None:
             x = apply_erase(x, plan.boxes[s])
         return x, self.labels[idx]

@@ -25,10 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import ResnetlabError
 from .images import convert_mode, image_to_tensor, open_image
 from .loader import seeded_generator
-from .transform import normalise, resize_and_crop
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .normalise import IMAGENET_MEAN, IMAGENET_STD, normalise
+from .transform import resize_and_crop
 
 
 def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:

@@ -1,21 +1,19 @@
-"""The one image transform: resize to cover a box (keeping the aspect), centre-crop, normalise.
+"""The one image transform: resize to cover a box (keeping the aspect), then centre-crop.
 
 Image folders bring every image to the tree's size (box = crop), the streaming loader's evaluation
 view resizes the shorter side to 256 and takes the centre 224, and inference resizes the shorter
 side to H / crop_pct and takes the centre H x W: the same two steps with other sizes. Resizing is
-bilinear and antialiased (Pillow's); sizes are (H, W).
+bilinear and antialiased (Pillow's); sizes are (H, W). What follows, normalising, is
+data/normalise.py's.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 from PIL import Image
 
 from ..errors import ResnetlabError
 from .images import check_resize, image_to_tensor
-from .loader import normaliser
 
 
 def cover_size(
@@ -77,10 +75,3 @@ def tensor_to_image(image: torch.Tensor) -> Image.Image:
         )
     a = image.permute(1, 2, 0).contiguous().numpy()
     return Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)  # uint8: "L" or "RGB"
-
-
-def normalise(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (..., C, H, W) -> float32 (x / 255 - mean) / std, per channel, with the same
-    arithmetic as the training loader's batches (loader.normaliser)."""
-    scale, shift = normaliser(mean, std, image.device)
-    return image.float().mul_(scale.view(-1, 1, 1)).add_(shift.view(-1, 1, 1))

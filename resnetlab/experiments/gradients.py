@@ -19,7 +19,8 @@ from torch import nn
 from ..data import load_source
 from ..data.classmap import data_for_weights
 from ..data.dataset import check_input_size
-from ..data.loader import BatchLoader, compute_mean_std
+from ..data.loader import BatchLoader
+from ..data.normalise import compute_mean_std
 from ..errors import ResnetlabError
 from ..files import atomic_write, check_output_dir
 from ..models import load_model

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.normalise import denormalise
 from ..errors import ResnetlabError
 from ..files import atomic_write
 
@@ -95,11 +96,9 @@ def grad_cam(
     return CamResult(cam, index, probs, name)
 
 
-def denormalise(x: torch.Tensor, mean, std) -> np.ndarray:
+def display_image(x: torch.Tensor, mean, std) -> np.ndarray:
     """A normalised (C, H, W) tensor back to an (H, W, 3) float image in 0..1 for display."""
-    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    img = (x.float() * s + m).clamp(0, 1)
+    img = denormalise(x, mean, std).clamp(0, 1)
     if img.shape[0] == 1:
         img = img.expand(3, -1, -1)
     return img.permute(1, 2, 0).numpy()

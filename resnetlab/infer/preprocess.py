@@ -4,8 +4,9 @@ The weights' metadata gives input_size [C, H, W], mean and std (0..1 scale) and 
 crop_pct. An image is decoded to grey (C = 1) or RGB (C = 3), its shorter side resized to
 H / crop_pct (keeping the aspect ratio), centre-cropped to H x W, scaled to 0..1 and normalised.
 crop_pct defaults to 0.875 for inputs of 128 px and more (the usual ImageNet evaluation), and 1.0
-for small inputs (28x28, 32x32), which are used whole. The resize, crop and normalisation are
-resnetlab.data.transform's, as for image folders and the streaming loader.
+for small inputs (28x28, 32x32), which are used whole. The resize and crop are
+resnetlab.data.transform's and the normalisation resnetlab.data.normalise's, as for image folders
+and the streaming loader.
 
 Large JPEGs are decoded at a reduced scale (Pillow's draft mode: 1/2, 1/4 or 1/8 in the decoder),
 which is both faster and lighter; images beyond Pillow's decompression-bomb limit are refused.
@@ -31,7 +32,8 @@ from ..data.images import (
     decode_image,
     image_to_tensor,
 )
-from ..data.transform import normalise, resize_and_crop
+from ..data.normalise import normalise
+from ..data.transform import resize_and_crop
 from ..errors import ResnetlabError
 
 

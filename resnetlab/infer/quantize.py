@@ -27,8 +27,7 @@ from torch import nn
 
 from ..data.classmap import data_for_weights
 from ..data.dataset import check_input_size
-from ..data.loader import weights_mean_std
-from ..data.transform import normalise
+from ..data.normalise import normalise, weights_mean_std
 from ..errors import ResnetlabError
 from ..files import atomic_write
 from ..models.weights import META_KEY

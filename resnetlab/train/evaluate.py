@@ -111,7 +111,8 @@ def evaluate_weights(
 
     tta: also the mirrored image (None: as the model was trained); precision: fp32 or bf16."""
     from ..data.dataset import check_input_size
-    from ..data.loader import BatchLoader, weights_mean_std
+    from ..data.loader import BatchLoader
+    from ..data.normalise import weights_mean_std
     from ..infer.quantize import is_onnx_file, load_int8
     from ..models import get_entry, load_model
     from ..policy import cpu_threads, pick_device

@@ -17,7 +17,8 @@ from torch import nn
 
 from ..data import DataSplits, ImageDataset
 from ..data.classmap import is_unnamed, match_head
-from ..data.loader import BatchLoader, compute_mean_std
+from ..data.loader import BatchLoader
+from ..data.normalise import compute_mean_std
 from ..data.resident import ResidentLoader, fits_on_device
 from ..data.split import split_dataset, stratified_holdout
 from ..errors import ResnetlabError
