@@ -8,10 +8,11 @@ import torch
 from helpers.data import make_tree
 from PIL import Image
 
+from resnetlab.data.augment import random_resized_crop
 from resnetlab.data.folders import tree_items
 from resnetlab.data.images import image_to_tensor
 from resnetlab.data.normalise import normalise
-from resnetlab.data.stream import FolderDataset, StreamLoader, eval_transform, random_resized_crop
+from resnetlab.data.stream import FolderDataset, StreamLoader, eval_transform
 from resnetlab.data.transform import center_crop, resize_to_cover
 from resnetlab.errors import ResnetlabError
 

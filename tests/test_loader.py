@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from resnetlab.data.augment import crop_flip, random_erase
 from resnetlab.data.dataset import ImageDataset
-from resnetlab.data.loader import BatchLoader, crop_flip, random_erase
+from resnetlab.data.loader import BatchLoader
 from resnetlab.data.normalise import compute_mean_std
 
 

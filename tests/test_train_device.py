@@ -12,7 +12,7 @@ from helpers.train import TINY_OPTIONS, squares, tiny_config, tiny_splits
 from torch import nn
 
 from resnetlab import policy
-from resnetlab.data.loader import apply_crop_flip
+from resnetlab.data.augment import apply_crop_flip
 from resnetlab.data.normalise import normaliser
 from resnetlab.data.resident import ResidentLoader, fits_on_device
 from resnetlab.errors import ResnetlabError

@@ -1,5 +1,6 @@
 """Data: one reader per source format, the batched in-memory loader, batch augmentations."""
 
+from .augment import train_transform
 from .cifar import load_cifar, load_cifar_dir
 from .config import ImageTransform, create_transform, resolve_data_config, resolve_model_data_config
 from .dataset import DataSplits, ImageDataset
@@ -12,7 +13,7 @@ from .npz import load_npz
 from .prepared import load_prepared, prepare_folder
 from .sources import DATASET_NAMES, detect_format, load_source
 from .split import split_dataset
-from .stream import FolderDataset, StreamLoader, eval_transform, train_transform
+from .stream import FolderDataset, StreamLoader, eval_transform
 
 __all__ = [
     "DATASET_NAMES",

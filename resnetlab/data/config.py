@@ -7,7 +7,7 @@ into a callable from a Pillow image, an image file or a uint8 (C, H, W) tensor t
 float32 (C, H, W) tensor the model takes: the evaluation view is resnetlab.data.transform's resize
 (shorter side to H / crop_pct, bilinear, antialiased) and centre crop, then data/normalise.py's
 normalisation, the steps `resnetlab predict` takes; `is_training=True` gives the streaming
-loader's augmentation (random-resized crop and flip, data/stream.py) before the same
+loader's augmentation (random-resized crop and flip, data/augment.py) before the same
 normalisation.
 
 Images are decoded to grey for a 1-channel input and to RGB for 3; other channel counts have no
@@ -25,9 +25,9 @@ import torch
 from PIL import Image
 
 from ..errors import ResnetlabError
+from .augment import train_transform
 from .images import convert_mode, decode_image, image_to_tensor
 from .normalise import IMAGENET_MEAN, IMAGENET_STD, normalise
-from .stream import train_transform
 from .transform import resize_and_crop, tensor_to_image
 
 KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")

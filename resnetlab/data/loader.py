@@ -8,97 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-import numpy as np
 import torch
 
 from ..errors import ResnetlabError
+from .augment import crop_flip, random_erase, seeded_generator
 from .dataset import ImageDataset
 from .normalise import apply_normaliser, normaliser
-
-
-def seeded_generator(*key: int) -> torch.Generator:
-    """A torch generator whose draws depend on every integer of `key` (seed, epoch, batch, ...)."""
-    seed = int(np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(1)[0])
-    return torch.Generator().manual_seed(seed)
-
-
-def draw_crop_flip(
-    b: int, pad: int, flip: bool, gen: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """The random part of crop_flip for `b` images: row and column offsets, and the mirror flags."""
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-    mirror = torch.rand(b, generator=gen) < 0.5 if flip else None
-    return dy, dx, mirror
-
-
-def apply_crop_flip(
-    x: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch.Tensor, mirror: torch.Tensor | None
-) -> torch.Tensor:
-    """Pad by `pad` zeros, crop the original size at offsets (dy, dx), mirror where `mirror`.
-
-    One gather over the flattened padded batch does both, so the cost is one pass over the pixels;
-    every tensor lives on x's device, so a batch on the GPU never visits the host."""
-    b, c, h, w = x.shape
-    hp, wp = h + 2 * pad, w + 2 * pad
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad)) if pad else x
-    cols = torch.arange(w, device=x.device).expand(b, w)
-    if mirror is not None:
-        cols = torch.where(mirror[:, None], cols.flip(1), cols)
-    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :]) * wp  # (B, H)
-    cols = dx[:, None] + cols  # (B, W)
-    flat = (rows[:, :, None] + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
-    return padded.reshape(b, c, hp * wp).gather(2, flat).view(b, c, h, w)
-
-
-def crop_flip(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
-    """Per sample: pad by `pad` zeros, crop the original size at random, mirror with p=1/2."""
-    return apply_crop_flip(x, pad, *draw_crop_flip(len(x), pad, flip, gen))
-
-
-def draw_erase(
-    b: int,
-    size: tuple[int, int],
-    p: float,
-    gen: torch.Generator,
-    area: tuple[float, float] = (0.02, 0.33),
-    ratio: tuple[float, float] = (0.3, 3.3),
-) -> torch.Tensor:
-    """The random part of random_erase for `b` images of `size` (H, W): one box per image as
-    rows (y0, x0, height, width), height 0 where the image is left alone."""
-    h, w = size
-    apply = torch.rand(b, generator=gen) < p
-    a = torch.empty(b).uniform_(*area, generator=gen) * h * w
-    log_r = torch.empty(b).uniform_(float(np.log(ratio[0])), float(np.log(ratio[1])), generator=gen)
-    r = log_r.exp()
-    eh = (a * r).sqrt().round().clamp(1, h).long()
-    ew = (a / r).sqrt().round().clamp(1, w).long()
-    y0 = (torch.rand(b, generator=gen) * (h - eh + 1)).long()
-    x0 = (torch.rand(b, generator=gen) * (w - ew + 1)).long()
-    return torch.stack([y0, x0, eh * apply, ew], 1)
-
-
-def apply_erase(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """Zero one box (y0, x0, height, width) per image; boxes live on x's device."""
-    _, _, h, w = x.shape
-    y0, x0, eh, ew = boxes.unbind(1)
-    ys = torch.arange(h, device=x.device)[None, :]
-    xs = torch.arange(w, device=x.device)[None, :]
-    in_y = (ys >= y0[:, None]) & (ys < (y0 + eh)[:, None])
-    in_x = (xs >= x0[:, None]) & (xs < (x0 + ew)[:, None])
-    mask = in_y[:, :, None] & in_x[:, None, :]
-    return x.masked_fill(mask[:, None], 0.0)
-
-
-def random_erase(
-    x: torch.Tensor,
-    p: float,
-    gen: torch.Generator,
-    area: tuple[float, float] = (0.02, 0.33),
-    ratio: tuple[float, float] = (0.3, 3.3),
-) -> torch.Tensor:
-    """Random erasing (Zhong et al.): with probability p, zero one box of a normalised image."""
-    return apply_erase(x, draw_erase(len(x), x.shape[2:], p, gen, area, ratio))
 
 
 class EpochLoader:

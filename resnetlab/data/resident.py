@@ -17,15 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ResnetlabError
+from .augment import apply_crop_flip, apply_erase, draw_crop_flip, draw_erase, seeded_generator
 from .dataset import ImageDataset
-from .loader import (
-    EpochLoader,
-    apply_crop_flip,
-    apply_erase,
-    draw_crop_flip,
-    draw_erase,
-    seeded_generator,
-)
+from .loader import EpochLoader
 from .normalise import apply_normaliser, normaliser
 
 RESIDENT_FRACTION = 0.25  # at most this share of a GPU's memory holds the training images

@@ -2,8 +2,8 @@
 Pillow and torch, for loops of your own. (`train` reads the in-memory BatchLoader; a folder larger
 than memory goes through `resnetlab data prepare`, see docs/data.md.)
 
-Training: random-resized crop (area 8%..100% of the image, aspect 3/4..4/3, as in Szegedy et al.
-and the torchvision recipe) to size x size, then a horizontal flip with probability 0.5.
+Training: data/augment.py's random-resized crop (area 8%..100% of the image, aspect 3/4..4/3, as in
+Szegedy et al. and the torchvision recipe) to size x size, then a horizontal flip with p = 1/2.
 Evaluation: resize the shorter side to `resize` (256), then a centre crop of size x size (224).
 Images are converted to RGB or L (resnetlab.data.images rules), scaled to 0..1 and normalised;
 the evaluation view is resnetlab.data.transform's resize-and-crop.
@@ -23,56 +23,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ResnetlabError
+from .augment import seeded_generator, train_transform
 from .images import convert_mode, image_to_tensor, open_image
-from .loader import seeded_generator
 from .normalise import IMAGENET_MEAN, IMAGENET_STD, normalise
 from .transform import resize_and_crop
-
-
-def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * float(torch.rand((), generator=gen))
-
-
-def random_resized_crop(
-    img: Image.Image,
-    size: int,
-    gen: torch.Generator,
-    scale: tuple[float, float] = (0.08, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
-) -> Image.Image:
-    """A random crop of random area and aspect, resized to size x size (bilinear)."""
-    width, height = img.size
-    area = width * height
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target = area * _uniform(gen, *scale)
-        aspect = math.exp(_uniform(gen, *log_ratio))
-        w = round(math.sqrt(target * aspect))
-        h = round(math.sqrt(target / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, (), generator=gen))
-            left = int(torch.randint(0, width - w + 1, (), generator=gen))
-            break
-    else:  # fall back to a centre crop of the whole image, aspect clamped to `ratio`
-        in_ratio = width / height
-        if in_ratio < ratio[0]:
-            w, h = width, round(width / ratio[0])
-        elif in_ratio > ratio[1]:
-            w, h = round(height * ratio[1]), height
-        else:
-            w, h = width, height
-        top, left = (height - h) // 2, (width - w) // 2
-    return img.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
-
-
-def train_transform(
-    img: Image.Image, gen: torch.Generator, size: int = 224, flip: bool = True
-) -> Image.Image:
-    """Random-resized crop to size x size, then a random horizontal flip."""
-    img = random_resized_crop(img, size, gen)
-    if flip and float(torch.rand((), generator=gen)) < 0.5:
-        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return img
 
 
 def eval_transform(
