@@ -18,8 +18,8 @@ from PIL import Image
 
 from resnetlab.cli import main
 from resnetlab.models.weights import read_metadata
-from resnetlab.train import logging as train_logging
-from resnetlab.train.logging import read_metrics
+from resnetlab.train import logs
+from resnetlab.train.logs import read_metrics
 from resnetlab.train.recipes import get_recipe, too_few_steps
 
 # the tiny CLI run, printing what a user sees (no --quiet); CLI: one epoch at batch 16
@@ -220,7 +220,7 @@ def test_metrics_csv_has_the_rows_and_columns_of_metrics_jsonl(six_class_run):
 
 def test_csv_of_rows_with_different_keys_leaves_empty_cells(tmp_path):
     rows = [{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.25, "test_top1_err": 0.1}]
-    train_logging.write_metrics(tmp_path, rows)
+    logs.write_metrics(tmp_path, rows)
     assert (tmp_path / "metrics.csv").read_text() == (
         "epoch,train_loss,test_top1_err\n1,0.5,\n2,0.25,0.1\n"
     )
@@ -256,7 +256,7 @@ def test_log_tensorboard_writes_an_events_file_or_refuses_in_one_line(tmp_path):
     data = write_npz(tmp_path / "d.npz", squares(64, 1), squares(16, 2))
     out = tmp_path / "run"
     code, _, err = run(["train", *CLI, "--data", data, "--out", out, "--log", "tensorboard"])
-    if not train_logging.package_installed("tensorboard"):
+    if not logs.package_installed("tensorboard"):
         assert code == 2
         assert err.strip().splitlines() == [
             "resnetlab train: error: --log tensorboard needs the tensorboard package: pip install "
@@ -278,7 +278,7 @@ def test_log_tensorboard_writes_an_events_file_or_refuses_in_one_line(tmp_path):
 
 
 def test_log_tensorboard_without_the_package_is_refused_before_any_work(tmp_path, monkeypatch):
-    monkeypatch.setattr(train_logging, "package_installed", lambda name: False)
+    monkeypatch.setattr(logs, "package_installed", lambda name: False)
     data = write_npz(tmp_path / "d.npz", squares(64, 1), squares(16, 2))
     out = tmp_path / "run"
     code, _, err = run(["train", *CLI, "--data", data, "--out", out, "--log", "tensorboard"])

@@ -225,7 +225,7 @@ def test_bf16_autocast_training_computes_in_bf16_on_cpu_and_learns(tmp_path, mon
 def test_progress_prints_a_few_plain_lines_when_not_on_a_terminal():
     import io
 
-    from resnetlab.train.logging import Progress
+    from resnetlab.train.logs import Progress
 
     stream = io.StringIO()
     p = Progress(100, "epoch 1/1", stream=stream)

@@ -8,7 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..errors import ResnetlabError
-from ..train.logging import LOG_CHOICES
+from ..train.logs import LOG_CHOICES
 
 DEFAULT_MODEL = "resnet20"
 

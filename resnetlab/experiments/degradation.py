@@ -20,7 +20,7 @@ from ..files import atomic_write, check_output_dir
 from ..models.factory import model_for_data
 from ..models.weights import read_metadata
 from ..train import checkpoint as ckpt
-from ..train.logging import METRICS_FILE, STEPS_FILE, SUMMARY_FILE, plural, read_metrics
+from ..train.logs import METRICS_FILE, STEPS_FILE, SUMMARY_FILE, plural, read_metrics
 from ..train.loop import TrainConfig, fit, load_data
 from ..train.resume import same_source
 from .figures import pyplot, save_png

@@ -82,7 +82,7 @@ def check_config(cfg: TrainConfig) -> None:
     (NaN, infinite, negative, of the wrong type), a choice is unknown or options are not a
     mapping. The one place a run's settings are checked; the command line adds flag names."""
     from ..policy import COMPILE_OPTIONS, PRECISIONS
-    from .logging import check_logs
+    from .logs import check_logs
     from .recipes import RECIPE_CHOICES
 
     for key, (ok, expected) in CONFIG_NUMBERS.items():

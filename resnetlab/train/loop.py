@@ -55,7 +55,7 @@ from .callbacks import EpochState, call, check_callbacks
 from .config import CONFIG_NUMBERS, TrainConfig, check_config  # noqa: F401
 from .evaluate import evaluate
 from .finetune import freeze, init_from, param_groups  # noqa: F401
-from .logging import (
+from .logs import (
     Progress,
     epoch_line,
     final_line,

@@ -153,7 +153,7 @@ def lr_note(recipe: Recipe) -> str:
 def too_few_steps(recipe: Recipe, steps_per_epoch: int) -> str | None:
     """A one-line warning when the schedule is too short for the recipe to learn, naming the
     epochs that would give it enough steps; None when it is long enough."""
-    from .logging import plural
+    from .logs import plural
 
     total = recipe.epochs * steps_per_epoch
     if total >= recipe.min_steps:

@@ -28,7 +28,7 @@ import torch
 from ..errors import ResnetlabError
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .logging import plural, warn
+from .logs import plural, warn
 from .recipes import Recipe
 
 # what may change on resume: "applied" from the next step (and recorded), or refused with why

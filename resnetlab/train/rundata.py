@@ -17,7 +17,7 @@ from pathlib import Path
 from ..data import DataSplits
 from ..errors import ResnetlabError
 from .config import TrainConfig
-from .logging import plural, warn
+from .logs import plural, warn
 
 
 def is_folder_source(source: str) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import ResnetlabError
 from . import checkpoint as ckpt
-from .logging import CURVES_FILE, METRICS_FILE, STEPS_FILE, SUMMARY_FILE, TENSORBOARD_DIR
+from .logs import CURVES_FILE, METRICS_FILE, STEPS_FILE, SUMMARY_FILE, TENSORBOARD_DIR
 
 LAST_WEIGHTS = "last.safetensors"
 BEST_WEIGHTS = "best.safetensors"

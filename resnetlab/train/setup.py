@@ -37,7 +37,7 @@ from . import distributed
 from .average import EMA
 from .config import TrainConfig
 from .finetune import freeze, init_from, param_groups
-from .logging import plural
+from .logs import plural
 from .recipes import Schedule, auto_recipe, get_recipe, lr_note
 from .resume import (
     change_text,
