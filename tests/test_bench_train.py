@@ -1,16 +1,17 @@
-"""benchmarks/bench_train.py's hand-written reference loop: its batched crop-and-flip gather is
-exact, and the loop trains (tiny sizes, CPU, no compile)."""
+"""benchmarks/reference_train.py, the hand-written loop bench_train_cuda.py measures the trainer
+against: its batched crop-and-flip gather is exact, and the loop trains (tiny sizes, CPU, no
+compile)."""
 
 import importlib.util
 from pathlib import Path
 
 import torch
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
+PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "reference_train.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_train", PATH)
+    spec = importlib.util.spec_from_file_location("reference_train", PATH)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
