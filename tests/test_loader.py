@@ -116,8 +116,8 @@ def test_ranks_split_the_epoch_without_overlap():
     r0 = BatchLoader(ds, 10, rank=0, **kw)
     r1 = BatchLoader(ds, 10, rank=1, **kw)
     assert len(r0) == len(r1) == 5
-    ids0 = {int(i) for i in r0._indices()}
-    ids1 = {int(i) for i in r1._indices()}
+    ids0 = {int(i) for i in r0.plan(0).order}
+    ids1 = {int(i) for i in r1.plan(0).order}
     assert not ids0 & ids1 and len(ids0) == len(ids1) == 50
 
 
@@ -137,3 +137,13 @@ def test_bad_loader_arguments_fail_clearly(kwargs, message):
         args["std"] = kwargs["mean"]
     with pytest.raises(ValueError, match=message):
         BatchLoader(make_dataset(), bs, **args)
+
+
+def test_the_host_and_the_device_resident_loader_train_on_the_same_images():
+    ds = make_dataset(n=64)
+    kw = dict(train=True, mean=(0.5,), std=(0.25,), pad=2, flip=True, erase=0.5, seed=5)
+    host = list(BatchLoader(ds, 16, **kw))
+    resident = list(BatchLoader(ds, 16, device="cpu", **kw))
+    assert len(host) == len(resident) == 4
+    for (x, y), (xr, yr) in zip(host, resident):
+        assert torch.equal(x, xr) and torch.equal(y, yr)

@@ -13,8 +13,8 @@ from torch import nn
 
 from resnetlab import policy
 from resnetlab.data.augment import apply_crop_flip
+from resnetlab.data.loader import BatchLoader, fits_on_device
 from resnetlab.data.normalise import normaliser
-from resnetlab.data.resident import ResidentLoader, fits_on_device
 from resnetlab.errors import ResnetlabError
 from resnetlab.models import create_model
 from resnetlab.train import loop, setup
@@ -27,9 +27,9 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 def _loader(ds, **kw):
-    base = dict(device="cpu", mean=MEAN, std=STD, seed=3, channels_last=False)
+    base = dict(train=True, device="cpu", mean=MEAN, std=STD, seed=3, channels_last=False)
     base.update(kw)
-    return ResidentLoader(ds, 16, **base)
+    return BatchLoader(ds, 16, **base)
 
 
 def test_resident_batches_are_the_epochs_permutation_normalised():
@@ -85,9 +85,9 @@ def test_resident_ranks_share_the_epoch_without_overlap():
 def test_resident_loader_rejects_bad_arguments():
     ds = squares(32, 0)
     with pytest.raises(ResnetlabError, match="batch_size must be >= 1"):
-        ResidentLoader(ds, 0, device="cpu", mean=MEAN, std=STD)
+        BatchLoader(ds, 0, train=True, device="cpu", mean=MEAN, std=STD)
     with pytest.raises(ResnetlabError, match="3/3 values; images have 1 channels"):
-        ResidentLoader(ds, 8, device="cpu", mean=(0, 0, 0), std=(1, 1, 1))
+        BatchLoader(ds, 8, train=True, device="cpu", mean=(0, 0, 0), std=(1, 1, 1))
     assert fits_on_device(10**12, "cpu")
 
 
@@ -169,15 +169,15 @@ def test_non_finite_loss_stops_at_the_next_read_and_keeps_a_finite_checkpoint(
 ):
     torch.set_num_threads(1)
     monkeypatch.setitem(loop.READ_EVERY, "cpu", 4)
-    assemble = ResidentLoader._assemble
+    assemble = BatchLoader._assemble
 
     def poisoned(self, plan, b):  # batch 1 of epoch 2 (step 8) holds a NaN pixel
         x, y = assemble(self, plan, b)
-        if self.epoch == 1 and b == 1:
+        if self.train and self.epoch == 1 and b == 1:
             x[0, 0, 0, 0] = float("nan")
         return x, y
 
-    monkeypatch.setattr(ResidentLoader, "_assemble", poisoned)
+    monkeypatch.setattr(BatchLoader, "_assemble", poisoned)
     trained = {}
     monkeypatch.setattr(loop.Trainer, "on_step_end", lambda self: trained.update(m=self.model))
     with pytest.raises(loop.NonFiniteLoss, match=r"loss became nan at epoch 2, step 8 \(lr "):

@@ -1,75 +1,67 @@
-"""The fast loader: one uint8 tensor in memory, augmented and normalised per batch.
+"""The batch loader: a dataset as one uint8 tensor, shuffled, augmented and normalised per batch.
 
-Every random draw of an epoch derives from (seed, epoch) and of a batch from (seed, epoch, batch),
-so a run resumed in the middle of an epoch sees exactly the batches it would have seen.
+The images live in host memory, or on the device (copied there once: `device=`; on a CPU the
+copy is no copy). At the start of an epoch the host draws the epoch's plan from (seed, epoch)
+alone: the order of the images and, when training, every position's crop offsets, mirror flag
+and erased box (data/augment.py's draws). The plan crosses to where the images are in one
+transfer; from then on a batch is a slice of the plan, and gathering, cropping, mirroring,
+normalising (data/normalise.py) and erasing run batched there, with nothing crossing from the
+host per batch. So the host loader, the CPU's resident one and a GPU's train on the same augmented
+images, and a run resumed in the middle of an epoch redraws the same plan and continues at the same
+batch (`state_dict`: epoch and next batch). Evaluation is the same loader with `train=False`: the
+images in order, no augmentation, the last partial batch kept. With `world_size` ranks each takes
+every world_size-th image of the epoch's order (the tail that does not share evenly is dropped).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
 
 import torch
 
 from ..errors import ResnetlabError
-from .augment import crop_flip, random_erase, seeded_generator
+from .augment import apply_crop_flip, apply_erase, draw_crop_flip, draw_erase, seeded_generator
 from .dataset import ImageDataset
 from .normalise import apply_normaliser, normaliser
 
-
-class EpochLoader:
-    """What the loaders share: checked arguments, each rank's share of the data, and the position
-    (epoch, next batch) that a checkpoint saves and a resumed run continues from."""
-
-    def _init_position(
-        self, n: int, channels: int, batch_size: int, mean, std, rank: int, world_size: int
-    ) -> None:
-        if batch_size < 1:
-            raise ResnetlabError(
-                f"batch_size must be >= 1, got {batch_size}", argument="batch_size"
-            )
-        if not 0 <= rank < world_size:
-            raise ResnetlabError(f"rank {rank} outside world of size {world_size}")
-        if len(mean) != channels or len(std) != channels:
-            raise ResnetlabError(
-                f"mean/std have {len(mean)}/{len(std)} values; images have {channels} channels"
-            )
-        self.batch_size = batch_size
-        self.rank, self.world_size = rank, world_size
-        # every rank gets the same number of samples (the tail is dropped when sharding)
-        self.per_rank = n // world_size if world_size > 1 else n
-        if self.per_rank == 0:
-            raise ResnetlabError(f"{n} samples cannot be shared by {world_size} ranks")
-        self.epoch = 0
-        self._start_batch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Start epoch `epoch` from its first batch."""
-        self.epoch = epoch
-        self._start_batch = 0
-
-    def state_dict(self) -> dict:
-        """Where the next batch starts; pair with load_state_dict to resume mid-epoch exactly."""
-        return {"epoch": self.epoch, "batch": self._start_batch}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Continue at the epoch and batch that state_dict returned."""
-        self.epoch = int(state["epoch"])
-        self._start_batch = int(state["batch"])
-
-    @staticmethod
-    def one_thread(make, *args):
-        """make(*args) on one intra-op thread: a batch is ~1e5 pixels, too small to gain from
-        threads, and on a busy machine their barriers cost 10x the work (the model keeps them)."""
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return make(*args)
-        finally:
-            torch.set_num_threads(threads)
+RESIDENT_FRACTION = 0.25  # at most this share of a GPU's memory holds the training images
 
 
-class BatchLoader(EpochLoader):
-    """Batches of a whole in-memory dataset: shuffled, augmented, normalised, channels_last."""
+def fits_on_device(nbytes: int, device: str | torch.device) -> bool:
+    """True when `nbytes` of images may live on `device`: always on a CPU, and on a GPU when they
+    take at most RESIDENT_FRACTION of its memory (the rest is the model's)."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return True
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        return nbytes <= RESIDENT_FRACTION * total
+    return False
+
+
+@dataclass
+class EpochPlan:
+    """The random draws of one epoch, where the images are: order and per-position augmentation."""
+
+    order: torch.Tensor  # (n,) indices into the dataset
+    dy: torch.Tensor | None = None  # (n,) crop offsets
+    dx: torch.Tensor | None = None
+    mirror: torch.Tensor | None = None  # (n,) bool
+    boxes: torch.Tensor | None = None  # (n, 4) erased box per position
+
+    def to(self, device: torch.device) -> EpochPlan:
+        """The plan on `device`, in one transfer per tensor that does not wait for the host."""
+        moved = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            moved[f.name] = v.to(device, non_blocking=True) if v is not None else None
+        return EpochPlan(**moved)
+
+
+class BatchLoader:
+    """Batches (x float32 normalised, channels_last when asked; y int64) of a dataset held in
+    memory: the host's, or `device`'s when given (batches then arrive on it)."""
 
     def __init__(
         self,
@@ -87,16 +79,37 @@ class BatchLoader(EpochLoader):
         channels_last: bool = True,
         rank: int = 0,
         world_size: int = 1,
+        device: str | torch.device | None = None,
     ) -> None:
-        self._init_position(len(dataset), dataset.images.shape[1], batch_size, mean, std,
-                            rank, world_size)  # fmt: skip
-        self.dataset = dataset
-        self.train = train
+        images = dataset.images
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ResnetlabError(f"expected uint8 (N, C, H, W) images, got {images.dtype}")
+        if batch_size < 1:
+            raise ResnetlabError(
+                f"batch_size must be >= 1, got {batch_size}", argument="batch_size"
+            )
+        if not 0 <= rank < world_size:
+            raise ResnetlabError(f"rank {rank} outside world of size {world_size}")
+        channels = images.shape[1]
+        if len(mean) != channels or len(std) != channels:
+            raise ResnetlabError(
+                f"mean/std have {len(mean)}/{len(std)} values; images have {channels} channels"
+            )
+        n = len(images)
+        self.per_rank = n // world_size if world_size > 1 else n  # every rank gets as many
+        if self.per_rank == 0:
+            raise ResnetlabError(f"{n} samples cannot be shared by {world_size} ranks")
+        self.device = torch.device(device) if device is not None else images.device
+        self.images = images.to(self.device)
+        self.labels = dataset.labels.to(self.device)
+        self.batch_size, self.train = batch_size, train
         self.pad, self.flip, self.erase = pad, flip, erase
-        self.seed = seed
+        self.seed, self.rank, self.world_size = seed, rank, world_size
         self.drop_last = train if drop_last is None else drop_last
         self.channels_last = channels_last
-        self._norm = normaliser(mean, std)
+        self._norm = normaliser(mean, std, self.device)
+        self.epoch = 0
+        self._start_batch = 0
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -108,38 +121,73 @@ class BatchLoader(EpochLoader):
         """Samples this rank sees per epoch."""
         return len(self) * self.batch_size if self.drop_last else self.per_rank
 
-    def _indices(self) -> torch.Tensor:
-        n = len(self.dataset)
-        if self.train:
-            order = torch.randperm(n, generator=seeded_generator(self.seed, self.epoch))
-        else:
-            order = torch.arange(n)
-        if self.world_size > 1:
-            order = order[: self.per_rank * self.world_size][self.rank :: self.world_size]
-        return order
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self._indices()
-        for b in range(self._start_batch, len(self)):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            self._start_batch = b + 1
-            yield self._make_batch(idx, b)
-        # the epoch is complete: the next one starts from its first batch
-        self.epoch += 1
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch `epoch` from its first batch."""
+        self.epoch = epoch
         self._start_batch = 0
 
-    def _make_batch(self, idx: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.one_thread(self._assemble, idx, b)
+    def state_dict(self) -> dict:
+        """Where the next batch starts; pair with load_state_dict to resume mid-epoch exactly."""
+        return {"epoch": self.epoch, "batch": self._start_batch}
 
-    def _assemble(self, idx: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.dataset.images[idx]
-        y = self.dataset.labels[idx]
-        gen = seeded_generator(self.seed, self.epoch, b, self.rank) if self.train else None
-        if self.train and (self.pad > 0 or self.flip):
-            x = crop_flip(x, self.pad, self.flip, gen)
+    def load_state_dict(self, state: dict) -> None:
+        """Continue at the epoch and batch that state_dict returned."""
+        self.epoch = int(state["epoch"])
+        self._start_batch = int(state["batch"])
+
+    def plan(self, epoch: int) -> EpochPlan:
+        """Epoch `epoch`'s plan for this rank: drawn on the host from (seed, epoch), then moved to
+        where the images are."""
+        n = len(self.images)
+        if not self.train:
+            return EpochPlan(self._share(torch.arange(n))).to(self.device)
+        gen = seeded_generator(self.seed, epoch)
+        order = self._share(torch.randperm(n, generator=gen))
+        m = len(order)
+        dy = dx = mirror = boxes = None
+        if self.pad > 0 or self.flip:
+            dy, dx, mirror = draw_crop_flip(m, self.pad, self.flip, gen)
+        if self.erase > 0:
+            boxes = draw_erase(m, tuple(self.images.shape[2:]), self.erase, gen)
+        return EpochPlan(order, dy, dx, mirror, boxes).to(self.device)
+
+    def _share(self, order: torch.Tensor) -> torch.Tensor:
+        if self.world_size == 1:
+            return order
+        return order[: self.per_rank * self.world_size][self.rank :: self.world_size]
+
+    def batch(self, plan: EpochPlan, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch `b` of an epoch's plan, assembled where the images are."""
+        if self.device.type != "cpu":
+            return self._assemble(plan, b)
+        # on one intra-op thread: a batch is ~1e5 pixels, too small to gain from threads, and on a
+        # busy machine their barriers cost 10x the work (the model keeps its threads)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._assemble(plan, b)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _assemble(self, plan: EpochPlan, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s = slice(b * self.batch_size, (b + 1) * self.batch_size)
+        idx = plan.order[s]
+        x = self.images[idx]
+        if plan.dy is not None:
+            mirror = plan.mirror[s] if plan.mirror is not None else None
+            x = apply_crop_flip(x, self.pad, plan.dy[s], plan.dx[s], mirror)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x = apply_normaliser(x, self._norm)
-        if self.train and self.erase > 0:
-            x = random_erase(x, self.erase, gen)
-        return x, y
+        if plan.boxes is not None:
+            x = apply_erase(x, plan.boxes[s])
+        return x, self.labels[idx]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        plan = self.plan(self.epoch)
+        for b in range(self._start_batch, len(self)):
+            self._start_batch = b + 1
+            yield self.batch(plan, b)
+        # the epoch is complete: the next one starts from its first batch
+        self.epoch += 1
+        self._start_batch = 0

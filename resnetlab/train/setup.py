@@ -17,9 +17,8 @@ from torch import nn
 
 from ..data import DataSplits, ImageDataset
 from ..data.classmap import is_unnamed, match_head
-from ..data.loader import BatchLoader
+from ..data.loader import BatchLoader, fits_on_device
 from ..data.normalise import compute_mean_std
-from ..data.resident import ResidentLoader, fits_on_device
 from ..data.split import split_dataset, stratified_holdout
 from ..errors import ResnetlabError
 from ..models import get_entry, read_metadata
@@ -253,15 +252,11 @@ def set_up(
     local_batch = recipe.batch_size // info.world_size
     aug = dict(pad=recipe.pad, flip=recipe.flip, erase=recipe.erase, seed=cfg.seed)
     shard = dict(channels_last=r.channels_last, rank=info.rank, world_size=info.world_size)
-    r.resident = fits_on_device(train_set.images.nbytes, device)
-    if r.resident:
-        r.train_loader = ResidentLoader(
-            train_set, local_batch, device=device, mean=mean, std=std, **aug, **shard
-        )
-    else:  # larger than the device's share: batches cross from the host
-        r.train_loader = BatchLoader(
-            train_set, local_batch, train=True, mean=mean, std=std, **aug, **shard
-        )
+    r.resident = fits_on_device(train_set.images.nbytes, device)  # else batches cross from the host
+    on = device if r.resident else None
+    r.train_loader = BatchLoader(
+        train_set, local_batch, train=True, mean=mean, std=std, device=on, **aug, **shard
+    )
     if len(r.train_loader) == 0:
         raise ResnetlabError(
             f"{len(train_set)} training images make no batch of {recipe.batch_size}; "
