@@ -20,6 +20,7 @@ class TrainConfig:
     epochs: int | None = None  # None: the recipe's
     batch_size: int | None = None
     lr: float | None = None
+    weight_decay: float | None = None  # None: the recipe's (experiment overfitting sets 0)
     seed: int = 0
     subset: int | None = None
     val_split: float = 0.0
@@ -62,6 +63,7 @@ CONFIG_NUMBERS = {
     "epochs": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
     "batch_size": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
     "lr": (lambda v: _real(v) and v > 0, "a finite number > 0"),
+    "weight_decay": (lambda v: _real(v) and v >= 0, "a finite number >= 0"),
     "seed": (_whole, "a whole number"),
     "subset": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
     "val_split": (lambda v: _real(v) and v >= 0, "a fraction in [0, 1) or a count of images"),

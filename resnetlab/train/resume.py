@@ -58,6 +58,7 @@ RESUME_SETTINGS: dict[str, str] = {
     "seed": "every epoch's order and augmentation derive from it",
     "batch_size": "the epoch's batches and the loader's position are counted in it",
     "recipe": "the optimiser's state and the schedule are the recipe's",
+    "weight_decay": "the optimiser's state holds it",
     "augment": "the recipe's augmentation is part of what the run trains on",
     "init_from": "the run was initialised and normalised from it",
     "freeze": "the optimiser's state holds the parameters that train",
@@ -188,9 +189,10 @@ def setting_changes(
 
 
 def _effective(key: str, config: dict[str, Any], recipe: Any) -> Any:
-    """The value a run computes with: the recipe's epochs, batch and lr (a setting left unset
-    takes the recipe's), the body's lr scale as set_up resolves it; else the setting itself."""
-    if key in ("epochs", "batch_size", "lr"):
+    """The value a run computes with: the recipe's epochs, batch, lr and weight decay (a setting
+    left unset takes the recipe's), the body's lr scale as set_up resolves it; else the setting
+    itself."""
+    if key in ("epochs", "batch_size", "lr", "weight_decay"):
         value = recipe.get(key) if isinstance(recipe, dict) else getattr(recipe, key, None)
         return value if value is not None else config.get(key)
     if key == "body_lr_scale" and config.get(key) is None:

@@ -181,7 +181,8 @@ def set_up(
     if state_ck is not None:
         check_same_folder(resume, cfg.out)
     cfg = replace(cfg, recipe=auto_recipe(cfg.recipe, device, cfg.batch_size))
-    recipe = get_recipe(cfg.recipe, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr)
+    recipe = get_recipe(cfg.recipe, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                        weight_decay=cfg.weight_decay)  # fmt: skip
     if not cfg.augment:
         recipe = replace(recipe, pad=0, flip=False, erase=0.0)
     # settings given again: applied from the next step and recorded, or refused in one line
