@@ -204,8 +204,9 @@ def test_each_block_holds_its_shortcut_as_a_module_and_the_plain_twin_none():
     assert all(isinstance(blk.downsample, nn.Sequential) for blk in c.layer1)
     pre = resnetlab.create_model("preact_resnet164")  # its input is normalised: no BN
     assert [type(m) for m in pre.layer1[0].downsample] == [nn.Conv2d]
-    plain = resnetlab.create_model("plain20")
-    assert type(plain.layer2[0]) is type(a.layer2[0]) and plain.layer2[0].downsample is None
+    twin = resnetlab.create_model("plain20").layer2[0]  # a class of its own: same layers, no shortcut
+    assert twin.plain and twin.shortcut is None and twin.downsample is None
+    assert twin.state_dict().keys() == a.layer2[0].state_dict().keys()
 
 
 def test_no_head_returns_the_pooled_features():

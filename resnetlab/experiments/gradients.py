@@ -54,18 +54,11 @@ def residual_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def response_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The BN that follows each 3x3 conv (post-activation nets: convK -> bnK in one module)."""
-    out = []
-    for name, module in model.named_modules():
-        for cname, conv in module.named_children():
-            if not (isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3)):
-                continue
-            if not cname.startswith("conv") or getattr(module, "preact", False):
-                continue
-            bn = getattr(module, "bn" + cname[4:], None)
-            if isinstance(bn, nn.BatchNorm2d):
-                out.append((f"{name}.{cname}" if name else cname, bn))
-    return out
+    """(3x3 conv's name, the BN whose output is its response), in forward order, as the net and
+    its blocks declare them (`response_pairs()`: post-activation nets only)."""
+    names = {id(m): name for name, m in model.named_modules()}
+    pairs = [p for m in model.modules() if hasattr(m, "response_pairs") for p in m.response_pairs()]
+    return [(names[id(conv)], bn) for conv, bn in pairs]
 
 
 def probe(

@@ -1,13 +1,14 @@
 """The lesion study of Veit, Wilber and Belongie (2016): delete blocks from a trained net at test
 time and measure the error.
 
-Deleting a residual block removes its residual branch and keeps its shortcut: the block computes
-relu(shortcut(x)) (post-activation) or shortcut(x) (pre-activation). With the CIFAR nets' option-A
-shortcut that works for every block, downsampling ones included (the shortcut subsamples and
-zero-pads). A plain block has no shortcut: deleting it means skipping it, which only blocks whose
-input and output shapes agree allow; its downsampling blocks stay. The random k-block deletions
-draw from the blocks that keep their shape in both kinds of net, so plain and ResNet curves compare
-like with like.
+Deleting a residual block removes its residual branch and keeps its shortcut: the block's
+`residual` (F) gives 0 and is not computed, and the block's own forward does the rest, so it
+computes relu(shortcut(x)) (post-activation) or shortcut(x) (pre-activation) without this module
+knowing which. With the CIFAR nets' option-A shortcut that works for every block, downsampling
+ones included (the shortcut subsamples and zero-pads). A plain block has no shortcut (its
+`shortcut` is None): deleting it means skipping it, which only blocks whose input and output shapes
+agree allow; its downsampling blocks stay. The random k-block deletions draw from the blocks that
+keep their shape in both kinds of net, so plain and ResNet curves compare like with like.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,6 @@ from ..data.loader import BatchLoader
 from ..errors import ResnetlabError
 from ..files import atomic_write, check_output_dir
 from ..models import load_model
-from ..models.blocks import preact_shortcut
 from .figures import pyplot, save_png
 from .gradients import residual_blocks
 
@@ -40,37 +39,44 @@ FIGURE_FILE = "lesion.png"
 
 def keeps_shape(block: nn.Module) -> bool:
     """Input and output of the block have the same shape (stride 1, as many channels)."""
-    conv1 = block.conv1
-    stride = max(m.stride[0] for m in block.modules() if isinstance(m, nn.Conv2d))
-    out_ch = [m for m in block.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
-    return stride == 1 and conv1.in_channels == out_ch
+    return block.stride == 1 and block.in_channels == block.out_channels
 
 
 def deletable(block: nn.Module) -> bool:
     """A residual block always (its shortcut remains); a plain block only if it keeps its shape."""
-    return not block.plain or keeps_shape(block)
+    return block.shortcut is not None or keeps_shape(block)
 
 
 def shortcut_only(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """What the block computes with its residual branch deleted."""
-    if block.plain:
-        return x
-    if block.preact:  # nothing follows the addition
-        return preact_shortcut(block.downsample, x, torch.relu(block.bn1(x)))
-    return torch.relu(x if block.downsample is None else block.downsample(x))
+    with deleted([block]):
+        return block(x)
+
+
+def _no_residual(*_args: torch.Tensor) -> float:
+    return 0.0  # F(x) = 0: nothing computed; 0.0 + shortcut(x) is shortcut(x) exactly
+
+
+def _skip(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 @contextlib.contextmanager
 def deleted(blocks: list[nn.Module]):
-    """Within the context, the given blocks compute only their shortcut (their branch is not
-    computed at all); afterwards they are whole again."""
-    for b in blocks:
-        b.forward = types.MethodType(shortcut_only, b)  # an instance attribute shadows the method
+    """Within the context, the given blocks (in eval mode) lose their residual branch, which is
+    not computed at all: a residual block passes on its shortcut, a plain block its input;
+    afterwards they are whole again."""
+    for b in blocks:  # an instance attribute shadows the method
+        if b.shortcut is None:
+            b.forward = _skip
+        else:
+            b.residual = _no_residual
     try:
         yield
     finally:
         for b in blocks:
-            del b.forward
+            b.__dict__.pop("forward", None)
+            b.__dict__.pop("residual", None)
 
 
 @torch.inference_mode()
@@ -189,7 +195,7 @@ def run_lesion(
         base, single, ks, means, stds = lesion_model(
             model, batches, pool=pool, draws=draws, seed=seed, max_k=max_k
         )
-        family = "plain" if all(b.plain for _, b in blocks) else "resnet"
+        family = "plain" if all(b.shortcut is None for _, b in blocks) else "resnet"
         res = Lesion(meta["name"], str(w), family, base, [n for n, _ in blocks], single, ks,
                      means, stds, draws)  # fmt: skip
         results.append(res)

@@ -18,23 +18,9 @@ from torch import nn
 
 from .. import policy
 from ..errors import ResnetlabError
-from ..models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
-from ..models.mlp import MLPBlock
-from ..models.resnet import ResNet
 
 PRECISIONS = policy.PRECISIONS  # fp16 on CUDA only
-BACKENDS = ("auto", "torch", "onnxruntime")
-
-# (layer, the BN that normalises its output) inside each block; pre-activation blocks normalise
-# their input with bn1, which has no conv before it inside the block, so bn1 stays.
-FOLD_PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
-    ResNet: (("conv1", "bn1"),),
-    BasicBlock: (("conv1", "bn1"), ("conv2", "bn2")),
-    Bottleneck: (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
-    PreActBasicBlock: (("conv1", "bn2"),),
-    PreActBottleneck: (("conv1", "bn2"), ("conv2", "bn3")),
-    MLPBlock: (("fc1", "bn1"), ("fc2", "bn2")),
-}
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 
 
 def _folded_weight_bias(
@@ -90,28 +76,29 @@ def _fuse(layer: nn.Module, bn: nn.Module) -> nn.Module | None:
 def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
     """A copy of `model` in eval mode with every BN that follows a conv/linear folded into it.
 
-    Folded BNs become nn.Identity. Returns (folded copy, number of BNs folded). BNs with no layer
+    Folded BNs become nn.Identity. Returns (folded copy, number of BNs folded). The pairs are the
+    ones each net and block declares (`conv_bn_pairs()`: the stem's, each block's and its
+    projection's), and in any other nn.Sequential a layer and the BN after it. BNs with no layer
     directly before them (pre-activation inputs, the final norm of pre-activation nets) stay.
     """
     model = copy.deepcopy(model).eval()
-    folded = 0
-    for module in list(model.modules()):
-        pairs = list(FOLD_PAIRS.get(type(module), ()))
-        if isinstance(module, nn.Sequential):
-            names = list(module._modules)
-            pairs += list(zip(names[:-1], names[1:]))
-        for layer_name, bn_name in pairs:
-            layer = getattr(module, layer_name, None)
-            bn = getattr(module, bn_name, None)
-            if layer is None or bn is None:
-                continue
-            fused = _fuse(layer, bn)
-            if fused is None:
-                continue
-            setattr(module, layer_name, fused)
-            setattr(module, bn_name, nn.Identity())
-            folded += 1
-    return model, folded
+    place = {id(c): (m, name) for m in model.modules() for name, c in m.named_children()}
+    pairs = []
+    for module in model.modules():
+        if hasattr(module, "conv_bn_pairs"):
+            pairs += module.conv_bn_pairs()
+        elif isinstance(module, nn.Sequential):
+            layers = list(module)
+            pairs += list(zip(layers[:-1], layers[1:]))
+    done: set[int] = set()  # a projection's pair: declared by its block, met again as a Sequential
+    for layer, bn in pairs:
+        fused = None if id(bn) in done else _fuse(layer, bn)
+        if fused is None:
+            continue
+        done.add(id(bn))
+        setattr(*place[id(layer)], fused)
+        setattr(*place[id(bn)], nn.Identity())
+    return model, len(done)
 
 
 def resolve_precision(precision: str, device: str = "cpu") -> str:

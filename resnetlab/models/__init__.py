@@ -1,9 +1,10 @@
 """Residual networks: blocks, the ResNet body, residual MLPs, the name registry and weights I/O."""
 
-from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
+from .blocks import BasicBlock, Bottleneck, PlainBasicBlock, PlainBottleneck
 from .factory import create_model, load_model, model_for_data
 from .features import FeatureExtractor, FeatureInfo
-from .mlp import ResidualMLP
+from .mlp import MLPBlock, PlainMLPBlock, ResidualMLP
+from .preact import PlainPreActBasicBlock, PlainPreActBottleneck, PreActBasicBlock, PreActBottleneck
 from .pretrained import adapt_input_conv
 from .registry import ModelEntry, get_entry, list_models, list_pretrained
 from .resnet import ResNet, ResNetSpec
@@ -14,7 +15,13 @@ __all__ = [
     "Bottleneck",
     "FeatureExtractor",
     "FeatureInfo",
+    "MLPBlock",
     "ModelEntry",
+    "PlainBasicBlock",
+    "PlainBottleneck",
+    "PlainMLPBlock",
+    "PlainPreActBasicBlock",
+    "PlainPreActBottleneck",
     "PreActBasicBlock",
     "PreActBottleneck",
     "ResNet",

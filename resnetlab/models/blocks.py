@@ -1,10 +1,21 @@
-"""Residual blocks: basic and bottleneck, post-activation (2015) and pre-activation (2016).
+"""Residual blocks and their plain twins: basic and bottleneck, post-activation (2015) and
+pre-activation (2016).
 
-Each block reads as its paper draws it: `__init__` builds the shortcut (`downsample`: None for the
-identity, `PadShortcut` for option A, a 1x1 projection for options B and C) and the residual branch;
-`forward` computes the branch top to bottom and adds the shortcut. `shortcut=None` builds the plain
-twin: the same layers, no shortcut, no addition. Module names follow torchvision (conv1, bn1, ...,
-downsample), so weight files interchange.
+Each block owns its anatomy, so nothing outside it needs to know its layer names:
+- `residual(x)` is the branch F(x), up to the addition;
+- `shortcut(x)` is what the addition adds: x itself, or its projection where the shape changes
+  (`downsample`: None for the identity, `PadShortcut` for option A, a 1x1 conv (+BN) for B and C);
+- `conv_bn_pairs()` lists every (conv, BN) pair whose BN normalises that conv's output, in forward
+  order, the projection's last (what BN folding folds);
+- `response_pairs()` lists each 3x3 conv with the BN whose output is its response in Figure 7 of
+  the 2015 paper (after BN, before the ReLU or the addition; pre-activation blocks have none).
+
+A plain twin is its own class with the same layers, names and initialisation, and no shortcut:
+its `shortcut` is None (not a method), its forward has no addition. `forward` reads top to bottom
+and carries no family branch: y = relu(F(x) + shortcut(x)) after the 2015 paper, F(x) +
+shortcut(x) after the 2016 one. Module names follow torchvision (conv1, bn1, ..., downsample), so
+weight files interchange; the shortcut is registered first, as it always was here, which keeps
+the order of every state dict and of the seeded initialisation.
 """
 
 from __future__ import annotations
@@ -12,55 +23,64 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import PadShortcut, conv1x1, conv3x3, make_shortcut, maybe_drop_path, maybe_dropout
+from .layers import conv1x1, conv3x3, make_shortcut, maybe_drop_path, maybe_dropout
+
+Pairs = list[tuple[nn.Module, nn.Module]]
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 convs: y = relu(F(x) + shortcut(x)), F = bn2(conv2(relu(bn1(conv1(x)))))."""
+def projection_pairs(downsample: nn.Module | None) -> Pairs:
+    """The (conv, BN) pair of a projection shortcut (options B and C, post-activation); else []."""
+    if isinstance(downsample, nn.Sequential) and len(downsample) == 2:
+        return [(downsample[0], downsample[1])]
+    return []
+
+
+class _BasicLayers(nn.Module):
+    """A post-activation basic block's layers and its branch F(x)."""
 
     expansion = 1
     preact = False
 
     def __init__(
-        self,
-        cin: int,
-        planes: int,
-        stride: int = 1,
-        *,
-        shortcut: str | None = "B",
-        dilation: int = 1,
-        first_dilation: int | None = None,
-        drop_rate: float = 0.0,
-        drop_path: float = 0.0,
+        self, cin, planes, stride, downsample, dilation, first_dilation, drop_rate
     ) -> None:
         super().__init__()
-        self.plain = shortcut is None
-        self.downsample = None if self.plain else make_shortcut(shortcut, cin, planes, stride)
-        self.drop_path = maybe_drop_path(drop_path)
+        self.downsample = downsample
         self.drop = maybe_dropout(drop_rate)
         self.conv1 = conv3x3(cin, planes, stride, dilation=first_dilation or dilation)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes, dilation=dilation)
         self.bn2 = nn.BatchNorm2d(planes)
+        self.stride, self.in_channels, self.out_channels = stride, cin, planes
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x) = bn2(conv2(relu(bn1(conv1(x))))), up to the addition."""
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+        out = self.drop(out)
+        out = self.conv2(out)
+        out = self.bn2(out)
+        return out
+
+    def conv_bn_pairs(self) -> Pairs:
+        """(conv, BN) pairs in forward order, the projection shortcut's last."""
+        return [(self.conv1, self.bn1), (self.conv2, self.bn2), *projection_pairs(self.downsample)]
+
+    def response_pairs(self) -> Pairs:
+        """Each 3x3 conv and the BN whose output is its response (Figure 7)."""
+        return [(self.conv1, self.bn1), (self.conv2, self.bn2)]
 
     def zero_init_last(self) -> None:
+        """Zero the last BN's gamma: the branch starts as 0 (Goyal et al. 2017)."""
         nn.init.zeros_(self.bn2.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(self.drop(out)))
-        if not self.plain:
-            identity = x if self.downsample is None else self.downsample(x)
-            out = self.drop_path(out) + identity
-        return self.relu(out)
 
+class BasicBlock(_BasicLayers):
+    """Two 3x3 convs plus the shortcut: y = relu(F(x) + shortcut(x))."""
 
-class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3, 1x1 expand (x4); stride on the 3x3 ("v1.5") unless stride_in_1x1."""
-
-    expansion = 4
-    preact = False
+    plain = False
 
     def __init__(
         self,
@@ -68,22 +88,69 @@ class Bottleneck(nn.Module):
         planes: int,
         stride: int = 1,
         *,
-        shortcut: str | None = "B",
-        groups: int = 1,
-        base_width: int = 64,
-        stride_in_1x1: bool = False,
+        shortcut: str = "B",
         dilation: int = 1,
         first_dilation: int | None = None,
         drop_rate: float = 0.0,
         drop_path: float = 0.0,
     ) -> None:
+        downsample = make_shortcut(shortcut, cin, planes, stride)
+        super().__init__(cin, planes, stride, downsample, dilation, first_dilation, drop_rate)
+        self.drop_path = maybe_drop_path(drop_path)
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        """x, or its projection where the shape changes."""
+        return x if self.downsample is None else self.downsample(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.residual(x)
+        out = self.drop_path(out)
+        out = out + self.shortcut(x)
+        out = self.relu(out)
+        return out
+
+
+class PlainBasicBlock(_BasicLayers):
+    """BasicBlock's twin without the shortcut: y = relu(F(x))."""
+
+    plain = True
+    shortcut = None
+
+    def __init__(
+        self,
+        cin: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        dilation: int = 1,
+        first_dilation: int | None = None,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__(cin, planes, stride, None, dilation, first_dilation, drop_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.residual(x)
+        out = self.relu(out)
+        return out
+
+
+class _BottleneckLayers(nn.Module):
+    """A post-activation bottleneck's layers: 1x1 reduce, 3x3, 1x1 expand (x4), and F(x).
+
+    The stride sits on the 3x3 ("v1.5", torchvision's) unless stride_in_1x1 (the 2015 paper)."""
+
+    expansion = 4
+    preact = False
+
+    def __init__(
+        self, cin, planes, stride, downsample, groups, base_width, stride_in_1x1, dilation,
+        first_dilation, drop_rate,
+    ) -> None:  # fmt: skip
         super().__init__()
         cout = planes * self.expansion
         width = int(planes * (base_width / 64.0)) * groups  # wide ResNets and ResNeXt widen this
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.plain = shortcut is None
-        self.downsample = None if self.plain else make_shortcut(shortcut, cin, cout, stride)
-        self.drop_path = maybe_drop_path(drop_path)
+        self.downsample = downsample
         self.drop = maybe_dropout(drop_rate)
         self.conv1 = conv1x1(cin, width, s1)
         self.bn1 = nn.BatchNorm2d(width)
@@ -92,38 +159,43 @@ class Bottleneck(nn.Module):
         self.conv3 = conv1x1(width, cout)
         self.bn3 = nn.BatchNorm2d(cout)
         self.relu = nn.ReLU(inplace=True)
+        self.stride, self.in_channels, self.out_channels = stride, cin, cout
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x) = bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))), up to the addition."""
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+        out = self.conv2(out)
+        out = self.bn2(out)
+        out = self.relu(out)
+        out = self.drop(out)
+        out = self.conv3(out)
+        out = self.bn3(out)
+        return out
+
+    def conv_bn_pairs(self) -> Pairs:
+        """(conv, BN) pairs in forward order, the projection shortcut's last."""
+        return [
+            (self.conv1, self.bn1),
+            (self.conv2, self.bn2),
+            (self.conv3, self.bn3),
+            *projection_pairs(self.downsample),
+        ]
+
+    def response_pairs(self) -> Pairs:
+        """The 3x3 conv and the BN whose output is its response (Figure 7)."""
+        return [(self.conv2, self.bn2)]
 
     def zero_init_last(self) -> None:
+        """Zero the last BN's gamma: the branch starts as 0."""
         nn.init.zeros_(self.bn3.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(self.drop(out)))
-        if not self.plain:
-            identity = x if self.downsample is None else self.downsample(x)
-            out = self.drop_path(out) + identity
-        return self.relu(out)
 
+class Bottleneck(_BottleneckLayers):
+    """1x1 reduce, 3x3, 1x1 expand (x4), plus the shortcut: y = relu(F(x) + shortcut(x))."""
 
-def preact_shortcut(
-    downsample: nn.Module | None, x: torch.Tensor, pre: torch.Tensor
-) -> torch.Tensor:
-    """What a pre-activation block's shortcut carries, given its input x and pre = relu(bn1(x)).
-
-    A projection reads the normalised input, as the 2016 paper's code does; the identity and
-    option A carry the raw input, which keeps the path from block to block free of any operation.
-    """
-    if downsample is None:
-        return x
-    return downsample(x if isinstance(downsample, PadShortcut) else pre)
-
-
-class PreActBasicBlock(nn.Module):
-    """BN -> ReLU -> 3x3 -> BN -> ReLU -> 3x3, plus the shortcut; nothing after the addition."""
-
-    expansion = 1
-    preact = True
+    plain = False
 
     def __init__(
         self,
@@ -131,51 +203,7 @@ class PreActBasicBlock(nn.Module):
         planes: int,
         stride: int = 1,
         *,
-        shortcut: str | None = "B",
-        dilation: int = 1,
-        first_dilation: int | None = None,
-        drop_rate: float = 0.0,
-        drop_path: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.plain = shortcut is None
-        # a projection reads the normalised input (see preact_shortcut), so it carries no BN
-        self.downsample = (
-            None if self.plain else make_shortcut(shortcut, cin, planes, stride, norm=False)
-        )
-        self.drop_path = maybe_drop_path(drop_path)
-        self.drop = maybe_dropout(drop_rate)
-        self.bn1 = nn.BatchNorm2d(cin)
-        self.conv1 = conv3x3(cin, planes, stride, dilation=first_dilation or dilation)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, dilation=dilation)
-        self.relu = nn.ReLU(inplace=True)
-
-    def zero_init_last(self) -> None:
-        nn.init.zeros_(self.conv2.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = torch.relu(self.bn1(x))
-        out = self.conv1(pre)
-        out = self.conv2(self.drop(self.relu(self.bn2(out))))
-        if self.plain:
-            return out
-        return self.drop_path(out) + preact_shortcut(self.downsample, x, pre)
-
-
-class PreActBottleneck(nn.Module):
-    """BN -> ReLU -> 1x1, BN -> ReLU -> 3x3, BN -> ReLU -> 1x1 (x4), plus the shortcut."""
-
-    expansion = 4
-    preact = True
-
-    def __init__(
-        self,
-        cin: int,
-        planes: int,
-        stride: int = 1,
-        *,
-        shortcut: str | None = "B",
+        shortcut: str = "B",
         groups: int = 1,
         base_width: int = 64,
         stride_in_1x1: bool = False,
@@ -184,40 +212,46 @@ class PreActBottleneck(nn.Module):
         drop_rate: float = 0.0,
         drop_path: float = 0.0,
     ) -> None:
-        super().__init__()
-        cout = planes * self.expansion
-        width = int(planes * (base_width / 64.0)) * groups
-        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.plain = shortcut is None
-        self.downsample = (
-            None if self.plain else make_shortcut(shortcut, cin, cout, stride, norm=False)
-        )
+        downsample = make_shortcut(shortcut, cin, planes * self.expansion, stride)
+        super().__init__(cin, planes, stride, downsample, groups, base_width, stride_in_1x1,
+                         dilation, first_dilation, drop_rate)  # fmt: skip
         self.drop_path = maybe_drop_path(drop_path)
-        self.drop = maybe_dropout(drop_rate)
-        self.bn1 = nn.BatchNorm2d(cin)
-        self.conv1 = conv1x1(cin, width, s1)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv2 = conv3x3(width, width, s3, groups, first_dilation or dilation)
-        self.bn3 = nn.BatchNorm2d(width)
-        self.conv3 = conv1x1(width, cout)
-        self.relu = nn.ReLU(inplace=True)
 
-    def zero_init_last(self) -> None:
-        nn.init.zeros_(self.conv3.weight)
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        """x, or its projection where the shape changes."""
+        return x if self.downsample is None else self.downsample(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = torch.relu(self.bn1(x))
-        out = self.conv1(pre)
-        out = self.conv2(self.relu(self.bn2(out)))
-        out = self.conv3(self.drop(self.relu(self.bn3(out))))
-        if self.plain:
-            return out
-        return self.drop_path(out) + preact_shortcut(self.downsample, x, pre)
+        out = self.residual(x)
+        out = self.drop_path(out)
+        out = out + self.shortcut(x)
+        out = self.relu(out)
+        return out
 
 
-BLOCKS: dict[tuple[str, bool], type[nn.Module]] = {
-    ("basic", False): BasicBlock,
-    ("bottleneck", False): Bottleneck,
-    ("basic", True): PreActBasicBlock,
-    ("bottleneck", True): PreActBottleneck,
-}
+class PlainBottleneck(_BottleneckLayers):
+    """Bottleneck's twin without the shortcut: y = relu(F(x))."""
+
+    plain = True
+    shortcut = None
+
+    def __init__(
+        self,
+        cin: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        groups: int = 1,
+        base_width: int = 64,
+        stride_in_1x1: bool = False,
+        dilation: int = 1,
+        first_dilation: int | None = None,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__(cin, planes, stride, None, groups, base_width, stride_in_1x1,
+                         dilation, first_dilation, drop_rate)  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.residual(x)
+        out = self.relu(out)
+        return out

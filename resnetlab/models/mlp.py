@@ -1,4 +1,9 @@
-"""Residual MLPs for vector data: residual learning is not only for convolutions."""
+"""Residual MLPs for vector data: residual learning is not only for convolutions.
+
+The blocks have the anatomy of the conv blocks (models/blocks.py): `residual(x)`, `shortcut(x)`
+(the identity; None on the plain twin, a class of its own), `conv_bn_pairs()` with Linear layers
+in place of convs, and no Figure 7 responses.
+"""
 
 from __future__ import annotations
 
@@ -11,27 +16,73 @@ from .head import ClassifierHead
 from .layers import maybe_drop_path, maybe_dropout
 
 
-class MLPBlock(nn.Module):
-    """Linear-BN-ReLU-Linear-BN, plus the identity, then ReLU: the basic block with 1x1 'convs'."""
+class _MLPLayers(nn.Module):
+    """An MLP block's layers and its branch F(x) = bn2(fc2(relu(bn1(fc1(x)))))."""
 
-    def __init__(self, width: int, *, plain: bool = False, drop_path: float = 0.0) -> None:
+    preact = False
+
+    def __init__(self, width: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(width, width, bias=False)
         self.bn1 = nn.BatchNorm1d(width)
         self.fc2 = nn.Linear(width, width, bias=False)
         self.bn2 = nn.BatchNorm1d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.plain = plain
-        self.drop_path = maybe_drop_path(drop_path)
+        self.stride, self.in_channels, self.out_channels = 1, width, width
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x) = bn2(fc2(relu(bn1(fc1(x))))), up to the addition."""
+        out = self.fc1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+        out = self.fc2(out)
+        out = self.bn2(out)
+        return out
+
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(layer, BN) pairs in forward order: fc1 and bn1, fc2 and bn2."""
+        return [(self.fc1, self.bn1), (self.fc2, self.bn2)]
+
+    def response_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """None: Figure 7 measures 3x3 convs."""
+        return []
 
     def zero_init_last(self) -> None:
+        """Zero the last BN's gamma: the branch starts as 0."""
         nn.init.zeros_(self.bn2.weight)
 
+
+class MLPBlock(_MLPLayers):
+    """Linear-BN-ReLU-Linear-BN plus the identity, then ReLU: the basic block with 1x1 'convs'."""
+
+    plain = False
+
+    def __init__(self, width: int, *, drop_path: float = 0.0) -> None:
+        super().__init__(width)
+        self.drop_path = maybe_drop_path(drop_path)
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        """The identity: every block keeps the width."""
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.fc2(self.relu(self.bn1(self.fc1(x)))))
-        if not self.plain:
-            out = self.drop_path(out) + x
-        return self.relu(out)
+        out = self.residual(x)
+        out = self.drop_path(out)
+        out = out + self.shortcut(x)
+        out = self.relu(out)
+        return out
+
+
+class PlainMLPBlock(_MLPLayers):
+    """MLPBlock's twin without the shortcut: y = relu(F(x))."""
+
+    plain = True
+    shortcut = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.residual(x)
+        out = self.relu(out)
+        return out
 
 
 class ResidualMLP(ClassifierHead):
@@ -68,7 +119,11 @@ class ResidualMLP(ClassifierHead):
             nn.Linear(in_features, width, bias=False), nn.BatchNorm1d(width), nn.ReLU(inplace=True)
         )
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
-        self.blocks = nn.Sequential(*(MLPBlock(width, plain=plain, drop_path=r) for r in rates))
+        if plain:
+            blocks = [PlainMLPBlock(width) for _ in rates]
+        else:
+            blocks = [MLPBlock(width, drop_path=r) for r in rates]
+        self.blocks = nn.Sequential(*blocks)
         # the stem's output and each block's: vectors of `width`, nothing to reduce
         self.feature_info = FeatureInfo(
             [dict(module="stem", num_chs=width, reduction=1)]
@@ -83,6 +138,14 @@ class ResidualMLP(ClassifierHead):
             for b in self.blocks:
                 b.zero_init_last()
 
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """The stem's (Linear, BN) pair; blocks give theirs."""
+        return [(self.stem[0], self.stem[1])]
+
+    def response_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """None: Figure 7 measures 3x3 convs."""
+        return []
+
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
         x = self.flatten(x)
         if x.shape[1] != self.in_features:
@@ -93,7 +156,10 @@ class ResidualMLP(ClassifierHead):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last block's output (N, width), before the head."""
-        return self.blocks(self.stem(self._flat(x)))
+        x = self._flat(x)
+        x = self.stem(x)
+        x = self.blocks(x)
+        return x
 
     def forward_intermediates(
         self,

@@ -2,6 +2,9 @@
 
 An architecture is a small frozen `ResNetSpec`; `ResNet(spec, ...)` builds it. Module names are
 torchvision's (conv1, bn1, relu, maxpool, layer1..layerN, avgpool, fc), so its weight files load.
+The spec picks the block class once (`BLOCKS`: basic or bottleneck, post- or pre-activation,
+residual or plain); the body never asks a block its family. Like its blocks, the net declares its
+own (conv, BN) pairs and Figure 7 responses: the stem's.
 """
 
 from __future__ import annotations
@@ -12,10 +15,23 @@ import torch
 from torch import nn
 
 from ..errors import ResnetlabError
-from .blocks import BLOCKS
+from .blocks import BasicBlock, Bottleneck, Pairs, PlainBasicBlock, PlainBottleneck
 from .features import FeatureInfo, Indices, take_indices
 from .head import ClassifierHead, GlobalPool, check_pool
 from .layers import maybe_dropout
+from .preact import PlainPreActBasicBlock, PlainPreActBottleneck, PreActBasicBlock, PreActBottleneck
+
+# (block, preact, plain) -> the class of every block of such a net
+BLOCKS: dict[tuple[str, bool, bool], type[nn.Module]] = {
+    ("basic", False, False): BasicBlock,
+    ("basic", False, True): PlainBasicBlock,
+    ("bottleneck", False, False): Bottleneck,
+    ("bottleneck", False, True): PlainBottleneck,
+    ("basic", True, False): PreActBasicBlock,
+    ("basic", True, True): PlainPreActBasicBlock,
+    ("bottleneck", True, False): PreActBottleneck,
+    ("bottleneck", True, True): PlainPreActBottleneck,
+}
 
 
 @dataclass(frozen=True)
@@ -71,13 +87,15 @@ def make_stage(
     drop_path_rates: list[float],
 ) -> nn.Sequential:
     """One stage: a block per drop-path rate; the first changes stride, dilation and width."""
-    block = BLOCKS[(spec.block, spec.preact)]
-    kw = dict(shortcut=None if spec.plain else spec.shortcut, drop_rate=spec.block_drop_rate)
+    block = BLOCKS[(spec.block, spec.preact, spec.plain)]
+    kw: dict = dict(drop_rate=spec.block_drop_rate)
     if spec.block == "bottleneck":
         kw.update(groups=spec.groups, base_width=spec.base_width, stride_in_1x1=spec.stride_in_1x1)
     blocks = []
     for j, rate in enumerate(drop_path_rates):
         first = j == 0
+        if not spec.plain:  # a plain twin has no shortcut, so no shortcut to drop or choose
+            kw.update(shortcut=spec.shortcut, drop_path=rate)
         blocks.append(
             block(
                 cin,
@@ -85,7 +103,6 @@ def make_stage(
                 stride if first else 1,
                 dilation=dilation,
                 first_dilation=first_dilation if first else dilation,
-                drop_path=rate,
                 **kw,
             )
         )
@@ -175,7 +192,19 @@ class ResNet(ClassifierHead):
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         """The stem: first conv, BN, ReLU and max pool."""
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.relu(x)
+        x = self.maxpool(x)
+        return x
+
+    def conv_bn_pairs(self) -> Pairs:
+        """The stem's (conv, BN) pair (none for a bare pre-activation stem); blocks give theirs."""
+        return [(self.conv1, self.bn1)] if isinstance(self.bn1, nn.BatchNorm2d) else []
+
+    def response_pairs(self) -> Pairs:
+        """The stem's Figure 7 response: a 3x3 stem conv and its BN (a 7x7 stem has none)."""
+        return [p for p in self.conv_bn_pairs() if p[0].kernel_size == (3, 3)]
 
     @property
     def avgpool(self) -> GlobalPool:
@@ -221,7 +250,9 @@ class ResNet(ClassifierHead):
         x = self.stem(x)
         for name in self.stage_names:
             x = getattr(self, name)(x)
-        return self.act(self.norm(x))
+        x = self.norm(x)  # pre-activation nets: the BN and ReLU their last block left out
+        x = self.act(x)
+        return x
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         return self.global_pool(x)
@@ -233,7 +264,7 @@ class ResNet(ClassifierHead):
 
 
 def _check_spec(spec: ResNetSpec, in_chans, num_classes, drop_path_rate, drop_rate) -> None:
-    if (spec.block, spec.preact) not in BLOCKS:
+    if (spec.block, spec.preact, spec.plain) not in BLOCKS:
         raise ResnetlabError(f"unknown block {spec.block!r}; expected 'basic' or 'bottleneck'")
     if spec.block == "basic" and (spec.groups != 1 or spec.base_width != 64):
         raise ResnetlabError("the basic block supports only groups=1 and base_width=64")
