@@ -1,4 +1,5 @@
-"""What this machine offers: usable cores and native bf16. Shared by training and inference."""
+"""What this machine offers: usable cores, native bf16, a C++ compiler for torch.compile, the CPU's
+model and vector units. Facts only: policy.py decides what to do with them."""
 
 from __future__ import annotations
 
@@ -27,6 +28,19 @@ def native_bf16() -> bool:
         except OSError:
             return False
         return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def compiler_available() -> bool:
+    """True when torch.compile's CPU backend can build kernels here (it needs a C++ compiler).
+    The first call imports inductor (seconds): callers ask only when compiling is in question."""
+    if os.environ.get("RESNETLAB_NO_COMPILE") == "1":
+        return False
+    try:
+        from torch._inductor import cpp_builder
+
+        return bool(cpp_builder.get_cpp_compiler())
+    except Exception:  # no compiler found, or an inductor layout this code does not know
+        return False
 
 
 def cpu_model() -> str:
