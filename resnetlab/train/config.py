@@ -1,4 +1,6 @@
-"""A run's settings: `TrainConfig`, filled by the command line and stored in the checkpoint."""
+"""A run's settings: `TrainConfig`, filled by the command line and stored in the checkpoint, and
+`check_config`, the one check of them: everything downstream (recipes, the policy's deciders,
+the trainer) trusts a checked config."""
 
 from __future__ import annotations
 
@@ -7,6 +9,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import ResnetlabError
+from ..policy import check_settings
+from .logs import check_logs
+from .recipes import RECIPE_CHOICES
 
 
 @dataclass
@@ -71,7 +76,6 @@ CONFIG_NUMBERS = {
     "checkpoint_every": (lambda v: _whole(v) and v >= 0, "a whole number of steps >= 0"),
     "checkpoint_minutes": (lambda v: _real(v) and v > 0, "a finite number of minutes > 0"),
     "log_every": (lambda v: _whole(v) and v >= 0, "a whole number of steps >= 0"),
-    "threads": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
     "eval_every": (lambda v: _whole(v) and v >= 1, "a whole number of epochs >= 1"),
     "eval_images": (lambda v: _whole(v) and v >= 1, "a whole number of images >= 1"),
     "size": (lambda v: _whole(v) and v >= 1, "a whole number of pixels >= 1"),
@@ -82,11 +86,9 @@ IMAGE_MODES = ("RGB", "L")
 def check_config(cfg: TrainConfig) -> None:
     """Fail in one line naming the setting, its value and what is expected, if a number is off
     (NaN, infinite, negative, of the wrong type), a choice is unknown or options are not a
-    mapping. The one place a run's settings are checked; the command line adds flag names."""
-    from ..policy import COMPILE_OPTIONS, PRECISIONS
-    from .logs import check_logs
-    from .recipes import RECIPE_CHOICES
-
+    mapping. The one place a run's settings are checked (recipes, the policy's deciders and the
+    trainer trust them); device, precision, compile and threads by policy.check_settings, the
+    rules every caller of the policy shares. The command line adds flag names."""
     for key, (ok, expected) in CONFIG_NUMBERS.items():
         v = getattr(cfg, key)
         if v is not None and not ok(v):
@@ -94,15 +96,13 @@ def check_config(cfg: TrainConfig) -> None:
     for key in ("model", "data", "out", "recipe", "precision", "compile", "device"):
         if not isinstance(getattr(cfg, key), str):
             raise ResnetlabError(f"{key} {getattr(cfg, key)!r}: expected a string", argument=key)
-    for key, choices in (
-        ("recipe", RECIPE_CHOICES),
-        ("precision", PRECISIONS),
-        ("compile", COMPILE_OPTIONS),
-    ):
-        if getattr(cfg, key) not in choices:
-            raise ResnetlabError(
-                f"{key} {getattr(cfg, key)!r}: use {', '.join(choices)}", argument=key
-            )
+    if cfg.recipe not in RECIPE_CHOICES:
+        raise ResnetlabError(
+            f"recipe {cfg.recipe!r}: use {', '.join(RECIPE_CHOICES)}", argument="recipe"
+        )
+    check_settings(
+        device=cfg.device, precision=cfg.precision, compile=cfg.compile, threads=cfg.threads
+    )
     if not isinstance(cfg.model_options, dict):
         raise ResnetlabError(
             f"model options {cfg.model_options!r}: expected a mapping of KEY=VALUE settings"
