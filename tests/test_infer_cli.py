@@ -159,7 +159,9 @@ def test_predict_bad_options(capsys, weights, images, tmp_path):
 def test_export_onnx_runs_in_onnxruntime_like_pytorch(capsys, weights, tmp_path, dynamic):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "tiny.onnx"
-    argv = ["export", weights, "--format", "onnx", "--out", out] + (["--dynamic-batch"] * dynamic)
+    argv = ["export", weights, "--format", "onnx", "--out", out] + (
+        ["--static-batch"] * (not dynamic)
+    )
     rc, stdout, _ = run(capsys, *argv)
     assert rc == 0 and out.is_file()
     assert "checked with onnxruntime: max abs diff vs PyTorch" in stdout
@@ -183,6 +185,32 @@ def test_export_exported_program(capsys, weights, tmp_path):
     x = torch.randn(4, 1, 28, 28)
     with torch.no_grad():
         assert torch.allclose(loaded(x), tiny_model()(x), atol=1e-5)
+
+
+def test_onnx_export_carries_the_weights_metadata_and_takes_any_batch(capsys, weights, tmp_path):
+    from resnetlab.infer.onnxfile import read_onnx
+    from resnetlab.models.weights import read_metadata
+
+    own = read_metadata(weights)
+    shapes = {}
+    for flags in ([], ["--dynamic-batch"], ["--static-batch"]):  # --dynamic-batch: old commands
+        out = tmp_path / f"m{len(shapes)}.onnx"
+        rc, stdout, _ = run(capsys, "export", weights, "--format", "onnx", "--out", out, *flags)
+        assert rc == 0
+        proto, meta = read_onnx(out)  # the one checker: metadata and graph
+        assert {k: meta[k] for k in own} == own  # classes, mean, std, input size, name, options
+        assert meta["export"]["dynamic_batch"] is (flags != ["--static-batch"])
+        dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+        shapes[tuple(flags)] = dim.dim_value or dim.dim_param
+        assert ("dynamic batch" in stdout) is (flags != ["--static-batch"])
+    assert (
+        shapes[()] == shapes[("--dynamic-batch",)] == "batch" and shapes[("--static-batch",)] == 1
+    )
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(run_onnx(tmp_path / "m0.onnx", x), tiny_model()(x), atol=1e-4)
+    rc, _, err = run(capsys, "explain", tmp_path / "m0.onnx", tmp_path / "x.png")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "needs the PyTorch weights" in err
 
 
 def test_export_default_name_and_missing_onnxruntime(capsys, weights, tmp_path, monkeypatch):

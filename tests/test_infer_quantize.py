@@ -140,7 +140,9 @@ def test_quantize_a_tiny_model_on_a_tiny_source(capsys, tmp_path, tiny_data, mon
                           "--bench-batch", "0")  # fmt: skip
     assert rc == 0, err
     assert (work / "w.int8.onnx").is_file() and "top-1 agreement int8 vs fp32" in stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.npz", "w.safetensors", "work"]
+    # and the forms' measurements in the (private) cache, for the runtime choice
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["cache", "tiny.npz", "w.safetensors", "work"]
     assert [p.name for p in work.iterdir()] == ["w.int8.onnx"]
 
 
@@ -216,19 +218,54 @@ def test_int8_file_is_refused_where_it_cannot_serve(capsys, tmp_path, tiny_int8,
     assert not (tmp_path / "cam.png").exists() and not (tmp_path / "run").exists()
 
 
-def test_onnx_files_that_are_not_int8_models_are_refused(capsys, tmp_path, tiny_data):
+def test_fp32_exports_are_accepted_and_foreign_onnx_files_need_their_metadata(
+    capsys, tmp_path, tiny_data
+):
+    import onnx
+
     plain = tmp_path / "plain.onnx"
     rc, _, _ = run(capsys, "export", tiny_weights(tmp_path / "w.safetensors"), "--format", "onnx",
                    "--out", plain)  # fmt: skip
     assert rc == 0
-    pickled = tmp_path / "pickled.onnx"
-    torch.save({"a": torch.zeros(1)}, pickled)
     img = tmp_path / "i.png"
     Image.new("L", (8, 8), 100).save(img)
-    for f, message in ((plain, "without resnetlab int8 metadata"), (pickled, "not a readable")):
-        for argv in (["predict", f, img], ["eval", f, "--data", tiny_data], ["bench", f]):
+    bench = ["--batch-size", "1", "--repeats", "1", "--rep-time", "0.01", "--paths",
+             "eager-fp32,onnxruntime"]  # fmt: skip
+    for argv in (
+        ["predict", plain, img],
+        ["eval", plain, "--data", tiny_data],
+        ["bench", plain, *bench],
+    ):
+        rc, _, err = run(capsys, *argv)
+        assert rc == 0, err
+    # the same graph without resnetlab metadata: refused naming what is missing, or given it
+    bare = tmp_path / "bare.onnx"
+    proto = onnx.load(str(plain))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(bare))
+    pickled = tmp_path / "pickled.onnx"
+    torch.save({"a": torch.zeros(1)}, pickled)
+    for f, message in ((bare, "no resnetlab metadata: give its classes, mean, std (--classes, "
+                              "--mean, --std)"), (pickled, "not a readable")):  # fmt: skip
+        for argv in (["predict", f, img], ["eval", f, "--data", tiny_data]):
             rc, _, err = run(capsys, *argv)
             assert rc != 0 and len(err.strip().splitlines()) == 1 and message in err, err
+    rc, _, err = run(capsys, "predict", bare, img, "--classes", "a,b", "--mean", "0.5")
+    assert rc != 0 and "give its std (--std)" in err
+    rc, _, err = run(capsys, "predict", bare, img, "--classes", "a,b", "--mean", "0.5", "--std",
+                     "0.25")  # fmt: skip
+    assert rc != 0 and "--classes has 2 names but" in err and "3 outputs" in err
+    given = ["--classes", "a,b,c", "--mean", "0.5", "--std", "0.25"]
+    rc, out, err = run(capsys, "predict", bare, img, "--json", *given)
+    assert rc == 0, err
+    rc2, out2, _ = run(capsys, "predict", plain, img, "--json")
+    assert json.loads(out)[0]["top"] == json.loads(out2)[0]["top"]
+    rc, out, err = run(capsys, "eval", bare, "--data", tiny_data, "--json", *given)
+    assert rc == 0 and json.loads(out)["images"] == 9, err
+    rc, _, err = run(capsys, "bench", bare, *bench)  # bench needs no classes: the graph's size
+    assert rc == 0 and "eager-fp32: skipped (the ONNX file names no resnetlab model" in err
+    rc, _, err = run(capsys, "predict", tmp_path / "w.safetensors", img, *given)
+    assert rc != 0 and "applies to ONNX files without resnetlab metadata" in err
 
 
 def test_fast_path_takes_the_backend_measured_fastest(tmp_path):

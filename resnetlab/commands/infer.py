@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "An unreadable image is named on stderr; the others are still predicted, and the exit "
         "status is 1 if any failed.",
     )
-    p.add_argument("weights", help="a resnetlab .safetensors weights file")
+    p.add_argument(
+        "weights", help="a resnetlab .safetensors weights file, or an ONNX file (export, quantize)"
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files or directories")
     p.add_argument("--topk", type=int, default=5, help="classes to show per image (default 5)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of text")
@@ -41,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="torch.compile the model (default: only for large image sets, where it pays)",
     )
+    add_backend_arguments(p)
     p.set_defaults(func=run_predict)
 
     p = sub.add_parser(
@@ -50,7 +53,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("weights", help="a resnetlab .safetensors weights file")
     p.add_argument("--format", required=True, choices=("onnx", "exported-program"))
     p.add_argument("--out", help="output file (default: the weights' name with .onnx / .pt2)")
-    p.add_argument("--dynamic-batch", action="store_true", help="any batch size, not only 1")
+    p.add_argument(
+        "--static-batch",
+        action="store_true",
+        help="fix the batch size to 1 (default: any batch size)",
+    )
+    p.add_argument(
+        "--dynamic-batch", action="store_true", help="any batch size: the default (kept for old "
+        "commands)",
+    )  # fmt: skip
     p.set_defaults(func=run_export)
 
     p = sub.add_parser(
@@ -76,6 +87,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--bench-batch", type=int, default=16, help="batch for images/s (default 16; 0: no timing)"
     )
     p.add_argument("--threads", type=int, help="intra-op threads (default: torch's own choice)")
+    p.add_argument(
+        "--form",
+        choices=("auto", "U8S8", "S8S8"),
+        default="auto",
+        help="8-bit activations: auto (default: both made and timed on every runtime installed, "
+        "the fastest at equal accuracy kept), U8S8 (uint8) or S8S8 (int8)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run_quantize)
 
@@ -88,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "model",
         metavar="MODEL_OR_WEIGHTS",
-        help="a model name, a weights file, or an int8 .onnx file from `resnetlab quantize`",
+        help="a model name, a weights file, or an ONNX file (export, or int8 from quantize)",
     )
     p.add_argument(
         "--batch-size", default="1,16", help="comma-separated batch sizes (default 1,16)"
@@ -98,8 +116,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--paths",
         default=None,
         help="comma-separated subset of eager-fp32,eager-bf16,fast,fast-nocompile,fast-fp32,"
-        "onnxruntime,int8 (default: all but fast-fp32, the fast path forced to fp32; on CUDA "
-        "eager-fp32,eager-bf16,fast-nocompile,fast)",
+        "onnxruntime,openvino,openvino-fp32,int8,int8-openvino,int8-u8s8,int8-s8s8 (default: "
+        "eager-fp32,eager-bf16,fast,fast-nocompile,onnxruntime,int8, and openvino,int8-openvino "
+        "where OpenVINO is installed; on CUDA eager-fp32,eager-bf16,fast-nocompile,fast)",
     )
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions (default 5)")
     p.add_argument(
@@ -111,8 +130,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="cpu",
         help="cpu (default), cuda, or auto (CUDA when there is one). On CUDA the paths are "
         "eager-fp32, eager-bf16 (channels_last), fast-nocompile and fast (compiled as CUDA "
-        "graphs), timed after torch.cuda.synchronize(); the CPU-only paths (fast-fp32, "
-        "onnxruntime, int8) are skipped there",
+        "graphs), timed after torch.cuda.synchronize(); the CPU-only paths (fast-fp32, the ONNX "
+        "runtimes, int8) are skipped there",
     )
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=run_bench)
@@ -126,6 +145,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", help="stage name (layer1..) or number (default: the last stage)")
     p.add_argument("--out", help="output PNG (default: IMAGE_STEM.gradcam.png here)")
     p.set_defaults(func=run_explain)
+
+
+def add_backend_arguments(p: argparse.ArgumentParser, eval_: bool = False) -> None:
+    """--backend, and --classes/--mean/--std for ONNX files made without resnetlab metadata."""
+    weights = "torch" if eval_ else "the fastest `resnetlab bench` measured here, else torch"
+    p.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnxruntime", "openvino"),
+        default="auto",
+        help=f"what runs the model: auto (default: for weights {weights}; for an ONNX file the "
+        "faster runtime measured here, else onnxruntime), torch, onnxruntime or openvino "
+        "(pip install 'resnetlab[openvino]')",
+    )
+    p.add_argument(
+        "--classes",
+        help="class names of an ONNX file without resnetlab metadata: a,b,c or a text file of "
+        "one name a line",
+    )
+    p.add_argument("--mean", help="its per-channel mean (0..1 scale): 0.485,0.456,0.406")
+    p.add_argument("--std", help="its per-channel std: 0.229,0.224,0.225")
+
+
+def overrides_from(args: argparse.Namespace) -> dict | None:
+    """The --classes/--mean/--std given, as metadata keys (None when none is)."""
+    from ..infer.onnxmodel import parse_overrides
+
+    out = parse_overrides(args.classes, args.mean, args.std)
+    return out or None
 
 
 MAX_REP_TIME = 3600.0  # seconds per timed repetition: an hour is already far more than needed
@@ -150,6 +197,9 @@ def run_predict(args: argparse.Namespace) -> int:
         compile=args.compile,
         on_failure=lambda path, reason: _err("predict", f"skipped: {reason}"),
         device=args.device,
+        backend=args.backend,
+        overrides=overrides_from(args),
+        log=lambda m: print(f"  {m}", file=sys.stderr, flush=True),
     )
     if args.json:
         print(json.dumps([p.as_dict() for p in result.predictions], indent=1))
@@ -172,8 +222,14 @@ def run_export(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else Path(args.weights).with_suffix(SUFFIXES[args.format])
     check_output(out, (args.weights,), "--out")
+    if args.static_batch and args.dynamic_batch:
+        raise ResnetlabError(
+            "--static-batch and --dynamic-batch: give one (a dynamic batch is the default)"
+        )
     model, meta = load_model(args.weights)
-    rep = export(model, meta, args.format, out, dynamic_batch=args.dynamic_batch)
+    rep = export(
+        model, meta, args.format, out, dynamic_batch=not args.static_batch, source=args.weights
+    )
     shape = "x".join(str(s) for s in rep.input_shape)
     batch = "dynamic batch" if rep.dynamic_batch else "batch 1"
     print(f"wrote {rep.path} ({rep.format}, input Nx{shape}, {batch})")
@@ -201,15 +257,16 @@ def run_quantize(args: argparse.Namespace) -> int:
     log = None if args.json else (lambda m: print("  " + m, file=sys.stderr, flush=True))
     rep = quantize(
         args.weights, calib=args.calib, images=args.images, out=args.out,
-        test_images=args.test_images, bench_batch=args.bench_batch, log=log,
+        test_images=args.test_images, bench_batch=args.bench_batch, form=args.form, log=log,
     )  # fmt: skip
     if args.json:
         print(json.dumps(rep.as_dict(), indent=1))
         return 0
     print(
-        f"wrote {rep.out} (int8, ONNX QDQ, calibrated on {rep.calib_images} training images of "
-        f"{rep.calib_source}, {rep.seconds:.1f} s)"
+        f"wrote {rep.out} (int8 {rep.form}, ONNX QDQ, calibrated on {rep.calib_images} training "
+        f"images of {rep.calib_source}, {rep.seconds:.1f} s)"
     )
+    print(f"form: {rep.form_chosen}")
     print(
         f"size on disk: fp32 {rep.fp32_bytes / 1e6:.3f} MB, int8 {rep.int8_bytes / 1e6:.3f} MB "
         f"({rep.fp32_bytes / rep.int8_bytes:.1f}x smaller)"
@@ -259,7 +316,7 @@ def run_bench(args: argparse.Namespace) -> int:
         )
     if args.threads is not None:
         torch.set_num_threads(policy.cpu_threads(args.threads))
-    model, name, size, int8_file = load_bench_target(args.model, args.image_size)
+    model, name, size, onnx_file = load_bench_target(args.model, args.image_size)
     log = None if args.json else (lambda m: print("  " + m, file=sys.stderr, flush=True))
     if skipped:
         print("  " + skipped, file=sys.stderr, flush=True)
@@ -274,7 +331,7 @@ def run_bench(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         min_rep_s=args.rep_time,
         log=log,
-        int8_file=int8_file,
+        onnx_file=onnx_file,
         device=device,
     )
     if args.json:
@@ -291,13 +348,13 @@ def run_explain(args: argparse.Namespace) -> int:
     from ..data.classmap import class_names
     from ..files import check_output
     from ..infer.gradcam import display_image, grad_cam, save_overlay
+    from ..infer.onnxmodel import is_onnx_file
     from ..infer.predict import load_for_inference
-    from ..infer.quantize import is_onnx_file
 
     if is_onnx_file(args.weights):
         raise ResnetlabError(
-            f"{args.weights} is an ONNX file: Grad-CAM needs the gradients of the PyTorch model; "
-            "explain its fp32 .safetensors weights"
+            f"{args.weights} is an ONNX file: Grad-CAM needs the PyTorch weights (their "
+            "gradients); explain the .safetensors file it was made from"
         )
     model, meta, prep = load_for_inference(args.weights)
     classes = class_names(meta, int(meta["num_classes"]))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import ResnetlabError
 from ..train.logs import LOG_CHOICES
+from .infer import add_backend_arguments, overrides_from
 
 DEFAULT_MODEL = "resnet20"
 
@@ -150,7 +151,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and a confusion matrix")
     p.add_argument(
         "weights",
-        help="a .safetensors file written by `resnetlab train`, or an int8 .onnx from `quantize`",
+        help="a .safetensors file written by `resnetlab train`, or an ONNX file (`export`, or "
+        "int8 from `quantize`)",
     )
     p.add_argument("--data", required=True, help="dataset source (as for train)")
     p.add_argument("--split", choices=("test", "train"), default="test")
@@ -183,6 +185,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=int, help="CPU threads (default: the cores not already busy)")
+    add_backend_arguments(p, eval_=True)
     p.set_defaults(func=run_eval)
 
 
@@ -328,6 +331,8 @@ def run_eval(args: argparse.Namespace) -> int:
         limit=args.limit,
         ignore_class_names=args.ignore_class_names,
         skip_bad=args.skip_bad,
+        backend=args.backend,
+        overrides=overrides_from(args),
     )
     report["confusion_png"] = str(png) if png is not None else None
     classes = report["classes"]

@@ -2,17 +2,25 @@
 
 Paths: eager-fp32 (the model as built, NCHW), eager-bf16 (the same under bf16 autocast), fast
 (`prepare_for_inference`: folded BN, channels_last, bf16 where native, compiled), fast-nocompile
-(the same without torch.compile), onnxruntime (the model exported to ONNX, when onnxruntime is
-installed) and int8 (static int8 quantization run by ONNX Runtime: the given int8 file, or the
-model quantized here on random input, which gives the same speed as real calibration data).
-Each figure is the median of several timed repetitions after warm-up; the
-repetitions of the paths are interleaved, so that load from elsewhere falls on all of them alike.
+(the same without torch.compile), fast-fp32 (the fast path forced to fp32), onnxruntime (the model
+exported to ONNX, fp32), openvino (the same export run by OpenVINO, in bf16 where the CPU has it
+natively, else fp32) and openvino-fp32, and int8 on every runtime: int8 (ONNX Runtime) and
+int8-openvino run the given int8 file, or the model quantized here on random input in the form
+`quantize` would choose (which gives the same speed as real calibration data); int8-u8s8 and
+int8-s8s8 run the model quantized here in that form, on ONNX Runtime. A path whose runtime is not
+installed is skipped with one line; the OpenVINO paths are in the default set only where OpenVINO
+is installed. Given an ONNX file (an export or an int8 file), the runtime paths run that file and
+the torch paths its architecture with random weights (a file without resnetlab metadata has
+none: they are skipped).
+
+Each figure is the median of several timed repetitions after warm-up; the repetitions of the paths
+are interleaved, so that load from elsewhere falls on all of them alike.
 
 On CUDA (`device="cuda"`) the paths are eager-fp32, eager-bf16 (bf16 autocast and channels_last
 there), fast-nocompile and fast (folded, channels_last, bf16, compiled as CUDA graphs); the batch
 already sits on the GPU, so the times leave out the copy from the host. The clock is read after
 torch.cuda.synchronize(), and cuDNN may pick its fastest algorithms (cudnn.benchmark) while it
-runs. The CPU-only paths (fast-fp32, onnxruntime, int8) are skipped there.
+runs. The CPU-only paths (fast-fp32, the ONNX runtimes, int8) are skipped there.
 """
 
 from __future__ import annotations
@@ -41,14 +49,27 @@ from .bench_report import fast_path_choices as fast_path_choices
 from .bench_report import format_table as format_table
 from .bench_report import machine_line as machine_line
 from .bench_report import rows_as_json as rows_as_json
-from .export import export_onnx, onnx_session, require_onnxruntime
-from .fastpath import compiler_available, prepare_for_inference
+from .export import require_onnxruntime
+from .fastpath import compiler_available, prepare_for_inference, resolve_precision
+from .onnxfile import graph_input_size, read_onnx
+from .onnxmodel import OnnxModel, available_runtimes, is_int8, is_onnx_file
+from .openvino import require_openvino
 
-PATHS = ("eager-fp32", "eager-bf16", "fast", "fast-nocompile", "fast-fp32", "onnxruntime", "int8")
-DEFAULT_PATHS = tuple(
-    p for p in PATHS if p != "fast-fp32"
-)  # fast-fp32 on request: one more compile
-CPU_ONLY_PATHS = ("fast-fp32", "onnxruntime", "int8")  # the CPU's fast fp32 path, ONNX Runtime
+PATHS = (
+    "eager-fp32", "eager-bf16", "fast", "fast-nocompile", "fast-fp32", "onnxruntime", "openvino",
+    "openvino-fp32", "int8", "int8-openvino", "int8-u8s8", "int8-s8s8",
+)  # fmt: skip
+# on request: fast-fp32 (one more compile), openvino-fp32 and the int8 forms one by one
+DEFAULT_PATHS = (
+    "eager-fp32", "eager-bf16", "fast", "fast-nocompile", "onnxruntime", "openvino", "int8",
+    "int8-openvino",
+)  # fmt: skip
+OPENVINO_PATHS = ("openvino", "openvino-fp32", "int8-openvino")
+INT8_FORM_PATHS = {"int8-u8s8": "U8S8", "int8-s8s8": "S8S8"}
+# the CPU's fast fp32 path, the ONNX runtimes, int8
+CPU_ONLY_PATHS = tuple(p for p in PATHS if p not in ("eager-fp32", "eager-bf16", "fast",
+                                                     "fast-nocompile"))  # fmt: skip
+TORCH_PATHS = ("eager-fp32", "eager-bf16", "fast", "fast-nocompile", "fast-fp32")
 CUDA_DEFAULT_PATHS = ("eager-fp32", "eager-bf16", "fast-nocompile", "fast")
 
 
@@ -71,12 +92,28 @@ class BenchRow:
     gpu: str | None = None  # torch.cuda.get_device_name on CUDA
     torch_version: str = torch.__version__
     compile_s: float | None = None  # compiled paths: the first calls (compile, graph capture)
+    form: str | None = None  # int8 paths: U8S8 or S8S8
 
 
 def default_paths(device: str = "cpu") -> tuple[str, ...]:
-    """The paths `resnetlab bench` runs unless told: all but fast-fp32 on a CPU; on CUDA eager
-    fp32, eager bf16 (channels_last) and the fast path with and without compiling."""
-    return CUDA_DEFAULT_PATHS if policy.is_cuda(device) else DEFAULT_PATHS
+    """The paths `resnetlab bench` runs unless told: on a CPU eager fp32 and bf16, the fast path
+    compiled or not, ONNX Runtime, int8, and OpenVINO (fp32 or bf16, and int8) where it is
+    installed; on CUDA eager fp32, eager bf16 (channels_last) and the fast path with and without
+    compiling."""
+    if policy.is_cuda(device):
+        return CUDA_DEFAULT_PATHS
+    if require_openvino() is None:
+        return tuple(p for p in DEFAULT_PATHS if p not in OPENVINO_PATHS)
+    return DEFAULT_PATHS
+
+
+def _missing(path: str) -> str | None:
+    """Why `path` cannot run here (its runtime is not installed), or None."""
+    if path in OPENVINO_PATHS and require_openvino() is None:
+        return f"{path}: skipped (openvino is not installed: pip install 'resnetlab[openvino]')"
+    if path not in TORCH_PATHS and path not in OPENVINO_PATHS and require_onnxruntime() is None:
+        return f"{path}: skipped (onnxruntime is not installed: pip install 'resnetlab[onnx]')"
+    return None
 
 
 def split_cpu_only(paths: tuple[str, ...], device: str) -> tuple[tuple[str, ...], str | None]:
@@ -95,33 +132,45 @@ def load_bench_model(
 ) -> tuple[nn.Module, str, tuple[int, int, int]]:
     """A model name (random weights) or a weights file -> (model in eval mode, name, input size)."""
     model, name, size, _ = load_bench_target(model_or_weights, image_size)
+    if model is None:
+        raise ResnetlabError(f"{model_or_weights}: an ONNX file without resnetlab metadata")
     return model, name, size
 
 
 def load_bench_target(
     model_or_weights: str, image_size: int | None
-) -> tuple[nn.Module, str, tuple[int, int, int], str | None]:
-    """As load_bench_model, plus the int8 file when one is given (else None).
+) -> tuple[nn.Module | None, str, tuple[int, int, int], str | None]:
+    """As load_bench_model, plus the ONNX file when one is given (an export or an int8 file;
+    else None).
 
-    For an int8 file the fp32 paths run its architecture with random weights: their speed does
-    not depend on the values.
+    For an ONNX file the torch paths run its architecture with random weights (their speed does
+    not depend on the values); a file without resnetlab metadata gives no model (None).
     """
-    from .quantize import is_onnx_file, load_int8
-
     p = Path(model_or_weights)
     if is_onnx_file(p):
-        _, meta = load_int8(p)
+        if not available_runtimes():
+            raise ResnetlabError(f"{p}: ONNX files run with onnxruntime or openvino: pip install "
+                                 "'resnetlab[onnx]'")  # fmt: skip
+        proto, meta = read_onnx(p)
+        size = meta.get("input_size") or graph_input_size(proto)
+        if not size or len(size) != 3:
+            raise ResnetlabError(f"{p}: bench times conv models on images; its input is {size}")
+        c, h, w = (int(s) for s in size)
+        if image_size is not None and image_size != h:
+            raise ResnetlabError(
+                f"image_size {image_size}: the ONNX file {p} was made for {h}x{w} inputs",
+                argument="image_size",
+            )
+        if meta.get("features_only") or meta.get("num_classes") == 0:
+            raise ResnetlabError(f"{p}: a backbone (features_only) returns feature maps, and "
+                                 "bench times classifiers")  # fmt: skip
+        if "name" not in meta:
+            return None, p.stem, (c, h, w), str(p)
         name = str(meta["name"])
         model = create_model(
             name, num_classes=meta.get("num_classes"), in_chans=meta.get("in_chans"),
             **(meta.get("options") or {}),
         ).eval()  # fmt: skip
-        c, h, w = (int(s) for s in meta["input_size"])
-        if image_size is not None and image_size != h:
-            raise ResnetlabError(
-                f"image_size {image_size}: the int8 file {p} was made for {h}x{w} inputs",
-                argument="image_size",
-            )
         return model, name, (c, h, w), str(p)
     model, name, size = _load_fp32_target(model_or_weights, image_size)
     if (getattr(model, "resnetlab_config", None) or {}).get("features_only"):
@@ -187,16 +236,44 @@ def _sync_for(device: str) -> Callable[[], None]:
     return (lambda: torch.cuda.synchronize(device)) if policy.is_cuda(device) else _no_sync
 
 
+class _Files:
+    """The ONNX files of one bench run: their metadata read once, the int8 files made here once
+    per form (auto: the form quantize would choose) and kept for every batch size."""
+
+    def __init__(self, tmpdir: str, log: Callable[[str], None] | None) -> None:
+        self.tmpdir = tmpdir
+        self.log = log
+        self._meta: dict[str, dict[str, Any]] = {}
+
+    def meta(self, path: str) -> dict[str, Any]:
+        if path not in self._meta:
+            self._meta[path] = read_onnx(path)[1]
+        return self._meta[path]
+
+    def int8(self, model: nn.Module, x: torch.Tensor, form: str | None) -> str:
+        from .quantize import FORMS, quantize_model
+
+        path = os.path.join(self.tmpdir, f"model.{form or 'auto'}.int8.onnx")
+        if not os.path.exists(path):
+            g = torch.Generator().manual_seed(1)
+            calib = torch.randn((32, *x.shape[1:]), generator=g)
+            check = torch.randn((32, *x.shape[1:]), generator=g)
+            meta = dict(getattr(model, "resnetlab_config", {}) or {})
+            quantize_model(model, meta, calib, path, forms=(form,) if form else FORMS,
+                           check=check, time_batch=x.shape[0], log=self.log)  # fmt: skip
+        return path
+
+
 def _runner(
     path: str,
-    model: nn.Module,
+    model: nn.Module | None,
     x: torch.Tensor,
-    tmpdir: str,
-    int8_file: str | None,
+    files: _Files,
+    onnx_file: str | None,
     device: str = "cpu",
 ):
-    """(callable on x, precision label, setup seconds, compile seconds or None) for one path;
-    None if it cannot run here. On CUDA `x` is already on the GPU."""
+    """(callable on x, precision label, setup seconds, compile seconds or None, int8 form or
+    None) for one path. On CUDA `x` is already on the GPU."""
     cuda = policy.is_cuda(device)
     sync = _sync_for(device)
     t0 = time.perf_counter()
@@ -207,7 +284,7 @@ def _runner(
             with torch.no_grad():
                 return m(x)
 
-        return run, "fp32", 0.0, None
+        return run, "fp32", 0.0, None, None
     if path == "eager-bf16":
         if cuda:  # tensor cores want channels_last; bf16, or fp16 on GPUs without bf16
             dtype = policy.resolve_precision("auto", device)
@@ -218,13 +295,13 @@ def _runner(
                 with torch.no_grad(), torch.autocast("cuda", dtype=dtype):
                     return m(xc)
 
-            return run, policy.precision_name(dtype), time.perf_counter() - t0, None
+            return run, policy.precision_name(dtype), time.perf_counter() - t0, None, None
 
         def run():
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
                 return model(x)
 
-        return run, "bf16", 0.0, None
+        return run, "bf16", 0.0, None, None
     if path in ("fast", "fast-nocompile", "fast-fp32"):
         # the fast path compiles wherever it can: a benchmark is the large workload that pays;
         # fast-fp32 is the fast path as a CPU without native bf16 runs it
@@ -239,35 +316,33 @@ def _runner(
         sync()
         t2 = time.perf_counter()
         compile_s = round(t2 - t1, 2) if fast.compiled else None
-        return (lambda: fast(x)), fast.precision, t2 - t0, compile_s
-    if path == "onnxruntime":
-        if require_onnxruntime() is None:
-            return None
-        onnx_path = os.path.join(tmpdir, "model.onnx")
-        export_onnx(model, onnx_path, tuple(x.shape[1:]), dynamic_batch=True)
-        sess = onnx_session(onnx_path, threads=torch.get_num_threads())
-        feed = {sess.get_inputs()[0].name: x.numpy()}
-        sess.run(None, feed)
-        return (lambda: sess.run(None, feed)), "fp32", time.perf_counter() - t0, None
-    if path == "int8":
-        if require_onnxruntime() is None:
-            return None
-        from .quantize import load_int8, quantize_model
+        return (lambda: fast(x)), fast.precision, t2 - t0, compile_s, None
+    if path in ("onnxruntime", "openvino", "openvino-fp32"):
+        runtime = "onnxruntime" if path == "onnxruntime" else "openvino"
+        precision = resolve_precision("auto") if path == "openvino" else "fp32"
+        if onnx_file is not None and not is_int8(files.meta(onnx_file)):
+            m = OnnxModel(onnx_file, files.meta(onnx_file), runtime=runtime, precision=precision)
+        else:
+            from .backends import runtime_model
 
-        if int8_file is None:
-            int8_file = os.path.join(tmpdir, "model.int8.onnx")
-            if not os.path.exists(int8_file):
-                calib = torch.randn((32, *x.shape[1:]), generator=torch.Generator().manual_seed(1))
-                meta = dict(getattr(model, "resnetlab_config", {}) or {})
-                quantize_model(model, meta, calib, int8_file)
-        int8, _ = load_int8(int8_file)
-        int8(x)
-        return (lambda: int8(x)), "int8", time.perf_counter() - t0, None
+            m = runtime_model(runtime, model, tuple(x.shape[1:]), precision)
+        m(x)
+        return (lambda: m(x)), precision, time.perf_counter() - t0, None, None
+    if path in ("int8", "int8-openvino", *INT8_FORM_PATHS):
+        runtime = "openvino" if path == "int8-openvino" else "onnxruntime"
+        form = INT8_FORM_PATHS.get(path)
+        given = onnx_file if onnx_file is not None and is_int8(files.meta(onnx_file)) else None
+        file = given if form is None and given is not None else files.int8(model, x, form)
+        meta = files.meta(file)
+        m = OnnxModel(file, meta, runtime=runtime)
+        m(x)
+        form = str(meta["quantization"].get("form") or "S8S8")  # files before forms were S8S8
+        return (lambda: m(x)), "int8", time.perf_counter() - t0, None, form
     raise ResnetlabError(f"unknown bench path {path!r}; use some of {', '.join(PATHS)}")
 
 
 def bench(
-    model: nn.Module,
+    model: nn.Module | None,
     name: str,
     input_size: tuple[int, int, int],
     batch_sizes: list[int],
@@ -278,14 +353,17 @@ def bench(
     min_rep_s: float = 0.5,
     log: Callable[[str], None] | None = None,
     int8_file: str | None = None,
+    onnx_file: str | None = None,
     remember: bool = True,
     device: str = "cpu",
 ) -> list[BenchRow]:
     """Measure every path at every batch size; ratios are against eager-fp32 of the same run.
 
-    int8_file: an int8 model of the same architecture for the int8 path (default: quantize
-    `model` here). remember: record the fast path's candidates (infer/backends.py), so that
-    `prepare_for_inference(backend="auto")` picks the fastest for this model and batch (CPU only).
+    onnx_file: an ONNX file (an export or an int8 file) the runtime paths run in place of an
+    export of `model` (int8_file: the same, its older name). model: None for a file without
+    resnetlab metadata (the paths that need the PyTorch model are then skipped). remember: record
+    the candidates (infer/backends.py), so that `prepare_for_inference(backend="auto")` and the
+    runtime choice for ONNX files pick the fastest for this model and batch (CPU only).
     device: "cpu", "cuda[:N]" or "auto"; on CUDA the CPU-only paths are skipped, with one line.
     """
     bad = [p for p in paths if p not in PATHS]
@@ -298,7 +376,26 @@ def bench(
     paths, skipped = split_cpu_only(tuple(paths), device)
     if skipped and log:
         log(skipped)
-    model = model.eval()
+    onnx_file = onnx_file or int8_file
+    kept = []
+    for path in paths:
+        reason = _missing(path)
+        if reason is None and model is None and (path in TORCH_PATHS or path in INT8_FORM_PATHS
+                                                 or onnx_file is None):  # fmt: skip
+            reason = f"{path}: skipped (the ONNX file names no resnetlab model to build)"
+        if reason is None and model is None and path.startswith("int8") and onnx_file:
+            reason = None if is_int8(read_onnx(onnx_file)[1]) else (
+                f"{path}: skipped (an fp32 file without resnetlab metadata: nothing to quantize)"
+            )  # fmt: skip
+        if reason is not None:
+            if log:
+                log(reason)
+            continue
+        kept.append(path)
+    if not kept:
+        raise ResnetlabError(f"none of the paths {', '.join(paths)} can run here")
+    if model is not None:
+        model = model.eval()
     rows: list[BenchRow] = []
     threads = torch.get_num_threads()
     sync = _sync_for(device)
@@ -307,12 +404,13 @@ def bench(
     torch.backends.cudnn.benchmark = cuda or cudnn_benchmark
     try:
         with tempfile.TemporaryDirectory(prefix="resnetlab-bench-") as tmpdir:
+            files = _Files(tmpdir, log)
             for b in batch_sizes:
                 x = torch.randn((b, *input_size), generator=torch.Generator().manual_seed(0))
                 rows += _bench_batch(
-                    model, name, input_size, x.to(device), paths, tmpdir,
+                    model, name, input_size, x.to(device), tuple(kept), files,
                     repeats=repeats, warmup=warmup, min_rep_s=min_rep_s, log=log,
-                    int8_file=int8_file, remember=remember and not cuda, device=device,
+                    onnx_file=onnx_file, remember=remember and not cuda, device=device,
                     sync=sync, gpu=gpu, threads=threads,
                 )  # fmt: skip
     finally:
@@ -320,19 +418,24 @@ def bench(
     return rows
 
 
+# bench path -> what the rows record for the backend choice (infer/backends.py)
+RECORDED = ("fast", "fast-nocompile", "onnxruntime", "openvino", "openvino-fp32", "int8",
+            "int8-openvino")  # fmt: skip
+
+
 def _bench_batch(
-    model: nn.Module,
+    model: nn.Module | None,
     name: str,
     input_size: tuple[int, int, int],
     x: torch.Tensor,
     paths: tuple[str, ...],
-    tmpdir: str,
+    files: _Files,
     *,
     repeats: int,
     warmup: int,
     min_rep_s: float,
     log: Callable[[str], None] | None,
-    int8_file: str | None,
+    onnx_file: str | None,
     remember: bool,
     device: str,
     sync: Callable[[], None],
@@ -343,16 +446,11 @@ def _bench_batch(
     rows: list[BenchRow] = []
     ready = []
     for path in paths:
-        made = _runner(path, model, x, tmpdir, int8_file, device)
-        if made is None:
-            if log:
-                log(f"{path}: skipped (onnxruntime is not installed)")
-            continue
-        run, precision, setup_s, compile_s = made
+        run, precision, setup_s, compile_s, form = _runner(path, model, x, files, onnx_file, device)
         for _ in range(warmup):
             run()
         k = _calls_per_rep(run, min_rep_s, sync)
-        ready.append((path, run, precision, setup_s, compile_s, k))
+        ready.append((path, run, precision, setup_s, compile_s, form, k))
         if log:
             compiled = f", compile {compile_s:.1f} s" if compile_s is not None else ""
             log(f"batch {b} {path}: ready (setup {setup_s:.1f} s{compiled})")
@@ -364,7 +462,7 @@ def _bench_batch(
             times[path].append(_time_rep(run, k, sync))
     base = statistics.median(times["eager-fp32"]) if "eager-fp32" in times else None
     candidates = {}
-    for path, _, precision, setup_s, compile_s, _ in ready:
+    for path, _, precision, setup_s, compile_s, form, _ in ready:
         lat = statistics.median(times[path])
         row = BenchRow(
             model=name, path=path, batch_size=b, input_size=list(input_size),
@@ -372,14 +470,16 @@ def _bench_batch(
             latency_ms_all=[round(t * 1e3, 3) for t in times[path]],
             ratio_vs_eager_fp32=(base / lat) if base else None,
             precision=precision, setup_s=round(setup_s, 2), threads=threads,
-            device=device, gpu=gpu, compile_s=compile_s,
+            device=device, gpu=gpu, compile_s=compile_s, form=form,
         )  # fmt: skip
         rows.append(row)
-        if path in ("fast", "fast-nocompile", "onnxruntime"):
+        if path in RECORDED:
             candidates[path] = {"images_per_s": round(b / lat, 3), "precision": precision}
+            if form:
+                candidates[path]["form"] = form
         if log:
             log(f"batch {b} {path}: {row.images_per_s:.1f} images/s, {row.latency_ms:.1f} ms")
-    if remember:
+    if remember and model is not None:
         from .backends import record
 
         record(model, input_size, b, candidates)

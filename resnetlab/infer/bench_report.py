@@ -30,21 +30,32 @@ def machine_line(device: str = "cpu") -> str:
     cap = torch.backends.cpu.get_cpu_capability()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} cores, "
-        f"{features_line()} (torch kernels {cap}), "
+        f"torch {torch.__version__}{_runtime_versions()}, {torch.get_num_threads()} threads on "
+        f"{os.cpu_count()} cores, {features_line()} (torch kernels {cap}), "
         f"fast path precision: {resolve_precision('auto')}, load average {load:.1f}"
     )
 
 
+def _runtime_versions() -> str:
+    from .export import require_onnxruntime
+    from .openvino import openvino_version
+
+    ort = require_onnxruntime()
+    out = f", onnxruntime {ort.__version__}" if ort is not None else ""
+    ov = openvino_version()
+    return out + (f", openvino {ov}" if ov else "")
+
+
 def format_table(rows: list[BenchRow]) -> str:
     """A plain-text table of the rows: images/s, latency and the ratio to eager-fp32."""
-    lines = [f"{'batch':>5}  {'path':<15} {'prec':<5} {'images/s':>9} {'latency ms':>11} "
+    lines = [f"{'batch':>5}  {'path':<15} {'prec':<9} {'images/s':>9} {'latency ms':>11} "
              f"{'vs eager-fp32':>13} {'setup s':>8} {'compile s':>9}"]  # fmt: skip
     for r in rows:
         ratio = f"{r.ratio_vs_eager_fp32:.2f}x" if r.ratio_vs_eager_fp32 else "-"
         compiled = f"{r.compile_s:.1f}" if r.compile_s is not None else "-"
+        prec = f"{r.precision} {r.form}" if getattr(r, "form", None) else r.precision
         lines.append(
-            f"{r.batch_size:>5}  {r.path:<15} {r.precision:<5} {r.images_per_s:>9.1f} "
+            f"{r.batch_size:>5}  {r.path:<15} {prec:<9} {r.images_per_s:>9.1f} "
             f"{r.latency_ms:>11.2f} {ratio:>13} {r.setup_s:>8.1f} {compiled:>9}"
         )
     return "\n".join(lines)
@@ -64,26 +75,43 @@ def rows_as_json(rows: list[BenchRow]) -> list[dict[str, Any]]:
 
 
 def fast_path_choices(rows: list[BenchRow]) -> list[str]:
-    """What `prepare_for_inference(backend="auto")` now takes at each batch size, from the rows
-    (CPU rows only: on CUDA the fast path is torch)."""
+    """What `prepare_for_inference(backend="auto")` now takes at each batch size, from the rows,
+    with the figures it was chosen from, and which runtime runs the int8 file fastest (CPU rows
+    only: on CUDA the fast path is torch)."""
     lines = []
     for b in sorted({r.batch_size for r in rows}):
-        cands = [
-            r for r in rows if r.batch_size == b and r.path in CANDIDATES and r.device == "cpu"
-        ]
-        if not cands:
-            continue
-        best = max(cands, key=lambda r: r.images_per_s)
-        ratio = f", {best.ratio_vs_eager_fp32:.2f}x eager-fp32" if best.ratio_vs_eager_fp32 else ""
-        lines.append(
-            f"fast path at batch {b}: {CANDIDATES[best.path]} ({best.images_per_s:.1f} images/s"
-            f"{ratio}); int8 when asked for (resnetlab quantize)"
-        )
+        at_b = [r for r in rows if r.batch_size == b and r.device == "cpu"]
+        cands = sorted((r for r in at_b if r.path in CANDIDATES), key=lambda r: -r.images_per_s)
+        if cands:
+            best = cands[0]
+            ratio = (
+                f", {best.ratio_vs_eager_fp32:.2f}x eager-fp32" if best.ratio_vs_eager_fp32 else ""
+            )
+            beside = ", ".join(
+                f"{CANDIDATES[r.path]} {r.precision} {r.images_per_s:.1f}" for r in cands[1:]
+            )
+            lines.append(
+                f"fast path at batch {b}: {CANDIDATES[best.path]} {best.precision} "
+                f"({best.images_per_s:.1f} images/s{ratio}"
+                + (f"; beside {beside}" if beside else "")
+                + "); int8 when asked for (resnetlab quantize)"
+            )
+        int8 = sorted((r for r in at_b if r.path in INT8_RUNTIMES), key=lambda r: -r.images_per_s)
+        if len(int8) > 1:
+            best = int8[0]
+            beside = ", ".join(f"{INT8_RUNTIMES[r.path]} {r.images_per_s:.1f}" for r in int8[1:])
+            lines.append(
+                f"int8 file at batch {b}: runs on {INT8_RUNTIMES[best.path]} "
+                f"({best.images_per_s:.1f} images/s; beside {beside})"
+            )
     return lines
 
 
 CANDIDATES = {
     "fast": "torch, compiled",
     "fast-nocompile": "torch",
-    "onnxruntime": "ONNX Runtime fp32",
+    "onnxruntime": "ONNX Runtime",
+    "openvino": "OpenVINO",
+    "openvino-fp32": "OpenVINO",
 }
+INT8_RUNTIMES = {"int8": "ONNX Runtime", "int8-openvino": "OpenVINO"}

@@ -2,13 +2,18 @@
 
 ONNX goes through torch.onnx's TorchScript-based exporter, which needs nothing beyond torch and
 onnx (the torch.export-based one also needs onnxscript). The file is verified with onnxruntime
-when it is installed (`pip install resnetlab[onnx]`).
+when it is installed (`pip install resnetlab[onnx]`). Both formats take any batch size unless
+asked for a static batch of 1 (a batch-1 graph that refuses batch 4 surprises). An ONNX export is a
+first-class file: it carries the weights' metadata (classes, mean, std, input size, model name and
+options) as the int8 file from `quantize` does, under the same key, so predict, eval and bench
+take it in place of the weights, checked by the one checker (infer.onnxfile.read_onnx).
 """
 
 from __future__ import annotations
 
 import importlib
 import io
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -21,6 +26,7 @@ from torch import nn
 from ..errors import ResnetlabError
 from ..files import atomic_write
 from ..models.registry import get_entry
+from ..models.weights import META_KEY, check_metadata, model_metadata
 
 FORMATS = ("onnx", "exported-program")
 SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2"}
@@ -71,9 +77,10 @@ def sample_input(input_size: tuple[int, ...], batch: int, seed: int = 0) -> torc
 
 def export_onnx(
     model: nn.Module, path: str | os.PathLike, input_size: tuple[int, ...], *,
-    dynamic_batch: bool = False, opset: int = ONNX_OPSET,
+    dynamic_batch: bool = False, opset: int = ONNX_OPSET, metadata: dict[str, Any] | None = None,
 ) -> ExportReport:  # fmt: skip
-    """Write `model` as ONNX (input 'input' NCHW, output 'logits') atomically, and check it."""
+    """Write `model` as ONNX (input 'input' NCHW, output 'logits') atomically, and check it;
+    `metadata` (JSON-able) is stored under the resnetlab key, as the weights keep theirs."""
     try:
         importlib.import_module("onnx")
     except ImportError:
@@ -81,6 +88,13 @@ def export_onnx(
             "ONNX export needs the onnx package: pip install 'resnetlab[onnx]'"
         ) from None
     model = model.eval()
+    text = ""
+    if metadata is not None:
+        check_metadata(metadata, "metadata")
+        try:
+            text = json.dumps(metadata)
+        except TypeError as e:
+            raise ResnetlabError(f"metadata is not JSON-serialisable: {e}") from None
     x = sample_input(input_size, 2 if dynamic_batch else 1)
     outputs = output_names(model)
     axes = {name: {0: "batch"} for name in ("input", *outputs)} if dynamic_batch else None
@@ -94,6 +108,12 @@ def export_onnx(
             )  # fmt: skip
         import onnx
 
+        if metadata is not None:
+            proto = onnx.load(tmp)
+            del proto.metadata_props[:]
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = META_KEY, text
+            onnx.save(proto, tmp)
         onnx.checker.check_model(tmp)
 
         ort = require_onnxruntime()
@@ -141,8 +161,9 @@ def _compare(model: nn.Module, x: torch.Tensor, got, runtime: str) -> dict[str, 
     return {"diff": diff, "agree": agree, "checked_with": runtime}
 
 
-def onnx_session(path: str | os.PathLike, threads: int | None = None):
-    """An onnxruntime CPU session for an ONNX file (ResnetlabError if onnxruntime is missing)."""
+def onnx_session(path: str | os.PathLike | bytes, threads: int | None = None):
+    """An onnxruntime CPU session for an ONNX file or its bytes (ResnetlabError if onnxruntime is
+    missing)."""
     ort = require_onnxruntime()
     if ort is None:
         raise ResnetlabError("onnxruntime is not installed: pip install 'resnetlab[onnx]'")
@@ -150,11 +171,13 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         opts.intra_op_num_threads = threads
+    source = path if isinstance(path, bytes) else str(path)
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for a bad file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ResnetlabError(f"{path}: onnxruntime cannot load it ({first[:200]})") from None
+        label = "the exported model" if isinstance(path, bytes) else path
+        raise ResnetlabError(f"{label}: onnxruntime cannot load it ({first[:200]})") from None
 
 
 def run_onnx(path: str | os.PathLike, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
@@ -202,14 +225,31 @@ def export_program(
 
 def export(
     model: nn.Module, meta: dict[str, Any], fmt: str, out: str | os.PathLike, *,
-    dynamic_batch: bool = False,
+    dynamic_batch: bool = True, source: str | os.PathLike | None = None,
 ) -> ExportReport:  # fmt: skip
-    """Export in format `fmt` ('onnx' or 'exported-program') to `out`."""
+    """Export in format `fmt` ('onnx' or 'exported-program') to `out`, any batch size unless
+    `dynamic_batch` is False; an ONNX file carries `meta` (the weights' metadata, from the file
+    `source`) with its input size and how it was exported."""
     if fmt not in FORMATS:
         raise ResnetlabError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     size = input_size_of(model, meta)
     if Path(out).is_dir():
         raise ResnetlabError(f"output {out} is a directory; give a file name")
     if fmt == "onnx":
-        return export_onnx(model, out, size, dynamic_batch=dynamic_batch)
+        full = export_metadata(model, meta, size, dynamic_batch=dynamic_batch, source=source)
+        return export_onnx(model, out, size, dynamic_batch=dynamic_batch, metadata=full)
     return export_program(model, out, size, dynamic_batch=dynamic_batch)
+
+
+def export_metadata(
+    model: nn.Module, meta: dict[str, Any], input_size: tuple[int, ...], *,
+    dynamic_batch: bool, source: str | os.PathLike | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """What an ONNX export carries: the weights' metadata (what the model says of itself where
+    they have none), its input size, and an `export` entry (format, opset, batch, source)."""
+    full = {**model_metadata(model), **meta, "input_size": list(input_size)}
+    full["export"] = {
+        "format": "onnx", "opset": ONNX_OPSET, "dynamic_batch": dynamic_batch,
+        **({"from_weights": Path(source).name} if source is not None else {}),
+    }  # fmt: skip
+    return full

@@ -166,46 +166,55 @@ def prepare_for_inference(
     compile: True / False, or None to compile when it pays: a C++ compiler is present and the
     work ahead, `expected_images` x the multiply-adds of one `input_size` (C, H, W) image, is at
     least COMPILE_MIN_MACS (compiling costs about a minute; see docs/inference.md).
-    backend: "torch", "onnxruntime" (fp32, needs `input_size`), or "auto": the faster of the two
-    as `resnetlab bench` measured them on this machine for this model, `input_size` and
-    `batch_size` (infer/backends.py), else torch. An int8 model (`load_int8`) runs as it is.
+    backend: "torch", "onnxruntime" (fp32, needs `input_size`), "openvino" (fp32 or bf16, needs
+    `input_size` and the openvino extra), or "auto": the fastest of them as `resnetlab bench`
+    measured them on this machine for this model, `input_size` and `batch_size`
+    (infer/backends.py), else torch; the result's `why` says which and the figures. An ONNX model
+    (`load_onnx`, `load_int8`) runs as it is.
     device: "cpu" or "cuda[:N]" (the model is copied there; inputs move there on each call, and
     the logits stay there); on CUDA the backend is torch and a compiled model runs as CUDA graphs.
     The result runs under torch.no_grad() and returns float32 logits.
     """
-    from .quantize import Int8Model
+    from .onnxmodel import OnnxModel
 
     cuda = policy.is_cuda(device)
-    if isinstance(model, Int8Model):
+    if isinstance(model, OnnxModel):
         if cuda:
             raise ResnetlabError(
-                "an int8 model runs on the CPU (ONNX Runtime); use device cpu", argument="device"
+                f"an ONNX model runs on the CPU ({model.runtime}); use device cpu",
+                argument="device",
             )
         return _NoGrad(model)
     if backend not in BACKENDS:
         raise ResnetlabError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     asked = precision
     precision = resolve_precision(precision, device)
-    if cuda and backend == "onnxruntime":
-        raise ResnetlabError("the onnxruntime backend runs on the CPU; use device cpu")
+    if cuda and backend in ("onnxruntime", "openvino"):
+        raise ResnetlabError(f"the {backend} backend runs on the CPU; use device cpu")
+    why = f"{backend}, as asked"
+    runtime_precision = precision
     if backend == "auto":
-        backend = "torch"
+        backend, why = "torch", "torch: no measurement of this model and batch here (bench)"
         if input_size and batch_size and not cuda:  # measurements of this CPU's backends
-            from .backends import fastest
+            from .backends import choose
 
-            best = fastest(model, tuple(input_size), batch_size, precision)
-            if best is not None and not (best[0] == "onnxruntime" and asked == "bf16"):
-                backend = best[0]
-                if compile is None and best[0] == "torch" and compiler_available():
-                    compile = best[1]
-    if backend == "onnxruntime":
-        if asked == "bf16":
+            best = choose(model, tuple(input_size), batch_size, precision, asked)
+            if best is not None:
+                backend, why, runtime_precision = best.backend, best.why, best.precision
+                if compile is None and best.backend == "torch" and compiler_available():
+                    compile = best.compiled
+    if backend in ("onnxruntime", "openvino"):
+        if backend == "onnxruntime" and asked == "bf16":
             raise ResnetlabError("the onnxruntime backend runs fp32; use precision fp32 or auto")
         if not input_size:
-            raise ResnetlabError("the onnxruntime backend needs the input size (C, H, W)")
-        from .backends import onnxruntime_model
+            raise ResnetlabError(f"the {backend} backend needs the input size (C, H, W)")
+        from .backends import runtime_model
 
-        return _NoGrad(onnxruntime_model(model, tuple(input_size)))
+        if backend == "onnxruntime":
+            runtime_precision = "fp32"
+        prepared = runtime_model(backend, model, tuple(input_size), runtime_precision)
+        prepared.why = why
+        return _NoGrad(prepared)
     folded, n = fold_batchnorm(model)
     for p in folded.parameters():
         p.requires_grad_(False)
@@ -217,6 +226,7 @@ def prepare_for_inference(
         folded, precision=precision, channels_last=is_conv, device=device
     ).eval()
     prepared.folded_bn = n
+    prepared.why = why
     if compile is None:
         compile = compile_pays(model, expected_images, input_size)
     if compile:

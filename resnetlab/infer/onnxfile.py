@@ -85,6 +85,23 @@ def _dims(value_info: Any) -> list[int | None]:
     return [d.dim_value if d.HasField("dim_value") else None for d in dims]
 
 
+def graph_input_size(proto: Any) -> list[int] | None:
+    """The graph's input size without the batch ([C, H, W] or [features]), or None where a
+    dimension other than the batch is not fixed."""
+    graph = proto.graph
+    init = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in init]
+    if len(inputs) != 1:
+        return None
+    dims = _dims(inputs[0])[1:]
+    return [int(d) for d in dims] if dims and all(d for d in dims) else None
+
+
+def graph_outputs(proto: Any) -> list[list[int | None]]:
+    """The shape of each graph output (None for a dimension that is not fixed)."""
+    return [_dims(o) for o in proto.graph.output]
+
+
 def check_graph_fits(proto: Any, meta: dict[str, Any], source: str) -> None:
     """Refuse metadata that does not describe the graph: input channels and size, class count,
     and the number of convolutions of the architecture it names."""

@@ -47,12 +47,29 @@ class PredictResult:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
-def load_for_inference(weights: str | os.PathLike) -> tuple[nn.Module, dict[str, Any], Preprocess]:
-    """Model (eval), metadata and preprocessing of a resnetlab weights file (or an int8 file from
-    `resnetlab quantize`), checked for predict."""
-    from .quantize import is_onnx_file, load_int8
+def load_for_inference(
+    weights: str | os.PathLike,
+    *,
+    runtime: str = "auto",
+    precision: str = "auto",
+    batch_size: int | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[nn.Module, dict[str, Any], Preprocess]:
+    """Model (eval), metadata and preprocessing of a resnetlab weights file or an ONNX file (an
+    export or an int8 file; `runtime`, `precision`, `batch_size` and `overrides` apply to it:
+    infer.onnxmodel.load_onnx), checked for predict."""
+    from .onnxmodel import is_onnx_file, load_onnx
 
-    model, meta = load_int8(weights) if is_onnx_file(weights) else load_model(weights)
+    if is_onnx_file(weights):
+        model, meta = load_onnx(weights, runtime=runtime, precision=precision,
+                                batch_size=batch_size, overrides=overrides)  # fmt: skip
+    else:
+        if overrides:
+            raise ResnetlabError(
+                f"--{next(iter(overrides))} applies to ONNX files without resnetlab metadata; "
+                f"{weights} carries its own"
+            )
+        model, meta = load_model(weights)
     if int(meta.get("num_classes") or 0) <= 0:
         raise ResnetlabError(f"{weights}: a model without a classifier head cannot predict classes")
     if getattr(model, "resnetlab_config", {}).get("features_only"):
@@ -116,28 +133,45 @@ def predict(
     compile: bool | None = None,
     on_failure: Callable[[str, str], None] | None = None,
     device: str = "auto",
+    backend: str = "auto",
+    overrides: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> PredictResult:
     """Predict every image file (and every image in each directory) of `inputs` with `weights`.
 
-    device: "auto" (CUDA when there is one; an int8 file always runs on the CPU), "cpu" or "cuda".
+    device: "auto" (CUDA when there is one; an ONNX file always runs on the CPU), "cpu" or "cuda".
+    backend: "auto" (the fastest measured here: infer/backends.py), "torch", "onnxruntime" or
+    "openvino"; for an ONNX file the runtime ("torch" does not apply). overrides: classes, mean
+    and std for an ONNX file without resnetlab metadata. log: told which backend runs and why.
     """
-    from .quantize import Int8Model
+    from .onnxmodel import OnnxModel, is_onnx_file
 
-    model, meta, prep = load_for_inference(weights)
-    device = "cpu" if device == "auto" and isinstance(model, Int8Model) else device
+    if is_onnx_file(weights) and backend == "torch":
+        raise ResnetlabError(
+            f"backend torch: {weights} is an ONNX file; use auto, onnxruntime or openvino",
+            argument="backend",
+        )
+    model, meta, prep = load_for_inference(
+        weights, runtime=backend, precision=precision, batch_size=batch_size, overrides=overrides
+    )
+    device = "cpu" if device == "auto" and isinstance(model, OnnxModel) else device
     device = policy.pick_device(device)
     paths = find_images(inputs)
     if not paths:
         raise ResnetlabError(f"no image files in {', '.join(str(i) for i in inputs)}")
+    batch = min(batch_size, len(paths))
     fast = prepare_for_inference(
         model,
         precision=precision,
         compile=compile,
         expected_images=len(paths),
         input_size=prep.input_size,
-        batch_size=min(batch_size, len(paths)),
+        batch_size=batch,
         device=device,
+        backend="auto" if isinstance(model, OnnxModel) else backend,
     )
+    if log is not None and "measured here" in str(getattr(fast, "why", "")):
+        log(f"backend {fast.backend} ({fast.precision}): {fast.why}")
     classes = class_names(meta, int(meta["num_classes"]))
     return predict_files(
         fast, prep, classes, paths, topk=topk, batch_size=batch_size, on_failure=on_failure

@@ -100,20 +100,26 @@ def evaluate_weights(
     ignore_class_names: bool = False,
     skip_bad: bool = False,
     seed: int = 0,
+    backend: str = "auto",
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a weights file (or an int8 .onnx from quantize) on a split of `data`: top-1 and
-    top-5 accuracy, loss, accuracy per class and the confusion matrix, as `resnetlab eval` shows.
+    """Evaluate a weights file (or an ONNX file: an export, or int8 from quantize) on a split of
+    `data`: top-1 and top-5 accuracy, loss, accuracy per class and the confusion matrix, as
+    `resnetlab eval` shows.
 
     Classes are matched by name (resnetlab.data.classmap): `class_match` says how, in one line,
     when it is not the identity. An image folder is decoded as predict decodes an image (resized
     to cover, centre-cropped to the weights' input size) and used whole (a train/test tree: the
     split); `limit` evaluates a seeded, class-stratified sample of that many images.
 
-    tta: also the mirrored image (None: as the model was trained); precision: fp32 or bf16."""
+    tta: also the mirrored image (None: as the model was trained); precision: fp32 or bf16.
+    backend: for weights "auto" or "torch" (the model as it is), "onnxruntime" or "openvino" (the
+    model exported and run there); for an ONNX file its runtime (auto: infer.onnxmodel.load_onnx).
+    overrides: classes, mean and std of an ONNX file without resnetlab metadata."""
     from ..data.dataset import check_input_size
     from ..data.loader import BatchLoader
     from ..data.normalise import weights_mean_std
-    from ..infer.quantize import is_onnx_file, load_int8
+    from ..infer.onnxmodel import OnnxModel, is_onnx_file, load_onnx
     from ..models import get_entry, load_model
     from ..policy import cpu_threads, pick_device
 
@@ -127,19 +133,28 @@ def evaluate_weights(
         raise ResnetlabError(f"precision {precision!r}: use fp32 or bf16", argument="precision")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ResnetlabError(f"limit {limit!r}: expected a whole number >= 1", argument="limit")
-    int8 = is_onnx_file(weights)
-    if int8:  # an int8 model from `resnetlab quantize`, run by ONNX Runtime on the CPU
-        if precision == "bf16":
-            raise ResnetlabError(
-                f"precision bf16 does not apply: {weights} is an int8 model", argument="precision"
-            )
+    onnx = is_onnx_file(weights)
+    if onnx:  # an export or an int8 model from `resnetlab quantize`, run on the CPU
         if device not in (None, "auto", "cpu"):
             raise ResnetlabError(
-                f"device {device}: an int8 model runs on the CPU", argument="device"
+                f"device {device}: an ONNX model runs on the CPU", argument="device"
             )
-        model, meta = load_int8(weights)
+        if backend == "torch":
+            raise ResnetlabError(f"backend torch: {weights} is an ONNX file; use auto, "
+                                 "onnxruntime or openvino", argument="backend")  # fmt: skip
+        model, meta = load_onnx(weights, runtime=backend, precision=precision,
+                                batch_size=batch_size, overrides=overrides)  # fmt: skip
     else:
+        if overrides:
+            raise ResnetlabError(f"--{next(iter(overrides))} applies to ONNX files without "
+                                 f"resnetlab metadata; {weights} carries its own")  # fmt: skip
         model, meta = load_model(weights)
+        if backend in ("onnxruntime", "openvino"):  # the model exported and run there
+            from ..infer.backends import runtime_model
+            from ..infer.export import input_size_of
+
+            size = input_size_of(model, meta)
+            model, onnx = runtime_model(backend, model, size, precision), True
     num_classes = int(meta.get("num_classes") or 0)
     if num_classes <= 0 or meta.get("features_only"):
         raise ResnetlabError(f"{weights}: a model without a classifier head cannot be evaluated")
@@ -150,16 +165,18 @@ def evaluate_weights(
     )
     classes = images.classes
     mean, std = weights_mean_std(meta, train_images)
-    device = "cpu" if int8 else pick_device(device)
+    device = "cpu" if onnx else pick_device(device)
     if not device.startswith("cuda"):
         torch.set_num_threads(cpu_threads(threads))
-    conv = not get_entry(meta["name"]).is_mlp
+    name = meta.get("name")
+    conv = not get_entry(name).is_mlp if name else len(meta["input_size"]) == 3
     model.to(device)
     if conv:
         model.to(memory_format=torch.channels_last)
     loader = BatchLoader(images, batch_size, train=False, mean=mean, std=std, channels_last=conv)
     tta = bool(meta.get("tta", False)) if tta is None else tta
-    dtype = torch.bfloat16 if precision == "bf16" else None
+    # an ONNX model computes in the precision its runtime was asked for
+    dtype = torch.bfloat16 if precision == "bf16" and not isinstance(model, OnnxModel) else None
     res = evaluate(
         model, loader, num_classes=num_classes, device=device, tta_flip=tta, autocast_dtype=dtype
     )
@@ -168,7 +185,7 @@ def evaluate_weights(
     per_class = res.per_class_acc()
     return {
         "weights": str(weights),
-        "model": meta["name"],
+        "model": meta.get("name", os.path.splitext(os.path.basename(weights))[0]),
         "dataset": name,
         "split": split,
         "images": res.n,
