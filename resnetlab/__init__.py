@@ -12,7 +12,8 @@ from .models import (
     save_weights,
 )
 from .train.callbacks import Callback, EarlyStopping
-from .train.loop import FitResult, TrainConfig, fit
+from .train.config import TrainConfig
+from .train.loop import FitResult, fit
 
 __version__ = "0.1.0"
 

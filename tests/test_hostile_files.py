@@ -456,11 +456,13 @@ _TRAIN_AND_TRUNCATE = """
     prepared.memory_budget = lambda: 0  # map it, as a cache larger than memory would be
     images = os.path.join(sys.argv[1], "images.npy")
 
-    def on_step_end(self):
-        if self.state.step == 2:  # another process cuts the cache short
-            subprocess.Popen([sys.executable, "-c", f"import os; os.truncate({images!r}, 128)"])
+    class Truncate:
+        def on_step_end(self, state):
+            if state.step == 2:  # another process cuts the cache short
+                subprocess.Popen([sys.executable, "-c", f"import os; os.truncate({images!r}, 128)"])
 
-    loop.Trainer.on_step_end = on_step_end
+    fit = loop.fit
+    loop.fit = lambda *a, callbacks=None, **k: fit(*a, callbacks=[Truncate()], **k)
     sys.exit(main(sys.argv[2:]))
 """
 

@@ -32,7 +32,8 @@ from resnetlab.data.sources import read_source
 from resnetlab.errors import ResnetlabError
 from resnetlab.models import load_model
 from resnetlab.train import checkpoint as ckpt
-from resnetlab.train.loop import TrainConfig, fit, init_from
+from resnetlab.train.finetune import init_from
+from resnetlab.train.loop import TrainConfig, fit
 
 META = {"classes": ["cat", "dog", "fox"], "input_size": [1, 28, 28], "mean": [0.5], "std": [0.25]}
 

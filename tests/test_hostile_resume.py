@@ -20,8 +20,9 @@ from resnetlab.cli import main
 from resnetlab.errors import ResnetlabError
 from resnetlab.train import checkpoint as ckpt
 from resnetlab.train.loop import fit
-from resnetlab.train.recipes import get_recipe, lr_factor
+from resnetlab.train.recipes import get_recipe
 from resnetlab.train.rundir import NAMES_WRITTEN
+from resnetlab.train.step import lr_factor
 
 
 def run(capsys, *argv):

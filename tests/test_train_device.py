@@ -13,11 +13,13 @@ from torch import nn
 
 from resnetlab import policy
 from resnetlab.data.augment import apply_crop_flip
-from resnetlab.data.loader import BatchLoader, fits_on_device
+from resnetlab.data.loader import BatchLoader
 from resnetlab.data.normalise import normaliser
 from resnetlab.errors import ResnetlabError
 from resnetlab.models import create_model
-from resnetlab.train import loop, setup
+from resnetlab.policy import fits_on_device
+from resnetlab.train import loop, trainer
+from resnetlab.train.callbacks import Callback
 from resnetlab.train.checkpoint import load_checkpoint
 from resnetlab.train.recipes import ACCEL, FAST, auto_recipe, get_recipe
 from resnetlab.train.step import TrainStep, fused_sgd
@@ -156,7 +158,7 @@ def test_reading_every_few_steps_trains_exactly_as_reading_every_step(tmp_path, 
     torch.set_num_threads(1)
     cfg = dict(epochs=1, checkpoint_every=0)
     every, _ = loop.train_model(tiny_config(tmp_path / "a", **cfg), tiny_splits())
-    monkeypatch.setitem(loop.READ_EVERY, "cpu", 4)
+    monkeypatch.setitem(trainer.READ_EVERY, "cpu", 4)
     few, summary = loop.train_model(tiny_config(tmp_path / "b", **cfg), tiny_splits())
     for k, v in every.state_dict().items():
         assert torch.equal(few.state_dict()[k], v), k
@@ -168,7 +170,7 @@ def test_non_finite_loss_stops_at_the_next_read_and_keeps_a_finite_checkpoint(
     tmp_path, monkeypatch
 ):
     torch.set_num_threads(1)
-    monkeypatch.setitem(loop.READ_EVERY, "cpu", 4)
+    monkeypatch.setitem(trainer.READ_EVERY, "cpu", 4)
     assemble = BatchLoader._assemble
 
     def poisoned(self, plan, b):  # batch 1 of epoch 2 (step 8) holds a NaN pixel
@@ -179,9 +181,13 @@ def test_non_finite_loss_stops_at_the_next_read_and_keeps_a_finite_checkpoint(
 
     monkeypatch.setattr(BatchLoader, "_assemble", poisoned)
     trained = {}
-    monkeypatch.setattr(loop.Trainer, "on_step_end", lambda self: trained.update(m=self.model))
-    with pytest.raises(loop.NonFiniteLoss, match=r"loss became nan at epoch 2, step 8 \(lr "):
-        loop.fit(tiny_config(tmp_path, epochs=3), tiny_splits())
+
+    class Keep(Callback):
+        def on_step_end(self, state):
+            trained.update(m=state.model)
+
+    with pytest.raises(trainer.NonFiniteLoss, match=r"loss became nan at epoch 2, step 8 \(lr "):
+        loop.fit(tiny_config(tmp_path, epochs=3), tiny_splits(), callbacks=[Keep()])
     # steps 9 and 10 ran before the read at step 10; the bad step changed no weight
     assert all(torch.isfinite(p).all() for p in trained["m"].parameters())
     weights, state = load_checkpoint(tmp_path)
@@ -191,7 +197,7 @@ def test_non_finite_loss_stops_at_the_next_read_and_keeps_a_finite_checkpoint(
 
 def test_the_fallback_host_loader_trains_too(tmp_path, monkeypatch):
     torch.set_num_threads(1)
-    monkeypatch.setattr(setup, "fits_on_device", lambda nbytes, device: False)
+    monkeypatch.setattr(policy, "fits_on_device", lambda nbytes, device: False)
     summary = loop.fit(tiny_config(tmp_path, epochs=1), tiny_splits())
     assert summary["steps"] == 6
 

@@ -12,18 +12,13 @@ from helpers.train import TINY_OPTIONS, tiny_config, tiny_splits
 from resnetlab.data.loader import BatchLoader
 from resnetlab.errors import ResnetlabError
 from resnetlab.models import create_model, load_model, read_metadata, save_weights
+from resnetlab.policy import resolve_precision
 from resnetlab.train.checkpoint import load_checkpoint
 from resnetlab.train.evaluate import evaluate
-from resnetlab.train.loop import (
-    NonFiniteLoss,
-    fit,
-    freeze,
-    init_from,
-    param_groups,
-    resolve_precision,
-    train_model,
-)
+from resnetlab.train.finetune import freeze, init_from, param_groups
+from resnetlab.train.loop import fit, train_model
 from resnetlab.train.recipes import get_recipe
+from resnetlab.train.trainer import NonFiniteLoss
 
 
 @pytest.fixture(scope="module")

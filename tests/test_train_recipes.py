@@ -7,7 +7,8 @@ import torch
 
 from resnetlab.errors import ResnetlabError
 from resnetlab.train.config import TrainConfig, check_config
-from resnetlab.train.recipes import Schedule, get_recipe, lr_factor
+from resnetlab.train.recipes import get_recipe
+from resnetlab.train.step import Schedule, lr_factor
 
 
 def _sgd(lr=0.1):

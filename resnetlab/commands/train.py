@@ -8,7 +8,9 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..errors import ResnetlabError
+from ..policy import DEVICES, PRECISIONS
 from ..train.logs import LOG_CHOICES
+from ..train.recipes import RECIPE_CHOICES
 from .infer import add_backend_arguments, overrides_from
 
 DEFAULT_MODEL = "resnet20"
@@ -27,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="dataset: fashion-mnist, mnist, cifar10, a folder, an .npz")
     p.add_argument(
         "--recipe",
-        choices=("auto", "fast", "accel", "paper"),
+        choices=RECIPE_CHOICES,
         help="training recipe (default auto: accel, large batches, on CUDA unless --batch-size is "
         "given; else fast)",
     )
@@ -52,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-split", type=float, help="hold out this fraction (or count) of train")
     p.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16", "fp16"),
+        choices=PRECISIONS,
         help="autocast precision (auto: bf16 where the hardware has it, else fp32)",
     )
     p.add_argument(
@@ -119,7 +121,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="translation and flips as the recipe says (default), or none",
     )
-    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--device", help=f"{', '.join(DEVICES)} or cuda:N (default auto)")
     p.add_argument("--threads", type=int, help="CPU threads (default: the cores not already busy)")
     p.add_argument(
         "--size",
@@ -204,7 +206,7 @@ def _parse_options(items: list[str] | None) -> dict:
 
 def build_config(args: argparse.Namespace):
     """TrainConfig from the command line, completed from the checkpoint when resuming."""
-    from ..train.loop import TrainConfig, check_config
+    from ..train.config import TrainConfig
 
     given = {
         "model": args.model,
@@ -237,7 +239,7 @@ def build_config(args: argparse.Namespace):
         "skip_bad": args.skip_bad,
         "log": sorted(set(args.log)) if args.log else None,
     }
-    # the numbers and choices are checked by check_config below, the one place for them
+    # the numbers and choices are checked once, by fit (train/config.py's check_config)
     if args.init_from and Path(args.init_from).suffix.lower() == ".onnx":
         raise ResnetlabError(
             f"--init-from {args.init_from}: an ONNX file (such as an int8 model from `resnetlab "
@@ -257,9 +259,7 @@ def build_config(args: argparse.Namespace):
             f"{given['out']} already holds a run; continue it with --resume, start afresh with "
             "--overwrite, or choose another --out"
         )
-    cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
-    check_config(cfg)
-    return cfg, None
+    return TrainConfig(**{k: v for k, v in given.items() if v is not None}), None
 
 
 def _resume_config(args: argparse.Namespace, given: dict):
@@ -267,7 +267,7 @@ def _resume_config(args: argparse.Namespace, given: dict):
     of them may change mid-run is set_up's decision: train/resume.py); the run continues in its
     own folder, never elsewhere."""
     from ..train import checkpoint as ckpt
-    from ..train.loop import TrainConfig, check_config
+    from ..train.config import TrainConfig
     from ..train.resume import check_same_folder, run_folder
 
     if args.overwrite:
@@ -294,7 +294,6 @@ def _resume_config(args: argparse.Namespace, given: dict):
         )
     given = dict(given, out=str(folder), quiet=bool(given["quiet"]))  # quiet: this command's
     cfg = TrainConfig(**{**saved, **{k: v for k, v in given.items() if v is not None}})
-    check_config(cfg)
     return cfg, str(folder)
 
 

@@ -25,20 +25,6 @@ from .augment import apply_crop_flip, apply_erase, draw_crop_flip, draw_erase, s
 from .dataset import ImageDataset
 from .normalise import apply_normaliser, normaliser
 
-RESIDENT_FRACTION = 0.25  # at most this share of a GPU's memory holds the training images
-
-
-def fits_on_device(nbytes: int, device: str | torch.device) -> bool:
-    """True when `nbytes` of images may live on `device`: always on a CPU, and on a GPU when they
-    take at most RESIDENT_FRACTION of its memory (the rest is the model's)."""
-    device = torch.device(device)
-    if device.type == "cpu":
-        return True
-    if device.type == "cuda":
-        total = torch.cuda.get_device_properties(device).total_memory
-        return nbytes <= RESIDENT_FRACTION * total
-    return False
-
 
 @dataclass
 class EpochPlan:

@@ -21,7 +21,9 @@ from ..models.factory import model_for_data
 from ..models.weights import read_metadata
 from ..train import checkpoint as ckpt
 from ..train.logs import METRICS_FILE, STEPS_FILE, SUMMARY_FILE, plural, read_metrics
-from ..train.loop import TrainConfig, fit, load_data
+from ..train.config import TrainConfig
+from ..train.loop import fit
+from ..train.rundata import load_data
 from ..train.resume import same_source
 from .figures import pyplot, save_png
 from .nets import FAMILIES, check_study_net, cifar_net, parse_depths

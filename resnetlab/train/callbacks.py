@@ -1,14 +1,17 @@
 """Callbacks: the user's code at the trainer's events, instead of a subclass of the trainer.
 
 A callback is any object with one or more of the hooks `on_train_begin(state)`,
-`on_epoch_end(state)` and `on_train_end(state)` (`Callback` gives all three as no-ops, to
-subclass). They run on the process that evaluates (rank 0), in the order given, after the
-epoch's row is logged and its weights written. `state` is one `EpochState`, the same object at
-every call of a run: the epoch, that epoch's metrics (the metrics.jsonl row: train loss and
-error, and test and validation errors on the epochs that are evaluated), the rows so far, and the
-model. To stop training a callback sets `state.stop = True` (and `state.stop_reason`, a
-sentence); the run then ends as a finished run does: checkpoint, final evaluation, weights and
-summary, which says that it stopped early and why. A resumed run that had stopped stays stopped.
+`on_step_end(state)`, `on_epoch_end(state)` and `on_train_end(state)` (`Callback` gives all four
+as no-ops, to subclass). They run on the process that evaluates (rank 0), in the order given:
+on_step_end after each optimiser step (and after the tallies are read, when they are), where
+`state.step` is the step just taken and nothing has been read back from the device for it;
+on_epoch_end after the epoch's row is logged and its weights written. `state` is one
+`EpochState`, the same object at every call of a run: the epoch, that epoch's metrics (the
+metrics.jsonl row: train loss and error, and test and validation errors on the epochs that are
+evaluated), the rows so far, and the model. To stop training a callback sets `state.stop = True`
+(and `state.stop_reason`, a sentence) at an epoch's end; the run then ends as a finished run
+does: checkpoint, final evaluation, weights and summary, which says that it stopped early and
+why. A resumed run that had stopped stays stopped.
 
 `EarlyStopping` is the example shipped: it stops when a monitored error has not improved for
 `patience` evaluations.
@@ -25,7 +28,7 @@ from torch import nn
 
 from ..errors import ResnetlabError
 
-HOOKS = ("on_train_begin", "on_epoch_end", "on_train_end")
+HOOKS = ("on_train_begin", "on_step_end", "on_epoch_end", "on_train_end")
 
 # the metrics of an epoch's row that a callback may monitor (lower is better for each)
 METRICS = (
@@ -63,6 +66,10 @@ class Callback:
     def on_train_begin(self, state: EpochState) -> None:
         """Before the first epoch of this process (after a resume, `state.history` has the rows
         of the epochs already trained)."""
+
+    def on_step_end(self, state: EpochState) -> None:
+        """After each optimiser step: `state.step` is its count (keep it cheap: it runs every
+        step, and reading device values here would make the step wait for the device)."""
 
     def on_epoch_end(self, state: EpochState) -> None:
         """After each epoch: `state.metrics` is its row; set `state.stop = True` to stop."""

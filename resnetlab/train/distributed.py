@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..errors import ResnetlabError
-from ..policy import pick_device  # noqa: F401  (where training has always found it)
+from ..policy import pick_device
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,19 @@
-"""Fine-tuning: start from other weights, freeze parts, give body and head their own rates."""
+"""Fine-tuning: start from other weights or a ready model (its head following the data's class
+names, its normalisation the weights'), freeze parts, give body and head their own rates; and
+what a trained model says of its training, which a later fine-tune reads."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..data.classmap import match_head
 from ..errors import ResnetlabError
-from ..models.weights import read_weights
+from ..models.weights import model_metadata, read_weights
 from .recipes import Recipe
 
 
@@ -150,3 +154,96 @@ def param_groups(
     if not out:
         raise ResnetlabError("every parameter is frozen; nothing to train")
     return out
+
+
+def check_model_fits(model: nn.Module, entry, image_shape: tuple, num_classes: int) -> None:
+    """Fail in one line unless a ready model takes images of `image_shape` (C, H, W) and has one
+    output per class of the data."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    outputs = getattr(head, "out_features", 0)
+    if not outputs:
+        raise ResnetlabError(
+            "model has no classifier head (num_classes=0 or features_only); build it with "
+            f"num_classes={num_classes} to train it on this data",
+            argument="model",
+        )
+    if outputs != num_classes:
+        raise ResnetlabError(
+            f"model has {outputs} outputs but the data has {num_classes} classes; build it with "
+            f"num_classes={num_classes} (or call model.reset_classifier({num_classes}))",
+            argument="model",
+        )
+    c, h, w = image_shape
+    if entry.is_mlp:
+        have, want, what = getattr(model, "in_features", None), c * h * w, "in_features"
+    else:
+        conv1 = getattr(model, "conv1", None)
+        have, want, what = getattr(conv1, "in_channels", None), c, "in_chans"
+    if have is not None and have != want:
+        raise ResnetlabError(
+            f"model takes {what}={have} but the data's images are {c}x{h}x{w}; build it with "
+            f"{what}={want}",
+            argument="model",
+        )
+
+
+def head_follows_classes(model: nn.Module, classes: list[str]) -> str | None:
+    """A ready model whose head names its classes (pretrained_cfg) meets data that names them in
+    another order or names others: its rows follow the names (a known class keeps its row, a new
+    one gets a fresh row); one line saying so, or None when nothing moves."""
+    names = (getattr(model, "pretrained_cfg", None) or {}).get("classes")
+    head = model.get_classifier()
+    n = head.out_features
+    if not names or len(names) != n or list(names) == list(classes):
+        return None
+    match = match_head(names, n, classes, weights="the model")
+    if match.rows == tuple(range(n)):
+        return None
+    fresh = nn.Linear(head.in_features, n, bias=head.bias is not None)  # seeded by set_up
+    with torch.no_grad():
+        for param, new in ((head.weight, fresh.weight), (head.bias, fresh.bias)):
+            if param is None:
+                continue
+            old = param.detach().clone()
+            for j, r in enumerate(match.rows):
+                param[j] = old[r] if r is not None else new[j].to(param.dtype)
+    return match.note
+
+
+def weights_norm(meta: dict, channels: int) -> tuple[list | None, list | None]:
+    """The mean and std that weights were trained with (their metadata's), for `channels` input
+    channels: one value repeated for a stem adapted to more channels, averaged for a grey one;
+    (None, None) when the metadata has none or they do not fit."""
+    mean, std = meta.get("mean"), meta.get("std")
+    if mean is None or std is None:
+        return None, None
+    mean = [float(v) for v in (mean if isinstance(mean, list) else [mean])]
+    std = [float(v) for v in (std if isinstance(std, list) else [std])]
+    if len(mean) != len(std) or not mean:
+        return None, None
+    if len(mean) == channels:
+        return mean, std
+    if len(mean) == 1:  # grey weights in a stem repeated over colour channels
+        return mean * channels, std * channels
+    if channels == 1:  # colour weights summed into a grey stem
+        return [sum(mean) / len(mean)], [sum(std) / len(std)]
+    return None, None
+
+
+def describe_trained(model: nn.Module, meta: dict[str, Any], weights: Path) -> None:
+    """Make the model describe what it was trained for (its pretrained_cfg and
+    resnetlab_metadata: the data's classes, input size, mean and std), so that save_weights
+    and a later fit read them from the model."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict):
+        model.pretrained_cfg = dict(
+            cfg,
+            tag=None,
+            file=str(weights),
+            input_size=tuple(meta["input_size"]),
+            mean=tuple(meta["mean"]),
+            std=tuple(meta["std"]),
+            num_classes=len(meta["classes"]),
+            classes=list(meta["classes"]),
+        )
+    model.resnetlab_metadata = {**model_metadata(model), **meta}

@@ -1,9 +1,8 @@
 """Training recipes: the paper's CIFAR schedule, and a fast one tuned for accuracy per CPU minute.
 
 A recipe is a plain dataclass. The command line overrides single fields (--lr, --epochs,
---batch-size); everything else comes from here. The learning rate follows `lr_factor`, a pure
-function of the step (plus, for the paper's deep-net warm-up, one flag kept in the schedule state),
-so a resumed run sets exactly the rate an uninterrupted one would.
+--batch-size); everything else comes from here. Its schedule's shape (step, linear, cosine, the
+warm-ups) is applied step by step by step.py's Schedule.
 
 Another batch size with `fast` (and `accel`) scales the learning rate with it, the linear rule of
 Goyal et al. 2017 from the recipe's reference batch (0.2 at 128: 0.4 at 256, 0.1 at 64), with a
@@ -19,8 +18,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
-
-from ..errors import ResnetlabError
 
 
 @dataclass(frozen=True)
@@ -156,74 +153,3 @@ def too_few_steps(recipe: Recipe, steps_per_epoch: int) -> str | None:
         f"{recipe.name} recipe, which needs about {recipe.min_steps} steps to learn; the run may "
         f"end near chance: train {plural(need, 'epoch')} or more (--epochs {need})"
     )
-
-
-def lr_factor(recipe: Recipe, step: int, total_steps: int) -> float:
-    """Multiplier of the peak learning rate at `step` (0-based) of `total_steps`."""
-    total = max(1, total_steps)
-    t = step / total
-    warm = recipe.warmup_frac
-    if warm > 0 and t < warm:
-        return recipe.warmup_start + (1 - recipe.warmup_start) * t / warm
-    if recipe.schedule == "step":
-        return 0.1 ** sum(step >= round(m * total) for m in recipe.milestones)
-    rest = (t - warm) / max(1e-12, 1 - warm)
-    if recipe.schedule == "linear":
-        return max(0.0, 1.0 - rest)
-    if recipe.schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, rest)))
-    raise ResnetlabError(f"unknown schedule {recipe.schedule!r}; use step, linear or cosine")
-
-
-class Schedule:
-    """Sets each parameter group's lr every step; its whole state is three numbers."""
-
-    def __init__(self, optimizer, recipe: Recipe, total_steps: int, depth: int) -> None:
-        self.optimizer = optimizer
-        self.recipe = recipe
-        self.total_steps = total_steps
-        self.step_count = 0
-        # the paper's warm-up applies to nets of 110 layers or more
-        self.deep_warmup = bool(recipe.deep_warmup_lr > 0 and depth >= 110)
-        self.warm_done = not self.deep_warmup
-        self.err_avg: float | None = None
-        for g in optimizer.param_groups:
-            g.setdefault("base_lr", g["lr"])
-
-    def current_factor(self) -> float:
-        """The factor of the next step, before the deep-net warm-up."""
-        return lr_factor(self.recipe, self.step_count, self.total_steps)
-
-    def apply(self) -> float:
-        """Write the lr of the coming step into the optimiser; returns the peak-group lr."""
-        if not self.warm_done:
-            lrs = [self.recipe.deep_warmup_lr * g["lr_scale"] for g in self.optimizer.param_groups]
-        else:
-            f = self.current_factor()
-            lrs = [g["base_lr"] * f for g in self.optimizer.param_groups]
-        for g, lr in zip(self.optimizer.param_groups, lrs):
-            g["lr"] = lr
-        return max(lrs)
-
-    def step(self, train_err: float | None = None) -> None:
-        """Advance one step; the paper's warm-up ends when the training error (a running average
-        over recent batches) falls below 80%, or after its budget of steps."""
-        self.step_count += 1
-        if train_err is not None:
-            a = self.err_avg
-            self.err_avg = train_err if a is None else 0.9 * a + 0.1 * train_err
-        if not self.warm_done and (
-            (self.err_avg is not None and self.err_avg < 0.8)
-            or self.step_count >= self.recipe.deep_warmup_iters
-        ):
-            self.warm_done = True
-
-    def state_dict(self) -> dict[str, Any]:
-        """Step count, warm-up flag, running training error."""
-        return {"step_count": self.step_count, "warm_done": self.warm_done, "err_avg": self.err_avg}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what state_dict returned."""
-        self.step_count = int(state["step_count"])
-        self.warm_done = bool(state["warm_done"])
-        self.err_avg = state.get("err_avg")

@@ -2,7 +2,9 @@
 
 The checkpoint's keys are written by `RunState.checkpoint` and read by `RunState.restore`, here
 and nowhere else; checkpoint.py stores them (safetensors for tensors, torch.save with
-weights_only-loadable values for the rest) and checks their types on loading.
+weights_only-loadable values for the rest) and checks their types on loading. The sums of the
+epoch and of the step-log window are step.py's `Tally`, kept as they are and written as plain
+mappings (`epoch_acc`, `step_window`).
 """
 
 from __future__ import annotations
@@ -16,16 +18,7 @@ from torch import nn
 
 from ..errors import ResnetlabError
 from . import checkpoint as ckpt
-from .average import EMA
-from .recipes import Schedule
-
-
-def _new_acc() -> dict[str, float]:
-    return {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
-
-
-def _new_window() -> dict[str, float]:
-    return {"loss": 0.0, "correct": 0, "count": 0}
+from .step import EMA, Schedule, Tally
 
 
 @dataclass
@@ -42,9 +35,10 @@ class RunState:
     batch: int = 0  # the next batch of that epoch
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
     best_err: float = math.inf  # the lowest selection error so far (validation, else test)
-    epoch_acc: dict[str, float] = field(default_factory=_new_acc)  # the epoch's sums so far
+    epoch_tally: Tally = field(default_factory=Tally)  # the epoch's sums so far
+    epoch_seconds: float = 0.0  # the epoch's training time so far
     step_log: list[dict[str, Any]] = field(default_factory=list)  # training error every N steps
-    step_window: dict[str, float] = field(default_factory=_new_window)  # sums since the last row
+    window_tally: Tally = field(default_factory=Tally)  # sums since the last step-log row
     elapsed: float = 0.0  # seconds spent by earlier processes of this run
     stopped: dict[str, Any] = field(default_factory=dict)  # {epoch, reason} once a callback stops
     changes: list[dict[str, Any]] = field(default_factory=list)  # settings changed on resume
@@ -72,12 +66,12 @@ class RunState:
             "rng": ckpt.rng_state(),
             "history": self.history,
             "best_err": self.best_err,
-            "epoch_acc": dict(self.epoch_acc),
+            "epoch_acc": {**self.epoch_tally.sums(), "seconds": self.epoch_seconds},
             "elapsed": self.elapsed + elapsed_now,
             "ema_updates": self.ema.updates if self.ema is not None else 0,
             "meta": meta,
             "step_log": self.step_log,
-            "step_window": dict(self.step_window),
+            "step_window": self.window_tally.sums(),
             "stopped": dict(self.stopped),
             "changes": list(self.changes),
             "data_fingerprint": dict(self.data_fingerprint),
@@ -112,10 +106,11 @@ class RunState:
         self.batch = int(state["loader"]["batch"])
         self.history = list(state["history"])
         self.best_err = float(state["best_err"])
-        self.epoch_acc = dict(state["epoch_acc"])
+        self.epoch_tally = Tally.of(state["epoch_acc"])
+        self.epoch_seconds = float(state["epoch_acc"]["seconds"])
         self.elapsed = float(state["elapsed"])
         self.step_log = list(state.get("step_log", []))
-        self.step_window = dict(state.get("step_window", _new_window()))
+        self.window_tally = Tally.of(state.get("step_window", Tally().sums()))
         stopped = state.get("stopped", {})
         if not isinstance(stopped, dict):
             raise ResnetlabError(

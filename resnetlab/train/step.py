@@ -1,21 +1,29 @@
-"""One training step with nothing read back to the host.
+"""One training step with nothing read back to the host: its learning rate, the update, the weight
+average and the tallies.
 
-Forward, loss, backward and the optimiser update run on the device; so do the tallies (loss sum,
-correct count, images, non-finite steps) that the loop reads every few steps, and the guard
-against a non-finite loss: as a grad scaler does, the step checks the gradients on the device and
-the fused optimiser skips its update when they are not finite, so a NaN never reaches the weights
-and the host learns of it at its next read. On one CUDA device a compiled model runs as CUDA
-graphs (torch.compile's "reduce-overhead" mode).
+The learning rate is `lr_factor`, a pure function of the recipe and the step (plus, for the
+paper's deep-net warm-up, one flag kept in the schedule's state), so a resumed run sets exactly
+the rate an uninterrupted one would. Forward, loss, backward and the optimiser update run on the
+device; so do the weight average (EMA), the tallies (loss sum, correct count, images, non-finite
+steps) that the trainer reads every few steps, and the guard against a non-finite loss: as a grad
+scaler does, the step checks the gradients on the device and the fused optimiser skips its update
+when they are not finite, so a NaN never reaches the weights and the host learns of it at its next
+read. On one CUDA device a compiled model runs as CUDA graphs (torch.compile's "reduce-overhead"
+mode).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..errors import ResnetlabError
 from ..policy import autocast, compile_mode
+from .recipes import Recipe
 
 TALLY = ("loss", "correct", "count", "bad")  # the per-epoch sums, in this order
 
@@ -30,6 +38,107 @@ class Tally:
     bad: int = 0  # steps whose loss or gradients were not finite
     first_bad_step: int = -1  # the step count (1-based) of the first of them; -1: none
     first_bad_loss: float = 0.0
+
+    def sums(self) -> dict[str, float]:
+        """loss, correct and count as plain values (a checkpoint's mapping)."""
+        return {"loss": self.loss, "correct": self.correct, "count": self.count}
+
+    @classmethod
+    def of(cls, sums: dict[str, Any]) -> Tally:
+        """The tally a checkpoint's mapping holds (what `sums` wrote)."""
+        return cls(float(sums["loss"]), int(sums["correct"]), int(sums["count"]))
+
+
+def lr_factor(recipe: Recipe, step: int, total_steps: int) -> float:
+    """Multiplier of the peak learning rate at `step` (0-based) of `total_steps`."""
+    total = max(1, total_steps)
+    t = step / total
+    warm = recipe.warmup_frac
+    if warm > 0 and t < warm:
+        return recipe.warmup_start + (1 - recipe.warmup_start) * t / warm
+    if recipe.schedule == "step":
+        return 0.1 ** sum(step >= round(m * total) for m in recipe.milestones)
+    rest = (t - warm) / max(1e-12, 1 - warm)
+    if recipe.schedule == "linear":
+        return max(0.0, 1.0 - rest)
+    if recipe.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, rest)))
+    raise ResnetlabError(f"unknown schedule {recipe.schedule!r}; use step, linear or cosine")
+
+
+class Schedule:
+    """Sets each parameter group's lr every step; its whole state is three numbers."""
+
+    def __init__(self, optimizer, recipe: Recipe, total_steps: int, depth: int) -> None:
+        self.optimizer = optimizer
+        self.recipe = recipe
+        self.total_steps = total_steps
+        self.step_count = 0
+        # the paper's warm-up applies to nets of 110 layers or more
+        self.deep_warmup = bool(recipe.deep_warmup_lr > 0 and depth >= 110)
+        self.warm_done = not self.deep_warmup
+        self.err_avg: float | None = None
+        for g in optimizer.param_groups:
+            g.setdefault("base_lr", g["lr"])
+
+    def current_factor(self) -> float:
+        """The factor of the next step, before the deep-net warm-up."""
+        return lr_factor(self.recipe, self.step_count, self.total_steps)
+
+    def apply(self) -> float:
+        """Write the lr of the coming step into the optimiser; returns the peak-group lr."""
+        if not self.warm_done:
+            lrs = [self.recipe.deep_warmup_lr * g["lr_scale"] for g in self.optimizer.param_groups]
+        else:
+            f = self.current_factor()
+            lrs = [g["base_lr"] * f for g in self.optimizer.param_groups]
+        for g, lr in zip(self.optimizer.param_groups, lrs):
+            g["lr"] = lr
+        return max(lrs)
+
+    def step(self, train_err: float | None = None) -> None:
+        """Advance one step; the paper's warm-up ends when the training error (a running average
+        over recent batches) falls below 80%, or after its budget of steps."""
+        self.step_count += 1
+        if train_err is not None:
+            a = self.err_avg
+            self.err_avg = train_err if a is None else 0.9 * a + 0.1 * train_err
+        if not self.warm_done and (
+            (self.err_avg is not None and self.err_avg < 0.8)
+            or self.step_count >= self.recipe.deep_warmup_iters
+        ):
+            self.warm_done = True
+
+    def state_dict(self) -> dict[str, Any]:
+        """Step count, warm-up flag, running training error."""
+        return {"step_count": self.step_count, "warm_done": self.warm_done, "err_avg": self.err_avg}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what state_dict returned."""
+        self.step_count = int(state["step_count"])
+        self.warm_done = bool(state["warm_done"])
+        self.err_avg = state.get("err_avg")
+
+
+class EMA:
+    """Exponential moving average of the floating-point weights and buffers."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """One averaging step (the decay ramps up over the first updates)."""
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in model.state_dict().items():
+            e = self.state[k]
+            if v.dtype.is_floating_point:
+                e.mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                e.copy_(v)
 
 
 def fused_sgd(param_groups: list[dict], *, lr: float, momentum: float, nesterov: bool):

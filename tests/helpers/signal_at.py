@@ -3,8 +3,8 @@
     python tests/helpers/signal_at.py KILL:9 train ...   # SIGKILL after step 9
     python tests/helpers/signal_at.py INT:3 train ...    # Ctrl-C after step 3
 
-The fault is planted from here, through the loop's per-step hook; nothing of it ships in the
-package.
+The fault is planted from here, as a callback at the trainer's on_step_end hook added to every
+fit of this process; nothing of it ships in the package.
 """
 
 from __future__ import annotations
@@ -17,15 +17,22 @@ import sys
 def plant(spec: str) -> None:
     """Make every training run of this process signal itself after step N ("KILL:N", "INT:N")."""
     from resnetlab.train import loop
+    from resnetlab.train.callbacks import Callback
 
     kind, _, at = spec.partition(":")
     sig = {"KILL": signal.SIGKILL, "INT": signal.SIGINT}[kind.upper()]
 
-    def on_step_end(self) -> None:
-        if self.state.step == int(at):
-            os.kill(os.getpid(), sig)
+    class Signal(Callback):
+        def on_step_end(self, state) -> None:
+            if state.step == int(at):
+                os.kill(os.getpid(), sig)
 
-    loop.Trainer.on_step_end = on_step_end
+    fit = loop.fit
+
+    def fit_with_signal(*args, callbacks=None, **kwargs):
+        return fit(*args, callbacks=[*(callbacks or []), Signal()], **kwargs)
+
+    loop.fit = fit_with_signal
 
 
 if __name__ == "__main__":

@@ -1,0 +1,533 @@
+"""The trainer: one run, read top to bottom (nanoGPT's train.py and airbench are the models).
+
+`train` checks nothing (fit and the command line did: config.check_config), locks the run's folder,
+joins the torchrun group if there is one and runs a `Trainer`. `Trainer.set_up` makes the run's
+parts in named steps: the recipe, the data (rundata.py), the model (finetune.py when it starts
+from weights), the Plan (policy.resolve: device, precision, channels_last, compile, threads, data
+on the device), the loaders, the optimiser and the state. `run` then trains epoch by epoch:
+`train_epoch` (one step is trainer.py, step.py and data/loader.py), `evaluate_epoch`,
+`log_epoch`, the callbacks, `save_checkpoint`; `finish` writes the summary. Everything the run
+holds is a typed field of the Trainer; what a checkpoint keeps is its RunState (state.py), so a
+resumed run replays exactly what an uninterrupted one computes.
+
+Nothing inside an epoch waits for the device: the step keeps its tallies there, and the trainer
+reads them every `read_every` steps (every step on a CPU, where reading is free), at log and
+checkpoint steps and at the epoch's end. A non-finite loss is masked on the device and stops the
+run at the next read. An epoch is evaluated every `eval_every` epochs on plain images (on a fixed
+subset of `eval_images` per split when set); the last epoch on every image, with the mirrored
+view when the recipe says so. Callbacks (callbacks.py) see every step and each epoch's row, and
+may stop the run, which then ends as a finished run does.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import DataSplits
+from ..data.loader import BatchLoader
+from ..errors import ResnetlabError
+from ..models import get_entry, save_weights
+from ..policy import Plan
+from . import checkpoint as ckpt
+from . import distributed, logs, setup
+from . import resume as resuming
+from .callbacks import EpochState, call
+from .config import TrainConfig
+from .evaluate import EvalResult, evaluate
+from .finetune import describe_trained, freeze, init_from
+from .logs import Progress
+from .recipes import Recipe, auto_recipe, get_recipe, too_few_steps
+from .report import describe_run, last_line, run_summary, selection_err
+from .rundata import run_splits
+from .rundir import BEST_WEIGHTS, LAST_WEIGHTS, clear_run, stop_on_signals
+from .state import RunState
+from .step import Tally, TrainStep
+
+READ_EVERY = {"cpu": 1, "cuda": 50}  # steps between reads of the device's tallies
+PLOT_SECONDS = 30.0  # redraw curves.png at most this often (and always at the end)
+
+
+class NonFiniteLoss(ResnetlabError):
+    """The loss became NaN or infinite."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) arrived; a checkpoint has been saved."""
+
+
+@dataclass
+class Reads:
+    """What the trainer keeps between reads of the step's tallies, within one epoch."""
+
+    progress: Progress
+    seconds: float  # the epoch's training time up to the last read
+    count_before: int  # images of this epoch trained by earlier processes of the run
+    t_read: float  # when the last read was (perf_counter)
+    unread: int = 0  # steps since
+    lrs: dict[int, float] = field(default_factory=dict)  # step -> its lr, since the last read
+
+
+@dataclass
+class Trainer:
+    """One run: its settings, plan, data, model, step and state; `run` trains it."""
+
+    cfg: TrainConfig  # as checked, completed: the recipe's name, the threads used
+    plan: Plan
+    info: distributed.DistInfo
+    recipe: Recipe
+    splits: DataSplits
+    meta: dict[str, Any]  # what the weights files say: classes, input size, mean, std, ...
+    model: nn.Module  # what trains (batch norm synchronised when asked)
+    user_model: nn.Module  # the model given or built; it holds the last weights at the end
+    net: nn.Module  # the model, DDP-wrapped with several processes
+    frozen: list[nn.Module]  # parts kept in eval mode
+    train_loader: BatchLoader
+    eval_loaders: dict[str, BatchLoader]  # split -> every image (the final evaluation)
+    epoch_loaders: dict[str, BatchLoader]  # split -> the fixed subset of each epoch
+    step_fn: TrainStep
+    state: RunState  # what a checkpoint keeps
+    events: EpochState  # what the callbacks see
+    t_start: float  # when this process began the run (time.time)
+    note_init: str | None = None  # what the model was initialised from
+    changes: list[dict[str, Any]] = field(default_factory=list)  # settings changed on resume
+    callbacks: list[Any] = field(default_factory=list)
+    read_every: int = 1
+    stop_asked: bool = False
+    last_checkpoint: float = 0.0
+    last_plot: float = 0.0
+    setup_seconds: float = 0.0
+    reads: Reads | None = None
+    final_eval: dict[str, EvalResult] | None = None  # split -> result, once evaluated at the end
+    saved_model: nn.Module | None = None  # the model whose weights the epoch's files hold
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def out(self) -> Path:
+        """The run's folder."""
+        return Path(self.cfg.out)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps in one epoch."""
+        return len(self.train_loader)
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the data (outputs of the head)."""
+        return len(self.meta["classes"])
+
+    # ---------------------------------------------------------------------------------------
+    # set up (each step in setup.py)
+
+    @classmethod
+    def set_up(cls, cfg, splits, resume, info, model=None, callbacks=(), t_start=0.0) -> Trainer:
+        """The run's parts, restored from the run's checkpoint when resuming; `model`: a ready
+        model to train in place instead of a fresh one of cfg.model."""
+        weights_ck, state_ck = setup.checkpoint_to_resume(cfg, resume)
+        fresh = state_ck is None
+        cfg = replace(cfg, recipe=auto_recipe(cfg.recipe, info.device, cfg.batch_size))
+        recipe = get_recipe(cfg.recipe, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)  # fmt: skip
+        if not cfg.augment:
+            recipe = replace(recipe, pad=0, flip=False, erase=0.0)
+        # settings given again: applied from the next step and recorded, or refused in one line
+        changes = [] if fresh else resuming.setting_changes(state_ck, cfg, recipe, resume)
+        entry = get_entry(cfg.model)  # an unknown name fails before the data is read
+        splits = run_splits(cfg, splits)
+        fingerprint = resuming.data_fingerprint(splits)
+        if not fresh:
+            resuming.check_data(state_ck, fingerprint, resume, say=info.is_main)
+        setup.check_trainable(cfg, splits, recipe, info)
+
+        torch.manual_seed(cfg.seed)
+        user_model, mean, std, note = setup.build_model(cfg, entry, splits, model, fresh=fresh)
+        model = distributed.convert_sync_bn(user_model, info, cfg.sync_bn)
+        if cfg.init_from and fresh:
+            note = init_from(model, cfg.init_from, splits.train.classes)
+        frozen = freeze(model, cfg.freeze)
+        plan = setup.plan_run(cfg, recipe, entry, splits, info)  # resolved once, and applied
+        if plan.threads is not None:  # kept in the checkpoint: a resumed run uses as many
+            cfg = replace(cfg, threads=plan.threads)
+        model.to(plan.device)
+        if plan.channels_last:
+            model.to(memory_format=torch.channels_last)
+        train, every, part = setup.make_loaders(cfg, recipe, splits, plan, info, mean, std)
+
+        state = setup.new_state(cfg, recipe, model, entry.depth, plan, recipe.epochs * len(train))
+        state.data_fingerprint = fingerprint
+        if not fresh:
+            resuming.check_position(
+                (state_ck.get("loader") or {}).get("batch", 0), len(train), resume
+            )
+            state.restore(weights_ck, state_ck, resume)
+            state.changes.extend(changes)
+        net = distributed.wrap(model, info, sync_bn=cfg.sync_bn)
+        loss = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+        step_fn = TrainStep(net, state.optimizer, loss, device=plan.device, dtype=plan.dtype,
+                            compiled=plan.compiled, world_size=info.world_size,
+                            scaler=state.scaler)  # fmt: skip
+        meta = {"classes": list(splits.train.classes), "input_size": list(splits.train.image_shape),
+                "mean": list(mean), "std": list(std), "dataset": splits.name,
+                "tta": recipe.tta_flip}  # fmt: skip
+        events = EpochState(epochs=recipe.epochs, model=model, has_test="test" in every,
+                            has_val="val" in every, epoch=state.epoch, step=state.step,
+                            history=state.history)  # fmt: skip
+        trainer = cls(
+            cfg=cfg, plan=plan, info=info, recipe=recipe, splits=splits, meta=meta, model=model,
+            user_model=user_model, net=net, frozen=frozen, train_loader=train, eval_loaders=every,
+            epoch_loaders=part, step_fn=step_fn, state=state,
+            events=events, t_start=t_start, note_init=note, changes=changes,
+            read_every=READ_EVERY.get(torch.device(plan.device).type, 1),
+            last_checkpoint=time.time(),
+        )  # fmt: skip
+        trainer.begin(resume, list(callbacks))
+        return trainer
+
+    def begin(self, resume: str | None, callbacks: list[Any]) -> None:
+        """Clear an earlier run's files from a fresh run's folder, add the logs' callbacks and
+        say what the run is (rank 0)."""
+        self.callbacks = callbacks
+        if not self.info.is_main:
+            return
+        if resume is None:  # a fresh run leaves nothing of an earlier one
+            clear_run(self.out)  # (the command line asks for --overwrite first)
+        self.callbacks = [*logs.log_callbacks(self.cfg.log, self.out), *callbacks]
+        self.out.mkdir(parents=True, exist_ok=True)
+        for line in describe_run(self, resume) if not self.cfg.quiet else []:
+            say(line)
+        # a fine-tune starts from trained weights: a short schedule is its normal case
+        short = too_few_steps(self.recipe, self.steps_per_epoch)
+        if short and resume is None and not self.cfg.init_from:
+            logs.warn(short)
+
+    # ---------------------------------------------------------------------------------------
+    # the run
+
+    def run(self) -> None:
+        """Every epoch from where the state stands: train, evaluate, log, call back, checkpoint;
+        until the last epoch or until a callback stops the run; then the summary."""
+        self.setup_seconds = time.time() - self.t_start  # reading data, building, restoring
+        if self.info.is_main:
+            call(self.callbacks, "on_train_begin", self.events)
+        with stop_on_signals(self.ask_to_stop):
+            try:
+                for epoch in range(self.state.epoch, self.recipe.epochs):
+                    if self.state.stopped:  # a resumed run that a callback had stopped
+                        break
+                    self.train_epoch(epoch)
+                    reason = None
+                    if self.info.is_main:
+                        row = self.evaluate_epoch(epoch)
+                        self.log_epoch(row)
+                        reason = self.epoch_end(row)
+                    (stop,) = distributed.any_flags([reason is not None], self.info)
+                    self.state.epoch, self.state.batch = epoch + 1, 0
+                    self.state.epoch_tally, self.state.epoch_seconds = Tally(), 0.0
+                    if stop:
+                        self.state.stopped = {"epoch": epoch + 1, "reason": reason or ""}
+                    self.save_checkpoint()
+                    distributed.barrier(self.info)
+            except Interrupted:
+                self.save_checkpoint()
+                if self.info.is_main:
+                    print(f"interrupted: checkpoint saved in {ckpt.checkpoint_path(self.out)}; "
+                          f"continue with `resnetlab train --resume --out {self.out}`",
+                          file=sys.stderr)  # fmt: skip
+                raise KeyboardInterrupt from None
+        self.finish()
+        if self.model is not self.user_model:  # converted for the run (sync BN): copy back
+            self.user_model.load_state_dict(self.model.state_dict())
+        describe_trained(self.user_model, self.meta, self.out / LAST_WEIGHTS)
+        if self.info.is_main:
+            call(self.callbacks, "on_train_end", self.events)
+
+    def epoch_end(self, row: dict[str, Any]) -> str | None:
+        """Show the callbacks the epoch's row; the reason to stop, if one of them asks."""
+        ev = self.events
+        ev.epoch, ev.step, ev.metrics, ev.history = row["epoch"], self.state.step, row, \
+            self.state.history  # fmt: skip
+        call(self.callbacks, "on_epoch_end", ev)
+        if not ev.stop or row["epoch"] >= self.recipe.epochs:  # (the run ends here anyway)
+            return None
+        ev.stop_reason = ev.stop_reason or "a callback stopped the run"
+        if not self.cfg.quiet:
+            say(f"stopping after epoch {row['epoch']}/{self.recipe.epochs}: {ev.stop_reason}")
+        return ev.stop_reason
+
+    # ---------------------------------------------------------------------------------------
+    # train one epoch
+
+    def train_epoch(self, epoch: int) -> None:
+        """The epoch's steps, from the state's batch on; tallies read every `read_every` steps."""
+        s, loader, step_fn, device = self.state, self.train_loader, self.step_fn, self.plan.device
+        loader.load_state_dict({"epoch": epoch, "batch": s.batch})
+        if s.batch == 0:
+            s.epoch_tally, s.epoch_seconds = Tally(), 0.0
+        step_fn.reset("epoch", s.epoch_tally)
+        step_fn.reset("window", s.window_tally)
+        step_fn.steps.fill_(s.step)
+        self.net.train()
+        for m in self.frozen:
+            m.eval()
+        shown = self.info.is_main and not self.cfg.quiet
+        progress = Progress(self.steps_per_epoch - s.batch,
+                            f"epoch {epoch + 1}/{self.recipe.epochs}", enabled=shown)  # fmt: skip
+        r = self.reads = Reads(progress, s.epoch_seconds, s.epoch_tally.count, time.perf_counter())
+        hooked = [c for c in self.callbacks if callable(getattr(c, "on_step_end", None))]
+        schedule, ema = s.schedule, s.ema
+        for x, y in loader:
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            r.lrs[s.step + 1] = schedule.apply()
+            correct = step_fn(x, y)
+            s.step += 1
+            s.batch = loader.state_dict()["batch"]
+            r.unread += 1
+            # the paper's deep-net warm-up ends on the training error: read it while it lasts
+            schedule.step(train_err=None if schedule.warm_done else 1 - float(correct) / len(y))
+            if ema is not None and s.step % self.recipe.ema_every == 0:
+                ema.update(self.model)
+            if self.read_due():
+                self.read()
+            if hooked:
+                self.events.step = s.step
+                call(hooked, "on_step_end", self.events)
+        self.read()
+        progress.close()
+
+    def read_due(self) -> bool:
+        """Whether the tallies are read after this step."""
+        step, cfg = self.state.step, self.cfg
+        return (
+            self.reads.unread >= self.read_every
+            or not self.state.schedule.warm_done
+            or (cfg.log_every and step % cfg.log_every == 0)
+            or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+        )
+
+    def read(self) -> None:
+        """Read the tallies from the device (one copy) and act on them: stop on a non-finite
+        loss, log the step window, show progress, checkpoint when due, stop when asked."""
+        if not self.reads.unread:
+            return
+        tally = self.take_tally()
+        bad, stop = tally.bad > 0, self.stop_asked
+        if self.info.enabled:  # every rank stops together
+            bad, stop = distributed.any_flags([bad, stop], self.info)
+        if bad:
+            raise self.non_finite(tally)
+        if self.cfg.log_every:
+            self.read_window()
+        self.show_progress(tally)
+        self.checkpoint_if_due()
+        if stop:
+            raise Interrupted()
+
+    def take_tally(self) -> Tally:
+        """The epoch's sums so far into the state, with the training time up to now."""
+        r, s = self.reads, self.state
+        now = time.perf_counter()
+        r.seconds += now - r.t_read
+        r.t_read = now
+        s.epoch_tally, s.epoch_seconds = self.step_fn.read("epoch"), r.seconds
+        return s.epoch_tally
+
+    def non_finite(self, tally: Tally) -> NonFiniteLoss:
+        """The error naming the first bad step, its epoch and learning rate."""
+        s = self.state
+        at = tally.first_bad_step if tally.first_bad_step > 0 else s.step
+        lr = self.reads.lrs.get(at, s.schedule.optimizer.param_groups[-1]["lr"])
+        v = tally.first_bad_loss
+        loss = str(v) if not math.isfinite(v) else f"{v:.4g} with non-finite gradients"
+        return NonFiniteLoss(
+            f"loss became {loss} at epoch {(at - 1) // self.steps_per_epoch + 1}, step {at} "
+            f"(lr {lr:.3g}); the update was skipped and the last good checkpoint is kept in "
+            f"{ckpt.checkpoint_path(self.out)}; try a lower learning rate"
+        )
+
+    def read_window(self) -> None:
+        """The step log's window: a steps.jsonl row every `log_every` steps, else its sums."""
+        s, window = self.state, self.step_fn.read("window")
+        if s.step % self.cfg.log_every:
+            s.window_tally = window
+            return
+        lr = self.reads.lrs[s.step]
+        s.step_log.append(logs.window_row(window, s.step, self.steps_per_epoch, lr))
+        self.step_fn.reset("window")
+        s.window_tally = Tally()
+
+    def show_progress(self, tally: Tally) -> None:
+        """The progress display: steps, loss and accuracy so far, images/s of the job."""
+        r, n = self.reads, max(tally.count, 1)
+        seen = (tally.count - r.count_before) * self.info.world_size
+        r.progress.update(r.unread, tally.loss / n, tally.correct / n, seen)
+        r.unread = 0
+        r.lrs.clear()
+
+    def checkpoint_if_due(self) -> None:
+        """A checkpoint inside the epoch every `checkpoint_every` steps and after
+        `checkpoint_minutes` (the epoch's end has its own)."""
+        s, cfg = self.state, self.cfg
+        due = cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0
+        late = time.time() - self.last_checkpoint > 60 * cfg.checkpoint_minutes
+        if (due or late) and s.batch < self.steps_per_epoch:
+            self.save_checkpoint()
+            self.reads.t_read = time.perf_counter()  # the epoch's time leaves the saving out
+
+    # ---------------------------------------------------------------------------------------
+    # evaluate
+
+    def eval_model(self) -> nn.Module:
+        """The model to evaluate and save: the weight average when there is one."""
+        if self.state.ema is None:
+            return self.model
+        m = copy.deepcopy(self.model)
+        m.load_state_dict(self.state.ema.state)
+        return m
+
+    def evaluate_all(self, model: nn.Module, epoch: int, *, final: bool) -> dict[str, EvalResult]:
+        """Every split's result: the final evaluation on every image, with flips when the recipe
+        flips; an epoch's on plain images of its subset; progress shown."""
+        tta = self.recipe.tta_flip and final
+        results = {}
+        for name, loader in (self.eval_loaders if final else self.epoch_loaders).items():
+            what = f"{loader.num_samples} {name} images{', flip TTA' if tta else ''}"
+            desc = f"evaluate epoch {epoch}/{self.recipe.epochs} ({what})"
+            progress = Progress(len(loader), desc, enabled=self.info.is_main and not self.cfg.quiet)
+            try:
+                results[name] = evaluate(model, _shown(loader, progress), device=self.plan.device,
+                                         num_classes=self.num_classes, tta_flip=tta)  # fmt: skip
+            finally:
+                progress.close()
+        return results
+
+    def evaluate_epoch(self, epoch: int) -> dict[str, Any]:
+        """The epoch's row: training sums, test (and validation) errors when evaluated, speed.
+        The last epoch is the final evaluation; others come every `eval_every` epochs."""
+        s = self.state
+        model, tally, n = self.eval_model(), s.epoch_tally, max(s.epoch_tally.count, 1)
+        row = {"epoch": s.epoch + 1, "step": s.step, "train_loss": tally.loss / n,
+               "train_top1_err": 1 - tally.correct / n}  # fmt: skip
+        changed = [c for c in s.changes if c["epoch"] == row["epoch"]]
+        if changed:  # settings given on resume, applied from the step each record names
+            row["changed"] = resuming.change_text(changed)
+        final = epoch + 1 == self.recipe.epochs
+        if self.eval_loaders and (final or (epoch + 1) % self.cfg.eval_every == 0):
+            t0 = time.perf_counter()
+            results = self.evaluate_all(model, epoch + 1, final=final)
+            row["eval_seconds"] = time.perf_counter() - t0
+            for name, res in results.items():
+                row.update({f"{name}_top1_err": res.top1_err, f"{name}_top5_err": res.top5_err,
+                            f"{name}_loss": res.loss, f"{name}_images": res.n})  # fmt: skip
+            row["eval_tta"] = self.recipe.tta_flip and final
+            if final:
+                self.final_eval = results
+        row.update({
+            "lr": s.optimizer.param_groups[-1]["lr"],
+            "images_per_s": tally.count * self.info.world_size / max(s.epoch_seconds, 1e-9),
+            "seconds": s.epoch_seconds,
+            "elapsed": s.elapsed + (time.time() - self.t_start),
+            "wall_time": time.time(),
+        })  # fmt: skip
+        self.saved_model = model
+        return row
+
+    # ---------------------------------------------------------------------------------------
+    # log and checkpoint
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        """Append the row; write metrics, steps, last and best weights; redraw the curves."""
+        s, out = self.state, self.out
+        s.history.append(row)
+        self.save_weights(self.saved_model, row["epoch"], row.get("test_top1_err"), LAST_WEIGHTS)
+        select = selection_err(row)
+        if select is not None and select < s.best_err:
+            s.best_err = select
+            self.save_weights(self.saved_model, row["epoch"], row.get("test_top1_err"),
+                              BEST_WEIGHTS)  # fmt: skip
+        logs.write_metrics(out, s.history)
+        if self.cfg.log_every:
+            logs.write_steps(out, s.step_log)
+        if row["epoch"] == self.recipe.epochs or time.time() - self.last_plot > PLOT_SECONDS:
+            self.plot()
+        if not self.cfg.quiet:
+            say(logs.epoch_line(row, self.recipe.epochs, self.num_classes))
+
+    def save_weights(self, model: nn.Module, epoch: int, test_err: float | None, name: str) -> None:
+        """`model`'s weights as out/NAME, with the run's metadata, the epoch and its test error."""
+        meta = dict(self.meta, epoch=epoch)
+        if test_err is not None:
+            meta["test_top1_err"] = test_err
+        save_weights(model, self.out / name, meta)
+
+    def plot(self) -> None:
+        """curves.png from the history so far."""
+        title = f"{self.cfg.model} on {self.splits.name} ({self.recipe.name} recipe)"
+        logs.plot_curves(self.out, self.state.history, title)
+        self.last_plot = time.time()
+
+    def save_checkpoint(self) -> None:
+        """Write the run's state (rank 0), atomically."""
+        if self.info.is_main:
+            weights, state = self.state.checkpoint(
+                config=resuming.saved_config(self.cfg, self.out), recipe=self.recipe.to_dict(),
+                meta=self.meta, elapsed_now=time.time() - self.t_start,
+            )  # fmt: skip
+            ckpt.save_checkpoint(ckpt.checkpoint_path(self.out), weights, state)
+        self.last_checkpoint = time.time()
+
+    def ask_to_stop(self) -> None:
+        """Ctrl-C or SIGTERM: stop at the next read, with a checkpoint."""
+        self.stop_asked = True
+        if self.info.is_main:
+            print("stopping after this step (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    # ---------------------------------------------------------------------------------------
+    # finish
+
+    def finish(self) -> None:
+        """The final evaluation when the last epoch did not make it (stopped early, or resumed
+        at the end); then the summary, summary.json and the last line (rank 0)."""
+        if not self.info.is_main:
+            return
+        final_seconds = 0.0  # a final evaluation of its own (the last row's is in the rows)
+        if self.final_eval is None and self.eval_loaders:
+            epochs = len(self.state.history)
+            model, t0 = self.eval_model(), time.perf_counter()
+            self.final_eval = self.evaluate_all(model, epochs, final=True)
+            final_seconds = time.perf_counter() - t0
+            if self.state.stopped:  # the final weights carry the final evaluation's error
+                test = self.final_eval.get("test")
+                self.save_weights(model, epochs, test and test.top1_err, LAST_WEIGHTS)
+            self.plot()
+        final = self.final_eval or {}
+        self.summary = run_summary(self, final, final_seconds, time.time())
+        logs.write_summary(self.out, self.summary)
+        say(last_line(self, final))
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+
+
+def say(text: str) -> None:
+    """Print a line of the run's log (callers print on rank 0 only)."""
+    print(text, flush=True)
+
+
+def _shown(loader, progress: Progress):
+    """The batches of `loader`, counted on `progress` as they are consumed."""
+    images = 0
+    for x, y in loader:
+        yield x, y
+        images += len(y)
+        progress.update(1, images=images)
