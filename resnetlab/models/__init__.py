@@ -1,12 +1,13 @@
 """Residual networks: blocks, the ResNet body, residual MLPs, the name registry and weights I/O."""
 
+from .adapt import adapt_input_conv
 from .blocks import BasicBlock, Bottleneck, PlainBasicBlock, PlainBottleneck
+from .builder import ModelEntry
 from .factory import create_model, load_model, model_for_data
 from .features import FeatureExtractor, FeatureInfo
 from .mlp import MLPBlock, PlainMLPBlock, ResidualMLP
 from .preact import PlainPreActBasicBlock, PlainPreActBottleneck, PreActBasicBlock, PreActBottleneck
-from .pretrained import adapt_input_conv
-from .registry import ModelEntry, get_entry, list_models, list_pretrained
+from .registry import get_entry, list_models, list_pretrained
 from .resnet import ResNet, ResNetSpec
 from .weights import load_weights, read_metadata, save_weights, weights_file
 

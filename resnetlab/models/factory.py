@@ -1,44 +1,27 @@
 """create_model: a registered architecture, optionally with weights (a shipped tag or a file).
 
 One entry point, as timm's create_model: the name (`resnet20`, or `resnet20.fashion-mnist` with a
-tag) and `pretrained` say which weights (models/pretrained.py); the weights' metadata fills in what
-the call leaves open (classes, channels, build options); the weights are then adapted to what the
-call asks for (a new head, an adapted stem) and loaded strictly. Every model returned carries
-`pretrained_cfg` (models/cfg.py), and a model with weights its file's metadata as
-`resnetlab_metadata`, both describing the model as built.
+tag) and `pretrained` say which weights (models/pretrained.py); the registry is looked up once per
+build, and `build_model_with_cfg` (models/builder.py) does the rest: the weights' metadata fills
+in what the call leaves open (classes, channels, build options), the weights are adapted to what
+the call asks for (a new head, an adapted stem: models/adapt.py) and loaded strictly. Every model
+returned carries `pretrained_cfg` (models/cfg.py), and a model with weights its file's metadata as
+`resnetlab_metadata`, both describing the model as built. `load_model` (a weights file alone) and
+`model_for_data` (sized for a data set) are the same build from other starting points.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..errors import ResnetlabError
-from .cfg import cfg_from_metadata
-from .pretrained import (
-    HEAD,
-    Source,
-    adapt_state,
-    adapted_metadata,
-    file_shapes,
-    find_pretrained,
-    split_name,
-)
-from .registry import build_model, get_entry
-from .weights import (
-    check_compatible,
-    model_metadata,
-    read_metadata,
-    read_weights,
-    shipped_tag,
-    weights_file,
-)
-
-log = logging.getLogger("resnetlab.models")
+from .builder import ModelEntry, Source, Weights, blocks_asked, build_model_with_cfg
+from .pretrained import find_pretrained, split_name
+from .registry import get_entry
+from .weights import read_metadata, read_weights, shipped_tag, weights_file
 
 
 def create_model(
@@ -59,20 +42,9 @@ def create_model(
     'avg' (default), 'max', 'avgmax' or '' (none: num_classes=0 only). Options: features_only,
     out_indices, output_stride and the architecture's (see docs/models.md).
     """
-    arch, name_tag = split_name(name)
-    source = find_pretrained(arch, name_tag, pretrained)
-    if source is None:
-        return build_model(
-            arch, num_classes=num_classes, in_chans=in_chans, global_pool=global_pool, **options
-        )
-    if pretrained is None or pretrained is False:
-        # a tag in the name with pretrained=False: the tag's architecture and cfg, fresh weights
-        meta = read_metadata(source.path)
-        model = build_model(arch, **_asked(meta, num_classes, in_chans, global_pool, options))
-        _describe(model, meta, source)
-        return model
-    state, meta = read_weights(source.path)
-    return _model_from_file(arch, source, state, meta, num_classes, in_chans, global_pool, options)
+    entry, name_tag = split_name(name)
+    return _create(entry, name_tag, pretrained, num_classes=num_classes, in_chans=in_chans,
+                   global_pool=global_pool, **options)  # fmt: skip
 
 
 def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
@@ -85,8 +57,8 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
             "`resnetlab train` or save_weights (those record the model they belong to)"
         )
     where = weights_file(path)
-    source = Source(where, shipped_tag(where), str(path))
-    model = _model_from_file(meta["name"], source, state, meta, None, None, None, {})
+    weights = Weights(Source(where, shipped_tag(where), str(path)), meta, state)
+    model = build_model_with_cfg(get_entry(meta["name"]), weights)
     return model.eval(), meta
 
 
@@ -98,108 +70,30 @@ def model_for_data(
 ) -> nn.Module:
     """Model `name` (fresh weights, build `options`) sized for images of `image_shape` (C, H, W):
     in_chans for a conv net, in_features = C x H x W for an MLP; `num_classes` outputs."""
-    options = options or {}
-    if get_entry(name).is_mlp:
-        c, h, w = image_shape
-        return create_model(name, num_classes=num_classes, in_features=c * h * w, **options)
-    return create_model(name, num_classes=num_classes, in_chans=image_shape[0], **options)
+    entry = get_entry(name)
+    c, h, w = image_shape
+    size = {"in_features": c * h * w} if entry.is_mlp else {"in_chans": c}
+    return _create(entry, None, num_classes=num_classes, **size, **(options or {}))
 
 
-def _asked(
-    meta: dict[str, Any],
-    num_classes: int | None,
-    in_chans: int | None,
-    global_pool: str | None,
-    options: dict[str, Any],
-    file_classes: int | None = None,
-    file_chans: int | None = None,
-) -> dict[str, Any]:
-    """The build arguments: what the call asks for, else what the weights say."""
-    if file_classes is None:
-        file_classes, file_chans = meta.get("num_classes"), meta.get("in_chans")
-    options = {**meta.get("options", {}), **options}
-    if meta.get("features_only") and "features_only" not in options:
-        # a backbone's file: rebuild the backbone, with the feature maps it returned
-        options["features_only"] = True
-        if meta.get("out_indices") is not None:
-            options.setdefault("out_indices", tuple(meta["out_indices"]))
-    num_classes = file_classes if num_classes is None else num_classes
-    if global_pool is None:
-        global_pool = meta.get("global_pool")
-        if global_pool == "" and num_classes:  # the file had no head; the model asks for one
-            global_pool = None
-    return dict(
-        num_classes=num_classes,
-        in_chans=file_chans if in_chans is None else in_chans,
-        global_pool=global_pool,
-        **options,
-    )
-
-
-def _model_from_file(
-    name: str,
-    source: Source,
-    state: dict[str, torch.Tensor],
-    meta: dict[str, Any],
-    num_classes: int | None,
-    in_chans: int | None,
-    global_pool: str | None,
-    options: dict[str, Any],
+def _create(
+    entry: ModelEntry,
+    name_tag: str | None,
+    pretrained: bool | str | os.PathLike | None = False,
+    **kwargs: Any,
 ) -> nn.Module:
-    """Build `name` as the call and the file say, adapt the file's tensors to it, load them."""
-    path = source.path
-    if meta.get("name") not in (None, name):
-        raise ResnetlabError(f"{path} holds weights of {meta['name']!r}, not {name!r}")
-    file_classes, file_chans = file_shapes(state, meta)
-    kwargs = _asked(meta, num_classes, in_chans, global_pool, options, file_classes, file_chans)
-    if meta:
-        # the file's own architecture, before anything is allocated: crafted options cannot
-        # make a huge or endless build, and a file that does not fit fails naming the tensors
-        file_kwargs = dict(kwargs, num_classes=file_classes, in_chans=file_chans, global_pool=None)
-        _check_file_fits(name, path, state, file_kwargs)
-    model = build_model(name, **kwargs)
-    head = getattr(model, "num_classes", None) if hasattr(model, "fc") else None
-    state, notes = adapt_state(state, file_classes, file_chans, head, kwargs["in_chans"])
-    own = model.state_dict()
-    fresh = [k for k in own if k.startswith(HEAD) and k not in state]  # a new head keeps its init
-    check_compatible(model, {**state, **{k: own[k] for k in fresh}}, str(path))
-    model.load_state_dict(state, strict=not fresh)
-    if notes:
-        log.info("%s: %s; the rest loaded strictly", source.label, "; ".join(notes))
-        meta = adapted_metadata(meta, model_metadata(model), source.label, kwargs["in_chans"])
-    _describe(model, meta, source)
-    model.resnetlab_metadata = meta
-    return model
-
-
-def _describe(model: nn.Module, meta: dict[str, Any], source: Source) -> None:
-    """Set the model's pretrained_cfg from the weights' metadata over its default cfg."""
-    model.pretrained_cfg = cfg_from_metadata(
-        model.pretrained_cfg, meta, tag=source.tag, file=str(source.path)
-    )
-
-
-def _check_file_fits(name, path, state, kwargs: dict[str, Any]) -> None:
-    """Compare the file's tensor names and shapes with the architecture its metadata describes,
-    before anything is allocated."""
-    blocks, said = _blocks_asked(name, kwargs)
-    if blocks > len(state):  # every block holds at least one tensor
-        raise ResnetlabError(
-            f"{path}: metadata options {said} ask for {blocks} blocks, but the file holds only "
-            f"{len(state)} tensors; expected options that match the file's tensors"
-        )
-    with torch.device("meta"):  # shapes only: no memory, no initialisation
-        skeleton = build_model(name, **kwargs)
-    check_compatible(skeleton, state, str(path))
+    """create_model once the entry is known: find and read the weights, then build."""
+    source = find_pretrained(entry.name, name_tag, pretrained)
+    if source is None:
+        return build_model_with_cfg(entry, **kwargs)
+    if pretrained is None or pretrained is False:
+        # a tag in the name with pretrained=False: the tag's architecture and cfg, fresh weights
+        return build_model_with_cfg(entry, Weights(source, read_metadata(source.path)), **kwargs)
+    state, meta = read_weights(source.path)
+    return build_model_with_cfg(entry, Weights(source, meta, state), **kwargs)
 
 
 def _blocks_asked(name: str, options: dict[str, Any]) -> tuple[int, str]:
-    """How many blocks the options ask for, and which option says so (0 when unknown)."""
-    entry = get_entry(name)
-    if entry.is_mlp:
-        depth = options.get("depth")
-        return (depth, f"depth={depth}") if isinstance(depth, int) else (0, "")
-    layers = options.get("layers", entry.spec.layers)
-    if isinstance(layers, (list, tuple)) and all(isinstance(n, int) for n in layers):
-        return sum(max(n, 0) for n in layers), f"layers={list(layers)}"
-    return 0, ""
+    """How many blocks the options ask of model `name` (builder.blocks_asked by name, for
+    infer/onnxfile.py's architecture check)."""
+    return blocks_asked(get_entry(name), options)

@@ -1,4 +1,7 @@
-"""Named models: each name maps to an architecture and the facts a table shows about it."""
+"""Named models: a plain table from each name to its `ModelEntry` (models/builder.py), which says
+how to build the net and what a table shows about it; `get_entry` looks a name up (every CIFAR
+depth 6n+2 is built when asked for), `list_models` and `list_pretrained` list them, timm's way.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +9,14 @@ import difflib
 import fnmatch
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import nn
 
 from ..errors import ResnetlabError
-from .cfg import default_cfg
-from .features import FeatureExtractor, Indices
-from .mlp import ResidualMLP
-from .resnet import ResNet, ResNetSpec
+from .builder import ModelEntry, build_model_with_cfg
+from .resnet import ResNetSpec
 from .weights import shipped_weights
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """One registered name: how to build it and what to show about it."""
-
-    name: str
-    family: str  # resnet, plain, preact, wide, resnext, mlp
-    layout: str  # imagenet, cifar, mlp
-    depth: int  # weighted layers, as the papers count them
-    input_size: tuple[int, ...]  # native (C, H, W), or (features,) for MLPs
-    num_classes: int
-    spec: ResNetSpec | None = None  # conv nets
-    mlp_plain: bool = False  # MLPs
-
-    @property
-    def is_mlp(self) -> bool:
-        """True for a residual MLP on vectors, False for a conv net on images (C, H, W)."""
-        return self.spec is None
-
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
@@ -120,14 +100,6 @@ def _depth_names() -> list[str]:
     return [n for n in names if n not in _REGISTRY]
 
 
-SPEC_OPTIONS = {
-    "shortcut", "stem", "stride_in_1x1", "block_drop_rate", "stem_width", "widths", "layers",
-    "groups", "base_width",
-}  # fmt: skip
-RESNET_OPTIONS = {"zero_init_residual", "drop_path_rate", "drop_rate", "output_stride"}
-MLP_OPTIONS = {"in_features", "depth", "width", "zero_init_residual", "drop_path_rate", "drop_rate"}
-
-
 Patterns = str | Sequence[str] | None
 
 
@@ -196,102 +168,7 @@ def get_entry(name: str) -> ModelEntry:
     raise ResnetlabError(f"unknown model {name!r}{hint}")
 
 
-def build_model(
-    name: str,
-    *,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    global_pool: str | None = None,
-    features_only: bool = False,
-    out_indices: Indices = None,
-    **options: Any,
-) -> nn.Module:
-    """Build a registered model with fresh weights. `options` tune the architecture (see docs)."""
-    entry = get_entry(name)
-    num_classes = entry.num_classes if num_classes is None else num_classes
-    try:
-        if entry.is_mlp:
-            unknown = set(options) - MLP_OPTIONS
-            if unknown or features_only:
-                raise ResnetlabError(f"options {sorted(unknown) or ['features_only']} do not apply")
-            if global_pool is not None:
-                raise ResnetlabError(
-                    f"global_pool {global_pool!r} does not apply: an MLP's features are vectors, "
-                    "with nothing to pool"
-                )
-            opts = dict(options)
-            if in_chans is not None and "in_features" not in opts:
-                raise ResnetlabError(
-                    "an MLP takes in_features (channels x height x width), not in_chans"
-                )
-            model: nn.Module = ResidualMLP(num_classes=num_classes, plain=entry.mlp_plain, **opts)
-            spec = None
-        else:
-            unknown = set(options) - SPEC_OPTIONS - RESNET_OPTIONS
-            if unknown:
-                raise ResnetlabError(
-                    f"unknown option(s) {sorted(unknown)}; "
-                    f"known: {', '.join(sorted(SPEC_OPTIONS | RESNET_OPTIONS))}"
-                )
-            spec_kw = {k: v for k, v in options.items() if k in SPEC_OPTIONS}
-            for k in ("widths", "layers"):
-                if k in spec_kw:
-                    spec_kw[k] = tuple(spec_kw[k])
-            spec = replace(entry.spec, **spec_kw)
-            net_kw = {k: v for k, v in options.items() if k in RESNET_OPTIONS}
-            model = ResNet(
-                spec,
-                num_classes=num_classes,
-                in_chans=3 if in_chans is None else in_chans,
-                global_pool="avg" if global_pool is None else global_pool,
-                **net_kw,
-            )
-    except (ValueError, TypeError) as e:
-        raise ResnetlabError(f"{name}: {e}") from None
-    config: dict[str, Any] = {"name": name, "num_classes": num_classes, "options": dict(options)}
-    if not entry.is_mlp:
-        config["in_chans"] = model.in_chans
-        if model.global_pool.pool_type != "avg":
-            config["global_pool"] = model.global_pool.pool_type
-    config["depth"] = real_depth(entry, spec, options)
-    model.resnetlab_config = config
-    layout = input_layout(entry, spec)
-    cfg = default_cfg(
-        name,
-        layout,
-        in_chans=getattr(model, "in_chans", None),
-        num_classes=num_classes,
-        in_features=getattr(model, "in_features", 0),
-    )
-    if features_only:
-        try:
-            model = FeatureExtractor(model, out_indices)
-        except ValueError as e:
-            raise ResnetlabError(f"{name}: {e}") from None
-        model.resnetlab_config = dict(
-            config, features_only=True, out_indices=list(model.out_indices)
-        )
-        cfg.update(num_classes=0, classes=None)
-    model.pretrained_cfg = cfg
-    return model
-
-
-def input_layout(entry: ModelEntry, spec: ResNetSpec | None) -> str:
-    """'mlp', 'cifar' (a small stem: small images) or 'imagenet': what the default cfg follows."""
-    if spec is None:
-        return "mlp"
-    return "cifar" if spec.stem == "small" else "imagenet"
-
-
-def real_depth(entry: ModelEntry, spec: ResNetSpec | None, options: dict[str, Any]) -> int:
-    """Weighted layers as the papers count them, also when `layers` (or an MLP's `depth`) differ
-    from the registered net's: 2 per basic block, 3 per bottleneck, plus the stem and the fc
-    (plus 2 for a wide ResNet, whose depth 6n+4 counts its projections)."""
-    if spec is None:
-        blocks = options.get("depth")
-        return entry.depth if blocks is None else 2 * blocks + 2
-    if spec.layers == entry.spec.layers and spec.block == entry.spec.block:
-        return entry.depth
-    per_block = 3 if spec.block == "bottleneck" else 2
-    extra = 2 if entry.family == "wide" and entry.layout == "cifar" else 0
-    return per_block * sum(spec.layers) + 2 + extra
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Model `name` with fresh weights: its entry, built (create_model without weights; here for
+    callers that hold only a name, such as infer/onnxfile.py's architecture check)."""
+    return build_model_with_cfg(get_entry(name), **kwargs)
