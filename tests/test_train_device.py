@@ -22,7 +22,7 @@ from resnetlab.train import loop, trainer
 from resnetlab.train.callbacks import Callback
 from resnetlab.train.checkpoint import load_checkpoint
 from resnetlab.train.recipes import ACCEL, FAST, auto_recipe, get_recipe
-from resnetlab.train.step import TrainStep, fused_sgd
+from resnetlab.train.step import NonFiniteLoss, TrainStep, fused_sgd
 
 MEAN, STD = (0.3,), (0.2,)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -186,7 +186,7 @@ def test_non_finite_loss_stops_at_the_next_read_and_keeps_a_finite_checkpoint(
         def on_step_end(self, state):
             trained.update(m=state.model)
 
-    with pytest.raises(trainer.NonFiniteLoss, match=r"loss became nan at epoch 2, step 8 \(lr "):
+    with pytest.raises(NonFiniteLoss, match=r"loss became nan at epoch 2, step 8 \(lr "):
         loop.fit(tiny_config(tmp_path, epochs=3), tiny_splits(), callbacks=[Keep()])
     # steps 9 and 10 ran before the read at step 10; the bad step changed no weight
     assert all(torch.isfinite(p).all() for p in trained["m"].parameters())

@@ -17,7 +17,8 @@ from resnetlab.data.loader import BatchLoader
 from resnetlab.data.normalise import compute_mean_std
 from resnetlab.errors import ResnetlabError
 from resnetlab.models import create_model, load_model, save_weights
-from resnetlab.train import loop, trainer
+from resnetlab.train import evaluate as evaluation
+from resnetlab.train import loop
 from resnetlab.train.callbacks import Callback, EarlyStopping, EpochState
 from resnetlab.train.checkpoint import load_checkpoint
 from resnetlab.train.config import TrainConfig, check_config
@@ -319,7 +320,7 @@ def test_epochs_are_evaluated_as_eval_every_and_eval_images_say_and_flips_only_a
         seen.append((kw["tta_flip"], torch.cat([y for _, y in batches])))
         return evaluate(model, batches, **kw)
 
-    monkeypatch.setattr(trainer, "evaluate", counting)
+    monkeypatch.setattr(evaluation, "evaluate", counting)
     recorder = Recorder()
     cfg = tiny_config(tmp_path, epochs=5, eval_every=2, eval_images=10, quiet=False)
     splits = tiny_splits(96, 64)

@@ -18,7 +18,7 @@ from resnetlab.train.evaluate import evaluate
 from resnetlab.train.finetune import freeze, init_from, param_groups
 from resnetlab.train.loop import fit, train_model
 from resnetlab.train.recipes import get_recipe
-from resnetlab.train.trainer import NonFiniteLoss
+from resnetlab.train.step import NonFiniteLoss
 
 
 @pytest.fixture(scope="module")

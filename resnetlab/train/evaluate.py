@@ -86,6 +86,41 @@ def evaluate(
     return EvalResult(n, wrong1 / n_safe, wrong5 / n_safe, loss_sum / n_safe, confusion)
 
 
+def evaluate_splits(
+    model: nn.Module,
+    loaders: dict[str, Any],
+    *,
+    device: str,
+    num_classes: int,
+    tta_flip: bool,
+    desc: str,
+    shown: bool = True,
+) -> dict[str, EvalResult]:
+    """`evaluate` on each split's loader (split -> result), with progress shown as
+    'DESC (N split images[, flip TTA])': the trainer's evaluation of an epoch."""
+    from .logs import Progress
+
+    results = {}
+    for name, loader in loaders.items():
+        what = f"{loader.num_samples} {name} images{', flip TTA' if tta_flip else ''}"
+        progress = Progress(len(loader), f"{desc} ({what})", enabled=shown)
+        try:
+            results[name] = evaluate(model, _counted(loader, progress), device=device,
+                                     num_classes=num_classes, tta_flip=tta_flip)  # fmt: skip
+        finally:
+            progress.close()
+    return results
+
+
+def _counted(loader, progress):
+    """The batches of `loader`, counted on `progress` as they are consumed."""
+    images = 0
+    for x, y in loader:
+        yield x, y
+        images += len(y)
+        progress.update(1, images=images)
+
+
 def evaluate_weights(
     weights: str | os.PathLike,
     data: str | os.PathLike,

@@ -119,6 +119,10 @@ def remove_stale_temporaries(out: Path) -> list[str]:
     return sorted(removed)
 
 
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) arrived; a checkpoint has been saved."""
+
+
 @contextlib.contextmanager
 def stop_on_signals(ask_to_stop):
     """While inside: the first Ctrl-C or SIGTERM calls `ask_to_stop()` (the run stops at its next

@@ -23,9 +23,30 @@ from torch import nn
 
 from ..errors import ResnetlabError
 from ..policy import autocast, compile_mode
+from .checkpoint import checkpoint_path
 from .recipes import Recipe
 
 TALLY = ("loss", "correct", "count", "bad")  # the per-epoch sums, in this order
+
+
+class NonFiniteLoss(ResnetlabError):
+    """The loss became NaN or infinite."""
+
+    @classmethod
+    def at(cls, tally: Tally, step: int, lrs: dict[int, float], lr: float, steps_per_epoch: int,
+           where) -> NonFiniteLoss:  # fmt: skip
+        """The error naming the first bad step of `tally` (else `step`), its epoch and its
+        learning rate (from `lrs`, else `lr`); `where` is the run's folder, whose last good
+        checkpoint is kept."""
+        at = tally.first_bad_step if tally.first_bad_step > 0 else step
+        lr = lrs.get(at, lr)
+        v = tally.first_bad_loss
+        loss = str(v) if not math.isfinite(v) else f"{v:.4g} with non-finite gradients"
+        return cls(
+            f"loss became {loss} at epoch {(at - 1) // steps_per_epoch + 1}, step {at} "
+            f"(lr {lr:.3g}); the update was skipped and the last good checkpoint is kept in "
+            f"{checkpoint_path(where)}; try a lower learning rate"
+        )
 
 
 @dataclass

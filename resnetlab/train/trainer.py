@@ -22,7 +22,6 @@ may stop the run, which then ends as a finished run does.
 from __future__ import annotations
 
 import copy
-import math
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -34,7 +33,6 @@ from torch import nn
 
 from ..data import DataSplits
 from ..data.loader import BatchLoader
-from ..errors import ResnetlabError
 from ..models import get_entry, save_weights
 from ..policy import Plan
 from . import checkpoint as ckpt
@@ -42,26 +40,18 @@ from . import distributed, logs, setup
 from . import resume as resuming
 from .callbacks import EpochState, call
 from .config import TrainConfig
-from .evaluate import EvalResult, evaluate
+from .evaluate import EvalResult, evaluate_splits
 from .finetune import describe_trained, freeze, init_from
 from .logs import Progress
 from .recipes import Recipe, auto_recipe, get_recipe, too_few_steps
 from .report import describe_run, last_line, run_summary, selection_err
 from .rundata import run_splits
-from .rundir import BEST_WEIGHTS, LAST_WEIGHTS, clear_run, stop_on_signals
+from .rundir import BEST_WEIGHTS, LAST_WEIGHTS, Interrupted, clear_run, stop_on_signals
 from .state import RunState
-from .step import Tally, TrainStep
+from .step import NonFiniteLoss, Tally, TrainStep
 
 READ_EVERY = {"cpu": 1, "cuda": 50}  # steps between reads of the device's tallies
 PLOT_SECONDS = 30.0  # redraw curves.png at most this often (and always at the end)
-
-
-class NonFiniteLoss(ResnetlabError):
-    """The loss became NaN or infinite."""
-
-
-class Interrupted(Exception):
-    """Ctrl-C (or SIGTERM) arrived; a checkpoint has been saved."""
 
 
 @dataclass
@@ -324,7 +314,9 @@ class Trainer:
         if self.info.enabled:  # every rank stops together
             bad, stop = distributed.any_flags([bad, stop], self.info)
         if bad:
-            raise self.non_finite(tally)
+            lr = self.state.optimizer.param_groups[-1]["lr"]
+            raise NonFiniteLoss.at(tally, self.state.step, self.reads.lrs, lr,
+                                   self.steps_per_epoch, self.out)  # fmt: skip
         if self.cfg.log_every:
             self.read_window()
         self.show_progress(tally)
@@ -340,19 +332,6 @@ class Trainer:
         r.t_read = now
         s.epoch_tally, s.epoch_seconds = self.step_fn.read("epoch"), r.seconds
         return s.epoch_tally
-
-    def non_finite(self, tally: Tally) -> NonFiniteLoss:
-        """The error naming the first bad step, its epoch and learning rate."""
-        s = self.state
-        at = tally.first_bad_step if tally.first_bad_step > 0 else s.step
-        lr = self.reads.lrs.get(at, s.schedule.optimizer.param_groups[-1]["lr"])
-        v = tally.first_bad_loss
-        loss = str(v) if not math.isfinite(v) else f"{v:.4g} with non-finite gradients"
-        return NonFiniteLoss(
-            f"loss became {loss} at epoch {(at - 1) // self.steps_per_epoch + 1}, step {at} "
-            f"(lr {lr:.3g}); the update was skipped and the last good checkpoint is kept in "
-            f"{ckpt.checkpoint_path(self.out)}; try a lower learning rate"
-        )
 
     def read_window(self) -> None:
         """The step log's window: a steps.jsonl row every `log_every` steps, else its sums."""
@@ -396,19 +375,13 @@ class Trainer:
 
     def evaluate_all(self, model: nn.Module, epoch: int, *, final: bool) -> dict[str, EvalResult]:
         """Every split's result: the final evaluation on every image, with flips when the recipe
-        flips; an epoch's on plain images of its subset; progress shown."""
-        tta = self.recipe.tta_flip and final
-        results = {}
-        for name, loader in (self.eval_loaders if final else self.epoch_loaders).items():
-            what = f"{loader.num_samples} {name} images{', flip TTA' if tta else ''}"
-            desc = f"evaluate epoch {epoch}/{self.recipe.epochs} ({what})"
-            progress = Progress(len(loader), desc, enabled=self.info.is_main and not self.cfg.quiet)
-            try:
-                results[name] = evaluate(model, _shown(loader, progress), device=self.plan.device,
-                                         num_classes=self.num_classes, tta_flip=tta)  # fmt: skip
-            finally:
-                progress.close()
-        return results
+        flips; an epoch's on plain images of its subset."""
+        return evaluate_splits(
+            model, self.eval_loaders if final else self.epoch_loaders, device=self.plan.device,
+            num_classes=self.num_classes, tta_flip=self.recipe.tta_flip and final,
+            desc=f"evaluate epoch {epoch}/{self.recipe.epochs}",
+            shown=self.info.is_main and not self.cfg.quiet,
+        )  # fmt: skip
 
     def evaluate_epoch(self, epoch: int) -> dict[str, Any]:
         """The epoch's row: training sums, test (and validation) errors when evaluated, speed.
@@ -522,12 +495,3 @@ class Trainer:
 def say(text: str) -> None:
     """Print a line of the run's log (callers print on rank 0 only)."""
     print(text, flush=True)
-
-
-def _shown(loader, progress: Progress):
-    """The batches of `loader`, counted on `progress` as they are consumed."""
-    images = 0
-    for x, y in loader:
-        yield x, y
-        images += len(y)
-        progress.update(1, images=images)
