@@ -30,6 +30,7 @@ import contextlib
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,7 +219,6 @@ def resolve_precision(
     precision: str, device: str = "cpu", machine: Machine | None = None
 ) -> torch.dtype | None:
     """The autocast dtype for `precision` on `device` (None: fp32)."""
-    check_settings(precision=precision)  # until the fast path checks its own (infer/fastpath.py)
     if precision == "fp32":
         return None
     if precision == "bf16":
@@ -254,10 +254,11 @@ def resolve_compile(
     total_steps: int = 0,
     *,
     macs: float | None = None,
-    compiler: bool | None = None,
+    compiler: bool | Callable[[], bool] | None = None,
 ) -> bool:
     """Whether to compile: on/off (True/False) as asked; auto (or None) for inference, given the
-    `macs` of the work ahead, when a C++ compiler is present (`compiler`, probed when None) and
+    `macs` of the work ahead, when a C++ compiler is present (`compiler`, or the function that
+    says so; probed when None, only once the work is large enough) and
     the work repays compiling (COMPILE_MIN_MACS); for a training run of `total_steps`, on CUDA,
     and on a CPU when it is long enough to repay the compile time (measured on the 2-core
     machine: 1.4x faster steps after 95 s; docs/training.md)."""
@@ -268,7 +269,9 @@ def resolve_compile(
     if macs is not None:
         if macs < COMPILE_MIN_MACS:
             return False
-        return compiler_available() if compiler is None else compiler
+        if compiler is None:
+            compiler = compiler_available
+        return compiler() if callable(compiler) else compiler
     return is_cuda(device) or total_steps >= COMPILE_MIN_STEPS
 
 

@@ -190,14 +190,15 @@ def test_auto_precision_computes_in_bf16_exactly_where_the_cpu_has_it(monkeypatc
 @pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
 def test_fastpath_precision_is_the_policy_decision(precision):
     from resnetlab import policy
-    from resnetlab.infer.fastpath import resolve_precision
 
+    model, _ = tiny("postact_basic_A")
     expected = policy.precision_name(policy.resolve_precision(precision, "cpu"))
-    assert resolve_precision(precision) == resolve_precision(precision, "cpu") == expected
+    assert prepare_for_inference(model, precision=precision, compile=False).precision == expected
 
 
 def test_automatic_compile_only_for_large_workloads(monkeypatch):
     import resnetlab.infer.fastpath as fp
+    from resnetlab import policy
 
     monkeypatch.setattr(fp, "compiler_available", lambda: True)
     model, _ = tiny("postact_basic_A")
@@ -205,7 +206,7 @@ def test_automatic_compile_only_for_large_workloads(monkeypatch):
     macs = count_macs(model, size)
     assert not fp.compile_pays(model, 10, size)
     assert not fp.compile_pays(model, 10**12, None)  # no size: the work is unknown
-    assert fp.compile_pays(model, int(fp.COMPILE_MIN_MACS // macs) + 1, size)
+    assert fp.compile_pays(model, int(policy.COMPILE_MIN_MACS // macs) + 1, size)
     assert not prepare_for_inference(model, precision="fp32", expected_images=10).compiled
     monkeypatch.setattr(fp, "compiler_available", lambda: False)
     assert not fp.compile_pays(model, 10**12, size)

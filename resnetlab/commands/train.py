@@ -164,7 +164,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="also evaluate the mirrored image (default: as the model was trained)",
     )
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="autocast precision (default fp32; auto: bf16 where the hardware has it)",
+    )
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument(
         "--confusion",
@@ -185,7 +190,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--skip-bad", action="store_true", help="skip unreadable images of a folder (counted)"
     )
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--device", help=f"{', '.join(DEVICES)} or cuda:N (default auto)")
     p.add_argument("--threads", type=int, help="CPU threads (default: the cores not already busy)")
     add_backend_arguments(p, eval_=True)
     p.set_defaults(func=run_eval)

@@ -26,6 +26,7 @@ runs. The CPU-only paths (fast-fp32, the ONNX runtimes, int8) are skipped there.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import statistics
 import tempfile
@@ -40,6 +41,7 @@ from torch import nn
 
 from .. import policy
 from ..errors import ResnetlabError
+from ..hardware import compiler_available
 from ..models.factory import create_model, load_model
 from ..models.registry import get_entry
 
@@ -50,7 +52,7 @@ from .bench_report import format_table as format_table
 from .bench_report import machine_line as machine_line
 from .bench_report import rows_as_json as rows_as_json
 from .export import require_onnxruntime
-from .fastpath import compiler_available, prepare_for_inference, resolve_precision
+from .fastpath import prepare_for_inference
 from .onnxfile import graph_input_size, read_onnx
 from .onnxmodel import OnnxModel, available_runtimes, is_int8, is_onnx_file
 from .openvino import require_openvino
@@ -303,9 +305,11 @@ def _runner(
 
         return run, "bf16", 0.0, None, None
     if path in ("fast", "fast-nocompile", "fast-fp32"):
-        # the fast path compiles wherever it can: a benchmark is the large workload that pays;
-        # fast-fp32 is the fast path as a CPU without native bf16 runs it
-        compile_ = compiler_available() if path != "fast-nocompile" else False
+        # the fast path compiles wherever it can: a benchmark is the large workload that pays
+        # (policy's rule with unbounded work); fast-fp32 is the fast path as a CPU without
+        # native bf16 runs it
+        asked = "off" if path == "fast-nocompile" else "auto"
+        compile_ = policy.resolve_compile(asked, device, macs=math.inf, compiler=compiler_available)
         precision = "fp32" if path == "fast-fp32" else "auto"
         fast = prepare_for_inference(model, precision=precision, compile=compile_, device=device)
         sync()
@@ -319,7 +323,8 @@ def _runner(
         return (lambda: fast(x)), fast.precision, t2 - t0, compile_s, None
     if path in ("onnxruntime", "openvino", "openvino-fp32"):
         runtime = "onnxruntime" if path == "onnxruntime" else "openvino"
-        precision = resolve_precision("auto") if path == "openvino" else "fp32"
+        auto = policy.precision_name(policy.resolve_precision("auto", "cpu"))
+        precision = auto if path == "openvino" else "fp32"
         if onnx_file is not None and not is_int8(files.meta(onnx_file)):
             m = OnnxModel(onnx_file, files.meta(onnx_file), runtime=runtime, precision=precision)
         else:

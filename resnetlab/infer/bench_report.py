@@ -10,7 +10,6 @@ import torch
 
 from .. import policy
 from ..hardware import features_line
-from .fastpath import resolve_precision
 
 if TYPE_CHECKING:
     from .bench import BenchRow
@@ -25,15 +24,19 @@ def machine_line(device: str = "cpu") -> str:
             f"torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN "
             f"{torch.backends.cudnn.version()}, {torch.cuda.get_device_name(device)} "
             f"({props.total_memory / 2**30:.0f} GiB, compute capability {props.major}."
-            f"{props.minor}), fast path precision: {resolve_precision('auto', device)}"
+            f"{props.minor}), fast path precision: {_auto_precision(device)}"
         )
     cap = torch.backends.cpu.get_cpu_capability()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
         f"torch {torch.__version__}{_runtime_versions()}, {torch.get_num_threads()} threads on "
         f"{os.cpu_count()} cores, {features_line()} (torch kernels {cap}), "
-        f"fast path precision: {resolve_precision('auto')}, load average {load:.1f}"
+        f"fast path precision: {_auto_precision('cpu')}, load average {load:.1f}"
     )
+
+
+def _auto_precision(device: str) -> str:
+    return policy.precision_name(policy.resolve_precision("auto", device))
 
 
 def _runtime_versions() -> str:

@@ -10,7 +10,6 @@ fp32. On CUDA the compiled model runs as CUDA graphs.
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Callable
 
 import torch
@@ -18,6 +17,7 @@ from torch import nn
 
 from .. import policy
 from ..errors import ResnetlabError
+from ..hardware import compiler_available
 
 PRECISIONS = policy.PRECISIONS  # fp16 on CUDA only
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
@@ -101,23 +101,6 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
     return model, len(done)
 
 
-def resolve_precision(precision: str, device: str = "cpu") -> str:
-    """policy.resolve_precision by name: 'fp32', 'bf16' or 'fp16' (CUDA only) for `device`."""
-    return policy.precision_name(policy.resolve_precision(precision, device))
-
-
-def compiler_available() -> bool:
-    """True when torch.compile's CPU backend can build kernels here (it needs a C++ compiler)."""
-    if os.environ.get("RESNETLAB_NO_COMPILE") == "1":
-        return False
-    try:
-        from torch._inductor import cpp_builder
-
-        return bool(cpp_builder.get_cpp_compiler())
-    except Exception:  # no compiler found, or an inductor layout this code does not know
-        return False
-
-
 class InferenceModel(nn.Module):
     """A prepared model: float32 NCHW in, float32 logits out, however it computes inside."""
 
@@ -177,6 +160,7 @@ def prepare_for_inference(
     """
     from .onnxmodel import OnnxModel
 
+    policy.check_settings(device=device, precision=precision, compile=compile)
     cuda = policy.is_cuda(device)
     if isinstance(model, OnnxModel):
         if cuda:
@@ -188,7 +172,7 @@ def prepare_for_inference(
     if backend not in BACKENDS:
         raise ResnetlabError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     asked = precision
-    precision = resolve_precision(precision, device)
+    precision = policy.precision_name(policy.resolve_precision(precision, device))
     if cuda and backend in ("onnxruntime", "openvino"):
         raise ResnetlabError(f"the {backend} backend runs on the CPU; use device cpu")
     why = f"{backend}, as asked"
@@ -246,17 +230,12 @@ def prepare_for_inference(
     return _NoGrad(prepared)
 
 
-# A cold compile of ResNet-50 took 35-55 s on the 2-core development machine and saved 23-103 ms
-# per image against the folded eager model: it paid back after 500-1,500 images of 4.1 GMACs
-# (docs/inference.md). Automatic compilation wants about 1,200 such images of work ahead.
-COMPILE_MIN_MACS = 5e12
-
-
 def compile_pays(
     model: nn.Module, expected_images: int | None, input_size: tuple[int, ...] | None
 ) -> bool:
-    """Whether compiling is worth it for `expected_images` images of `input_size` (C, H, W)."""
-    if not expected_images or not input_size or not compiler_available():
+    """Whether compiling is worth it for `expected_images` images of `input_size` (C, H, W):
+    policy.resolve_compile decides from the multiply-adds of that work (COMPILE_MIN_MACS)."""
+    if not expected_images or not input_size:
         return False
     from ..models.stats import count_macs
 
@@ -264,7 +243,8 @@ def compile_pays(
         macs = count_macs(model, tuple(input_size))
     except Exception:  # a shape the model rejects: let the real call report it
         return False
-    return expected_images * macs >= COMPILE_MIN_MACS
+    work = expected_images * macs
+    return policy.resolve_compile("auto", "cpu", macs=work, compiler=compiler_available)
 
 
 class _NoGrad:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import policy
 from ..errors import ResnetlabError
 from ..models.weights import check_metadata
 from .export import onnx_session, require_onnxruntime
@@ -222,8 +223,6 @@ def load_onnx(
     (OpenVINO only) or "auto" (bf16 where the CPU has it natively and the runtime is OpenVINO,
     else fp32); an int8 file runs as it is.
     """
-    from .fastpath import resolve_precision
-
     have = available_runtimes()
     if not have:
         raise ResnetlabError(
@@ -263,7 +262,7 @@ def load_onnx(
                                  "openvino runtime", argument="precision")  # fmt: skip
         prec = "fp32"
     else:
-        prec = resolve_precision(precision)
+        prec = policy.precision_name(policy.resolve_precision(precision, "cpu"))
     model = OnnxModel(path, meta, runtime=runtime, precision=prec)
     model.why = why
     model.runner()  # it must load (a session, a compiled model) before it is handed out

@@ -147,16 +147,18 @@ def evaluate_weights(
     to cover, centre-cropped to the weights' input size) and used whole (a train/test tree: the
     split); `limit` evaluates a seeded, class-stratified sample of that many images.
 
-    tta: also the mirrored image (None: as the model was trained); precision: fp32 or bf16.
+    tta: also the mirrored image (None: as the model was trained). device, precision and threads
+    are resolved once into a policy.Plan (precision: fp32, bf16, fp16 on CUDA, or auto: bf16
+    where the hardware computes it); channels_last for nets with convolutions.
     backend: for weights "auto" or "torch" (the model as it is), "onnxruntime" or "openvino" (the
     model exported and run there); for an ONNX file its runtime (auto: infer.onnxmodel.load_onnx).
     overrides: classes, mean and std of an ONNX file without resnetlab metadata."""
     from ..data.dataset import check_input_size
     from ..data.loader import BatchLoader
     from ..data.normalise import weights_mean_std
-    from ..infer.onnxmodel import OnnxModel, is_onnx_file, load_onnx
+    from ..infer.onnxmodel import is_onnx_file, load_onnx
     from ..models import get_entry, load_model
-    from ..policy import cpu_threads, pick_device
+    from ..policy import Settings, apply, check_settings, resolve
 
     if batch_size < 1:
         raise ResnetlabError(
@@ -164,8 +166,7 @@ def evaluate_weights(
         )
     if split not in ("test", "train"):
         raise ResnetlabError(f"split {split!r}: use test or train", argument="split")
-    if precision not in ("fp32", "bf16"):
-        raise ResnetlabError(f"precision {precision!r}: use fp32 or bf16", argument="precision")
+    check_settings(device=device, precision=precision, threads=threads)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ResnetlabError(f"limit {limit!r}: expected a whole number >= 1", argument="limit")
     onnx = is_onnx_file(weights)
@@ -200,21 +201,21 @@ def evaluate_weights(
     )
     classes = images.classes
     mean, std = weights_mean_std(meta, train_images)
-    device = "cpu" if onnx else pick_device(device)
-    if not device.startswith("cuda"):
-        torch.set_num_threads(cpu_threads(threads))
-    name = meta.get("name")
-    conv = not get_entry(name).is_mlp if name else len(meta["input_size"]) == 3
-    model.to(device)
-    if conv:
+    model_name = meta.get("name")
+    conv = not get_entry(model_name).is_mlp if model_name else len(meta["input_size"]) == 3
+    # an ONNX model runs on the CPU, in the precision its runtime was asked for
+    plan = resolve(Settings(device="cpu" if onnx else device or "auto",
+                            precision="fp32" if onnx else precision, compile="off",
+                            threads=threads, conv=conv))  # fmt: skip
+    apply(plan)
+    model.to(plan.device)
+    if plan.channels_last:
         model.to(memory_format=torch.channels_last)
-    loader = BatchLoader(images, batch_size, train=False, mean=mean, std=std, channels_last=conv)
+    loader = BatchLoader(images, batch_size, train=False, mean=mean, std=std,
+                         channels_last=plan.channels_last)  # fmt: skip
     tta = bool(meta.get("tta", False)) if tta is None else tta
-    # an ONNX model computes in the precision its runtime was asked for
-    dtype = torch.bfloat16 if precision == "bf16" and not isinstance(model, OnnxModel) else None
-    res = evaluate(
-        model, loader, num_classes=num_classes, device=device, tta_flip=tta, autocast_dtype=dtype
-    )
+    res = evaluate(model, loader, num_classes=num_classes, device=plan.device, tta_flip=tta,
+                   autocast_dtype=plan.dtype)  # fmt: skip
     # rows of classes the data has, in the weights' order; a class it lacks has no row
     present = sorted(set(match.index))
     per_class = res.per_class_acc()
