@@ -276,6 +276,18 @@ def test_a_stopped_run_ends_as_a_finished_run_and_stays_stopped_on_resume(tmp_pa
     assert (out / "last.safetensors").read_bytes() == before
 
 
+def test_on_step_end_is_called_after_every_step_with_the_step_count(tmp_path):
+    seen = []
+
+    class Steps(Callback):
+        def on_step_end(self, state):
+            seen.append((state.step, state.epoch))
+
+    loop.fit(tiny_config(tmp_path, epochs=2), tiny_splits(), callbacks=[Steps()])
+    # 192 images at batch 32: 6 steps an epoch; `epoch` counts the epochs completed
+    assert seen == [(s, 0 if s <= 6 else 1) for s in range(1, 13)]
+
+
 def test_early_stopping_on_validation_refuses_a_run_without_validation_data(tmp_path):
     with pytest.raises(ResnetlabError, match="monitors val_top1_err but the run has no val data"):
         resnetlab.fit(

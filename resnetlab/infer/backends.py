@@ -30,10 +30,13 @@ from torch import nn
 from ..errors import ResnetlabError, one_line
 from ..files import atomic_write
 from ..hardware import cpu_features, cpu_model
+from .export import require_onnxruntime
+from .openvino import require_openvino
 
 log = logging.getLogger("resnetlab.infer")
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
+RUNTIMES = ("onnxruntime", "openvino")  # the ONNX runtimes, ONNX Runtime first
 # bench path -> (backend, compiled) of the fast path it measures
 BENCH_PATHS = {
     "fast": ("torch", True),
@@ -50,6 +53,12 @@ NAMES = {
     ("onnxruntime", False): "ONNX Runtime",
     ("openvino", False): "OpenVINO",
 }
+
+
+def available_runtimes() -> list[str]:
+    """The ONNX runtimes installed here, ONNX Runtime first."""
+    have = {"onnxruntime": require_onnxruntime(), "openvino": require_openvino()}
+    return [r for r in RUNTIMES if have[r] is not None]
 
 
 def store_path() -> Path:
@@ -172,8 +181,6 @@ def choose(
     asked for explicitly; OpenVINO in bf16 only where the torch path is bf16 too. A runtime that
     is no longer installed does not compete.
     """
-    from .onnxmodel import available_runtimes
-
     installed = {"torch", *available_runtimes()}
     rows = []
     for path, r in measured(model, input_size, batch).items():
@@ -277,30 +284,3 @@ def time_images_per_s(
             fn(x)
         times.append((time.perf_counter() - t0) / k)
     return x.shape[0] / statistics.median(times)
-
-
-def runtime_model(
-    runtime: str, model: nn.Module, input_size: tuple[int, ...], precision: str = "fp32"
-):
-    """`model` exported to ONNX (any batch size) and run by `runtime` ("onnxruntime" or
-    "openvino") in `precision` ('fp32', or 'bf16' on OpenVINO)."""
-    import tempfile
-
-    from .export import export_onnx
-    from .onnxmodel import OnnxModel, check_runtime
-
-    check_runtime(runtime)
-    with tempfile.TemporaryDirectory(prefix="resnetlab-rt-") as d:
-        path = os.path.join(d, "model.onnx")
-        export_onnx(model.eval(), path, input_size, dynamic_batch=True)
-        data = Path(path).read_bytes()
-    meta = dict(getattr(model, "resnetlab_config", None) or {})
-    meta["input_size"] = list(input_size)
-    out = OnnxModel(data, meta, runtime=runtime, precision=precision)
-    out.runner()
-    return out.eval()
-
-
-def onnxruntime_model(model: nn.Module, input_size: tuple[int, ...]):
-    """`model` exported to ONNX (any batch size) and loaded in an ONNX Runtime session."""
-    return runtime_model("onnxruntime", model, input_size)

@@ -44,6 +44,7 @@ from ..errors import ResnetlabError
 from ..hardware import compiler_available
 from ..models.factory import create_model, load_model
 from ..models.registry import get_entry
+from .backends import available_runtimes
 
 # the table, JSON and machine line of a run: there; the names stay importable from here
 from .bench_report import CANDIDATES as CANDIDATES
@@ -54,7 +55,7 @@ from .bench_report import rows_as_json as rows_as_json
 from .export import require_onnxruntime
 from .fastpath import prepare_for_inference
 from .onnxfile import graph_input_size, read_onnx
-from .onnxmodel import OnnxModel, available_runtimes, is_int8, is_onnx_file
+from .onnxmodel import OnnxModel, is_int8, is_onnx_file
 from .openvino import require_openvino
 
 PATHS = (
@@ -328,7 +329,7 @@ def _runner(
         if onnx_file is not None and not is_int8(files.meta(onnx_file)):
             m = OnnxModel(onnx_file, files.meta(onnx_file), runtime=runtime, precision=precision)
         else:
-            from .backends import runtime_model
+            from .onnxmodel import runtime_model
 
             m = runtime_model(runtime, model, tuple(x.shape[1:]), precision)
         m(x)

@@ -192,7 +192,7 @@ def prepare_for_inference(
             raise ResnetlabError("the onnxruntime backend runs fp32; use precision fp32 or auto")
         if not input_size:
             raise ResnetlabError(f"the {backend} backend needs the input size (C, H, W)")
-        from .backends import runtime_model
+        from .onnxmodel import runtime_model
 
         if backend == "onnxruntime":
             runtime_precision = "fp32"

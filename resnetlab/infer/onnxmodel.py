@@ -25,12 +25,12 @@ from torch import nn
 from .. import policy
 from ..errors import ResnetlabError
 from ..models.weights import check_metadata
-from .export import onnx_session, require_onnxruntime
+from .backends import RUNTIMES, available_runtimes, choose_runtime
+from .export import onnx_session
 from .onnxfile import check_graph_fits, graph_input_size, graph_outputs, read_onnx
 from .openvino import INSTALL as OPENVINO_INSTALL
-from .openvino import OpenVinoRunner, require_openvino
+from .openvino import OpenVinoRunner
 
-RUNTIMES = ("onnxruntime", "openvino")
 NEEDED_WITHOUT_METADATA = ("classes", "mean", "std")
 
 
@@ -42,12 +42,6 @@ def is_onnx_file(path: str | os.PathLike) -> bool:
 def is_int8(meta: dict[str, Any]) -> bool:
     """True for the metadata of an int8 file written by `resnetlab quantize`."""
     return isinstance(meta.get("quantization"), dict)
-
-
-def available_runtimes() -> list[str]:
-    """The ONNX runtimes installed here, ONNX Runtime first."""
-    have = {"onnxruntime": require_onnxruntime(), "openvino": require_openvino()}
-    return [r for r in RUNTIMES if have[r] is not None]
 
 
 def check_runtime(runtime: str) -> None:
@@ -251,8 +245,6 @@ def load_onnx(
             )
         runtime, why = "openvino", "openvino: the runtime here that computes bf16"
     if runtime == "auto":
-        from .backends import choose_runtime
-
         runtime, why = choose_runtime(meta, batch_size, precision, have)
     if int8:
         prec = "int8"
@@ -269,3 +261,29 @@ def load_onnx(
     if runtime == "openvino":
         model.runner().request((1, *meta["input_size"]))
     return model.eval(), meta
+
+
+def runtime_model(
+    runtime: str, model: nn.Module, input_size: tuple[int, ...], precision: str = "fp32"
+):
+    """`model` exported to ONNX (any batch size) and run by `runtime` ("onnxruntime" or
+    "openvino") in `precision` ('fp32', or 'bf16' on OpenVINO)."""
+    import tempfile
+
+    from .export import export_onnx
+
+    check_runtime(runtime)
+    with tempfile.TemporaryDirectory(prefix="resnetlab-rt-") as d:
+        path = os.path.join(d, "model.onnx")
+        export_onnx(model.eval(), path, input_size, dynamic_batch=True)
+        data = Path(path).read_bytes()
+    meta = dict(getattr(model, "resnetlab_config", None) or {})
+    meta["input_size"] = list(input_size)
+    out = OnnxModel(data, meta, runtime=runtime, precision=precision)
+    out.runner()
+    return out.eval()
+
+
+def onnxruntime_model(model: nn.Module, input_size: tuple[int, ...]):
+    """`model` exported to ONNX (any batch size) and loaded in an ONNX Runtime session."""
+    return runtime_model("onnxruntime", model, input_size)

@@ -44,9 +44,10 @@ from ..errors import ResnetlabError
 from ..files import atomic_write
 from ..hardware import cpu_features
 from ..models.weights import META_KEY
+from .backends import available_runtimes
 from .export import export_onnx, onnx_session, require_onnxruntime
 from .onnxfile import read_onnx
-from .onnxmodel import OnnxModel, available_runtimes, is_int8, is_onnx_file, load_onnx
+from .onnxmodel import OnnxModel, is_int8, is_onnx_file, load_onnx
 
 MIN_CALIB_IMAGES = 32
 DEFAULT_CALIB_IMAGES = 512

@@ -186,8 +186,8 @@ def evaluate_weights(
                                  f"resnetlab metadata; {weights} carries its own")  # fmt: skip
         model, meta = load_model(weights)
         if backend in ("onnxruntime", "openvino"):  # the model exported and run there
-            from ..infer.backends import runtime_model
             from ..infer.export import input_size_of
+            from ..infer.onnxmodel import runtime_model
 
             size = input_size_of(model, meta)
             model, onnx = runtime_model(backend, model, size, precision), True
