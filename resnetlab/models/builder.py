@@ -12,6 +12,7 @@ here; nothing here looks it up again.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.memory import check_fits, memory_budget
 from ..errors import ResnetlabError
 from .adapt import HEAD, adapt_state, adapted_metadata, file_shapes
 from .cfg import cfg_from_metadata, default_cfg
@@ -125,8 +127,10 @@ def _build(
                 raise ResnetlabError(
                     "an MLP takes in_features (channels x height x width), not in_chans"
                 )
-            model: nn.Module = ResidualMLP(num_classes=num_classes, plain=entry.mlp_plain,
-                                           **options)  # fmt: skip
+
+            def make() -> nn.Module:
+                return ResidualMLP(num_classes=num_classes, plain=entry.mlp_plain, **options)
+
             spec = None
         else:
             unknown = set(options) - SPEC_OPTIONS - RESNET_OPTIONS
@@ -141,13 +145,21 @@ def _build(
                     spec_kw[k] = tuple(spec_kw[k])
             spec = replace(entry.spec, **spec_kw)
             net_kw = {k: v for k, v in options.items() if k in RESNET_OPTIONS}
-            model = ResNet(
-                spec,
-                num_classes=num_classes,
-                in_chans=3 if in_chans is None else in_chans,
-                global_pool="avg" if global_pool is None else global_pool,
-                **net_kw,
-            )
+
+            def make() -> nn.Module:
+                return ResNet(
+                    spec,
+                    num_classes=num_classes,
+                    in_chans=3 if in_chans is None else in_chans,
+                    global_pool="avg" if global_pool is None else global_pool,
+                    **net_kw,
+                )
+
+        for key, v in (("num_classes", num_classes), ("in_chans", in_chans)):
+            if isinstance(v, bool):
+                raise ResnetlabError(f"{key} must be a whole number, got {v!r}")
+        check_size(make, rough_parameters(spec, num_classes, in_chans, options))
+        model = make()
     except (ValueError, TypeError) as e:
         raise ResnetlabError(f"{name}: {e}") from None
     config: dict[str, Any] = {"name": name, "num_classes": num_classes, "options": dict(options)}
@@ -175,6 +187,45 @@ def _build(
         cfg.update(num_classes=0, classes=None)
     model.pretrained_cfg = cfg
     return model
+
+
+def rough_parameters(
+    spec: ResNetSpec | None, num_classes: Any, in_chans: Any, options: dict[str, Any]
+) -> int:
+    """An upper bound of a net's parameters from its sizes alone (0 when they are not numbers:
+    the constructor then refuses them): per block 9 x (inner + outer width)^2, a 7x7 stem, the
+    head. Within a few times the true count for the nets of the registry."""
+    try:
+        if spec is None:
+            sizes = inspect.signature(ResidualMLP).parameters
+            width, depth, features = (
+                int(options.get(k, sizes[k].default)) for k in ("width", "depth", "in_features")
+            )
+            return (2 * depth + 2) * width * width + width * (features + int(num_classes))
+        bottleneck = spec.block == "bottleneck"
+        expansion = 4 if bottleneck else 1
+        group_width = int(spec.groups) * int(spec.base_width) / 64 if bottleneck else 1
+        total = 0
+        for blocks, width in zip(spec.layers, spec.widths):
+            inner = int(width * group_width)
+            total += int(blocks) * 9 * (inner + expansion * int(width)) ** 2
+        stem = int(spec.stem_width)
+        total += 49 * stem * (int(in_chans or 3) + stem)
+        return total + expansion * int(spec.widths[-1]) * (int(num_classes) + 1)
+    except (TypeError, ValueError, OverflowError, KeyError, IndexError):
+        return 0
+
+
+def check_size(make: Any, rough: int) -> None:
+    """Refuse, before allocating, a net whose fp32 parameters pass the memory budget (the stated
+    limit of data/memory.py): when the rough bound passes it, the exact count of a build on the
+    meta device, which allocates nothing (about 2 s the first time in a process, so only then).
+    A build on the meta device (a file's skeleton) allocates nothing either: not checked."""
+    if 4 * rough <= memory_budget() or torch.get_default_device().type == "meta":
+        return
+    with torch.device("meta"):
+        count = sum(p.numel() for p in make().parameters())
+    check_fits(4 * count, f"a net of {count:,} parameters", "ask for fewer classes or channels")
 
 
 def input_layout(spec: ResNetSpec | None) -> str:

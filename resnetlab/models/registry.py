@@ -124,6 +124,10 @@ def list_models(
     Without a pattern, the standard table; a pattern also searches every CIFAR depth 6n+2 up to
     1202 (`resnet8`, `plain14`, ...), so `list_models("*")` lists every name there is.
     """
+    for arg, given in (("pattern", pattern), ("exclude_filters", exclude_filters)):
+        listed = isinstance(given, (list, tuple)) and all(isinstance(p, str) for p in given)
+        if not (given is None or isinstance(given, str) or listed):
+            raise ResnetlabError(f"{arg} {given!r}: expected a pattern such as 'resnet*' or a list")
     names = list(_REGISTRY) if pattern is None else [*_REGISTRY, *_depth_names()]
     if family is not None:
         names = [n for n in names if get_entry(n).family == family]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,10 @@ def save_weights(
     still matches the head). `metadata` (JSON-able) adds or overrides keys (classes, input_size,
     mean, std, ...); a value that contradicts the model fails in one line.
     """
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ResnetlabError(
+            f"metadata is a {type(metadata).__name__}; expected a dict such as {{'classes': [...]}}"
+        )
     own = model_metadata(model)
     meta = {"format_version": FORMAT_VERSION, **own}
     cfg = getattr(model, "pretrained_cfg", None)
@@ -160,7 +165,7 @@ def parse_metadata(raw: str | None, source: str) -> dict[str, Any]:
         return {}
     try:
         meta = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # nested past Python's stack: not ours
         raise ResnetlabError(f"{source}: its resnetlab metadata is not valid JSON") from None
     check_metadata(meta, source)
     return meta
@@ -191,7 +196,14 @@ METADATA_RULES = {
     ),
     "num_classes": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
     "in_chans": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
-    "classes": (lambda v: isinstance(v, list), "a list of class names"),
+    "classes": (
+        lambda v: (
+            isinstance(v, list)
+            and all(isinstance(c, str) and c for c in v)
+            and len(set(v)) == len(v)
+        ),
+        "a list of distinct, non-empty class names",
+    ),
     "input_size": (
         lambda v: isinstance(v, list) and bool(v) and all(_is_int(s) and s > 0 for s in v),
         "a list of positive whole numbers, [C, H, W] or [features]",
@@ -230,10 +242,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def _read_torch_state(path: Path) -> dict[str, torch.Tensor]:
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors come in many types; all mean "not a weights file"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ResnetlabError(f"{path}: not a loadable weights file ({first[:200]})") from None
+        raise ResnetlabError(f"{path}: not a loadable weights file ({load_refusal(e)})") from None
     for key in ("state_dict", "model", "model_state"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -243,6 +256,19 @@ def _read_torch_state(path: Path) -> dict[str, torch.Tensor]:
     if obj and all(k.startswith("module.") for k in obj):
         obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj
+
+
+def load_refusal(e: BaseException) -> str:
+    """Why torch.load(weights_only=True) refused a file, in a few words: its own first line
+    advises loading with weights_only=False (running the file's code), which resnetlab never does;
+    the reason is on a later line."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        skip = ("Weights only load failed", "Please file an issue", "Check the documentation")
+        detail = [line for line in lines if not line.startswith(skip)]
+        why = detail[0].removeprefix("WeightsUnpickler error:").strip() if detail else ""
+        return "not safetensors, nor a pickle of tensors only" + (f": {why[:120]}" if why else "")
+    return lines[0][:200] if lines else type(e).__name__
 
 
 def check_compatible(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

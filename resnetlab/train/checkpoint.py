@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import ResnetlabError
 from ..files import cleanup_on_sigterm, current_umask, finish_file
+from ..models.weights import load_refusal
 
 CHECKPOINT_DIR = "checkpoint"
 WEIGHTS_FILE = "model.safetensors"
@@ -97,11 +99,12 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             f"{ckpt / WEIGHTS_FILE}: unreadable checkpoint weights ({e})"
         ) from None
     try:
-        state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as e:  # any unpickling failure means a corrupt or foreign file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ResnetlabError(
-            f"{ckpt / STATE_FILE}: unreadable checkpoint state ({first[:200]})"
+            f"{ckpt / STATE_FILE}: unreadable checkpoint state ({load_refusal(e)})"
         ) from None
     if not isinstance(state, dict) or "config" not in state or "step" not in state:
         raise ResnetlabError(f"{ckpt / STATE_FILE}: not a resnetlab training checkpoint")

@@ -1,0 +1,154 @@
+"""The second hostile pass of issue 17: each case that broke the promise (bad input ends in one
+clear line and a non-zero exit; nothing written outside the paths named; no leftovers; loading
+runs no code and trusts nothing), pinned on the tiny model and the CPU, in seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from resnetlab import create_model, list_models, save_weights
+from resnetlab.cli import main
+from resnetlab.errors import ResnetlabError
+from resnetlab.models import load_model
+from resnetlab.train import checkpoint as ckpt
+
+TINY = {"layers": [1, 1, 1], "widths": [4, 4, 4], "stem_width": 4}
+META = {"classes": ["cat", "dog"], "input_size": [1, 8, 8], "mean": [0.5], "std": [0.25]}
+
+
+def run(capsys, *argv):
+    """`resnetlab ARGV` in this process: (exit status, stdout, stderr)."""
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_error_line(err: str, command: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"resnetlab {command}: error: "), err
+    assert "Traceback" not in err and "unexpected" not in err
+    return lines[0]
+
+
+def tiny_weights(path: Path, **meta) -> Path:
+    torch.manual_seed(0)
+    save_weights(create_model("resnet20", num_classes=2, in_chans=1, **TINY), path, META)
+    if meta:
+        with safe_open(str(path), framework="pt") as f:
+            old = json.loads(f.metadata()["resnetlab"])
+        save_file(load_file(path), path, metadata={"resnetlab": json.dumps({**old, **meta})})
+    return path
+
+
+def write_npz(path: Path, n: int = 16, side: int = 8, **arrays) -> Path:
+    x = np.random.default_rng(0).integers(0, 256, (n, side, side), dtype=np.uint8)
+    y = np.arange(n) % 2
+    base = {"x_train": x, "y_train": y, "x_test": x, "y_test": y}
+    np.savez(path, **{**base, **arrays})
+    return path
+
+
+class _Runs:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+# weights files: loading trusts nothing, and says why in one line ---------------------------
+
+
+def test_a_pickle_that_would_run_code_is_refused_in_one_line_without_torchs_advice(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"w": _Runs()}, protocol=4))  # protocol 4: torch warns
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would be a second line on stderr
+        with pytest.raises(ResnetlabError, match="nor a pickle of tensors only") as e:
+            load_model(evil)
+    assert "weights_only" not in str(e.value)  # never the advice to run the file's code
+    rc, _, err = run(capsys, "export", evil, "--format", "onnx", "--out", tmp_path / "m.onnx")
+    assert rc == 2 and "nor a pickle of tensors only" in one_error_line(err, "export")
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_checkpoint_state_that_would_run_code_is_refused_without_torchs_advice(tmp_path):
+    ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path), {"w": torch.zeros(1)}, {"config": {}})
+    (tmp_path / ckpt.CHECKPOINT_DIR / ckpt.STATE_FILE).write_bytes(pickle.dumps(_Runs()))
+    with pytest.raises(ResnetlabError, match="unreadable checkpoint state .*tensors only") as e:
+        ckpt.load_checkpoint(tmp_path)
+    assert "weights_only" not in str(e.value)
+
+
+def test_metadata_nested_past_the_stack_is_not_valid_json(tmp_path):
+    good = tiny_weights(tmp_path / "w.safetensors")
+    deep = tmp_path / "deep.safetensors"
+    save_file(load_file(good), deep, metadata={"resnetlab": "[" * 100_000 + "]" * 100_000})
+    with pytest.raises(ResnetlabError, match="metadata is not valid JSON"):
+        load_model(deep)
+
+
+@pytest.mark.parametrize("classes", [["cat", "cat"], ["", "dog"], ["cat", 5]])
+def test_class_names_must_be_distinct_non_empty_strings(tmp_path, classes):
+    bad = tiny_weights(tmp_path / "w.safetensors", classes=classes)
+    with pytest.raises(ResnetlabError, match="expected a list of distinct, non-empty class names"):
+        load_model(bad)
+    model = create_model("resnet20", num_classes=2, in_chans=1, **TINY)
+    with pytest.raises(ResnetlabError, match="distinct, non-empty class names"):
+        save_weights(model, tmp_path / "x.safetensors", {"classes": classes})
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_save_weights_refuses_metadata_that_is_not_a_dict(tmp_path):
+    model = create_model("resnet20", num_classes=2, **TINY)
+    with pytest.raises(ResnetlabError, match="metadata is a list; expected a dict"):
+        save_weights(model, tmp_path / "x.safetensors", ["cat", "dog"])
+
+
+# models: sizes bounded before allocating, arguments of the wrong type ---------------------
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("resnet50", {"num_classes": 50_000_000}),  # a 400 GB head
+        ("resnet20", {"widths": [4, 4, 20_000], "stem_width": 4, "layers": [1, 1, 1]}),  # 14 GB
+        ("residual_mlp", {"width": 200_000}),
+    ],
+)
+def test_a_net_past_the_memory_budget_is_refused_before_allocating(name, options, monkeypatch):
+    import resnetlab.models.builder as builder
+
+    monkeypatch.setattr(builder, "memory_budget", lambda: 1 << 30)
+    with pytest.raises(ResnetlabError, match=r"a net of [\d,]+ parameters needs .* beyond the"):
+        create_model(name, **options)
+    create_model("resnet50", num_classes=37)  # the nets of the registry pass without a probe
+
+
+def test_summary_refuses_an_absurd_head_in_one_line(capsys):
+    rc, _, err = run(capsys, "summary", "resnet20", "--num-classes", "1000000000")
+    assert rc == 2
+    assert "parameters needs" in one_error_line(err, "summary")
+
+
+@pytest.mark.parametrize("key", ["num_classes", "in_chans"])
+def test_a_bool_is_not_a_number_of_classes_or_channels(key):
+    with pytest.raises(ResnetlabError, match=f"{key} must be a whole number, got True"):
+        create_model("resnet20", **{key: True})
+
+
+@pytest.mark.parametrize("pattern", [123, ["resnet*", None]])
+def test_list_models_refuses_a_pattern_that_is_not_text(pattern):
+    with pytest.raises(ResnetlabError, match="expected a pattern such as 'resnet\\*'"):
+        list_models(pattern)
+    assert list_models(("resnet2?",)) == ["resnet20", "resnet26"]
