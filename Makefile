@@ -12,7 +12,7 @@ setup: $(STAMP) data
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,onnx,openvino]'
+	$(PY) -m pip install --quiet -e '.[dev,onnx,openvino,ray]'
 	touch $(STAMP)
 
 # Real data for the main job and the real-data tests: Debian's Fashion-MNIST package.

@@ -11,7 +11,7 @@ from helpers.train import run_cli, write_npz
 from PIL import Image
 
 from resnetlab.cli import main
-from resnetlab.models import create_model, save_weights
+from resnetlab.models import create_model, read_metadata
 
 STUDY = ["--depths", "8", "--epochs", "2", "--batch-size", "32", "--log-every", "2",
          "--precision", "fp32", "--threads", "1", "--device", "cpu"]  # fmt: skip
@@ -31,8 +31,12 @@ def study(data, tmp_path_factory) -> Path:
     return out
 
 
+def records_of(out: Path, name: str = "degradation.json") -> list[dict]:
+    return json.loads((out / name).read_text())["nets"]
+
+
 def test_degradation_writes_figure_table_and_json(study):
-    records = json.loads((study / "degradation.json").read_text())
+    records = records_of(study)
     assert [(r["family"], r["depth"], r["seed"]) for r in records] == [
         ("plain", 8, 0),
         ("resnet", 8, 0),
@@ -42,10 +46,16 @@ def test_degradation_writes_figure_table_and_json(study):
         for k in ("final_train_err", "final_test_err", "best_test_err"):
             assert 0.0 <= r[k] <= 1.0
         assert r["best_test_err"] <= r["final_test_err"]
-        # option A adds no parameters: the twins have the same count
-        want = sum(p.numel() for p in create_model("plain20", num_classes=4, in_chans=1,
-                                                   layers=[1, 1, 1]).parameters())  # fmt: skip
+        # option A adds no parameters: the twins have the same count; each net its own name
+        want = sum(p.numel() for p in create_model("plain8", num_classes=4,
+                                                   in_chans=1).parameters())  # fmt: skip
         assert r["params"] == want
+        assert r["model"] == f"{r['family']}8"
+    summary = json.loads((study / "degradation.json").read_text())["summary"]
+    assert [(s["family"], s["depth"], s["seeds"]) for s in summary] == [
+        ("plain", 8, 1),
+        ("resnet", 8, 1),
+    ]
     table = (study / "degradation.md").read_text()
     assert "| plain | 8 |" in table and "| resnet | 8 |" in table
     assert (study / "degradation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -90,8 +100,7 @@ def test_killed_study_resumes_without_retraining_finished_nets(data, study, tmp_
     # the resumed net ends exactly where the uninterrupted study's did, step log included
     for f in ("last.safetensors", "steps.jsonl"):
         assert (out / "resnet8-s0" / f).read_bytes() == (study / "resnet8-s0" / f).read_bytes()
-    records = json.loads((out / "degradation.json").read_text())
-    assert len(records) == 2
+    assert len(records_of(out)) == 2
 
 
 def test_study_refuses_a_folder_holding_other_settings(data, study, capsys):
@@ -153,7 +162,7 @@ def test_commands_run_on_a_class_folder_tree(tmp_path):
     rc = main(["experiment", "degradation", "--data", tree, "--out", str(study), "--depths", "8",
                "--epochs", "1", "--batch-size", "8", "--log-every", "1",
                "--device", "cpu"])  # fmt: skip
-    assert rc == 0 and len(json.loads((study / "degradation.json").read_text())) == 2
+    assert rc == 0 and len(records_of(study)) == 2
     grad = str(tmp_path / "grad")
     rc = main(["experiment", "gradients", "--data", tree, "--out", grad, "--depths", "8",
                "--batch-size", "8", "--batches", "1", "--from", str(study)])  # fmt: skip
@@ -200,12 +209,92 @@ def test_an_output_that_is_a_file_is_refused_before_any_work(study, data, tmp_pa
     assert out.read_text() == "keep me"
 
 
-def test_lesion_refuses_a_model_without_residual_blocks(data, tmp_path, capsys):
-    mlp = create_model("plain_mlp", num_classes=4, in_features=64)
-    w = tmp_path / "mlp.safetensors"
-    save_weights(mlp, w, {"classes": ["a", "b", "c", "d"], "input_size": [1, 8, 8]})
-    rc = main(["experiment", "lesion", str(w), "--data", str(data), "--out", str(tmp_path)])
+def test_gradients_from_a_study_probes_the_nets_it_holds(data, study, tmp_path, capsys):
+    out = tmp_path / "grad"
+    rc = main(["experiment", "gradients", "--data", str(data), "--out", str(out), "--from",
+               str(study), "--batch-size", "32", "--batches", "1"])  # fmt: skip
+    stdout = capsys.readouterr().out
+    assert rc == 0
+    assert f"trained nets of seed 0 found in {study}: plain-8, resnet-8" in stdout
+    assert "initialisation only" not in stdout
+    rows = json.loads((out / "gradients.json").read_text())
+    assert [(r["family"], r["depth"], r["state"]) for r in rows] == [
+        ("plain", 8, "init"), ("plain", 8, "trained"), ("resnet", 8, "init"),
+        ("resnet", 8, "trained"),
+    ]  # fmt: skip
+
+
+def test_gradients_from_a_folder_without_nets_is_refused_in_one_line(data, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    rc = main(["experiment", "gradients", "--data", str(data), "--out", str(tmp_path / "g"),
+               "--from", str(tmp_path / "empty")])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1
-    assert "plain_mlp has no residual blocks" in err[0]
-    assert not (tmp_path / "lesion.json").exists()
+    assert rc == 2 and len(err) == 1 and "holds no trained net of seed 0" in err[0], err
+
+
+MLP_STUDY = ["--families", "plain_mlp,residual_mlp", "--depths", "1,3", *STUDY[2:]]
+
+
+@pytest.fixture(scope="module")
+def mlp_study(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("mlp") / "deg"
+    rc = main(["experiment", "degradation", "--data", str(data), "--out", str(out), *MLP_STUDY])
+    assert rc == 0
+    return out
+
+
+def test_degradation_of_the_mlp_twins(mlp_study):
+    records = records_of(mlp_study)
+    assert [(r["family"], r["depth"], r["model"]) for r in records] == [
+        ("plain_mlp", 1, "plain_mlp"), ("residual_mlp", 1, "residual_mlp"),
+        ("plain_mlp", 3, "plain_mlp"), ("residual_mlp", 3, "residual_mlp"),
+    ]  # fmt: skip
+    for r in records:  # the identity shortcut adds no parameters: the twins have the same count
+        want = create_model(r["model"], num_classes=4, in_features=64, depth=r["depth"])
+        assert r["params"] == sum(p.numel() for p in want.parameters())
+        meta = read_metadata(Path(r["run_dir"]) / "last.safetensors")
+        assert meta["options"]["depth"] == r["depth"]
+    table = (mlp_study / "degradation.md").read_text()
+    assert "| plain_mlp | 1 |" in table and "| residual_mlp | 3 |" in table
+    assert (mlp_study / "degradation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_gradients_and_lesion_take_the_mlp_twins(data, mlp_study, tmp_path, capsys):
+    out = tmp_path / "grad"
+    rc = main(["experiment", "gradients", "--data", str(data), "--out", str(out), "--from",
+               str(mlp_study), "--batch-size", "32", "--batches", "1"])  # fmt: skip
+    assert rc == 0
+    assert "plain_mlp-1, residual_mlp-1, plain_mlp-3, residual_mlp-3" in capsys.readouterr().out
+    rows = json.loads((out / "gradients.json").read_text())
+    assert len(rows) == 8 and {r["state"] for r in rows} == {"init", "trained"}
+    for r in rows:  # stem, then two Linear layers a block; one output gradient a block
+        assert r["conv_names"][0] == "stem.0" and len(r["conv_names"]) == 1 + 2 * r["depth"]
+        assert r["block_names"] == [f"blocks.{i}" for i in range(r["depth"])]
+        assert all(v > 0 for v in r["conv_grad_norms"] + r["block_grad_norms"])
+        assert r["response_stds"] == []  # no 3x3 layers
+    lesion = tmp_path / "lesion"
+    weights = [str(mlp_study / n / "last.safetensors") for n in ("residual_mlp3-s0",
+                                                                 "plain_mlp3-s0")]  # fmt: skip
+    rc = main(["experiment", "lesion", *weights, "--data", str(data), "--out", str(lesion),
+               "--draws", "2"])  # fmt: skip
+    assert rc == 0
+    res = json.loads((lesion / "lesion.json").read_text())
+    assert [r["family"] for r in res] == ["resnet", "plain"]
+    for r in res:  # every MLP block keeps its width: each can be deleted (or skipped)
+        assert r["blocks"] == ["blocks.0", "blocks.1", "blocks.2"]
+        assert all(e is not None for e in r["single"]) and r["ks"] == [1, 2, 3]
+
+
+def test_degradation_seeds_give_a_mean_and_a_band(data, tmp_path):
+    out = tmp_path / "seeds"
+    rc = main(["experiment", "degradation", "--data", str(data), "--out", str(out),
+               "--families", "resnet", "--seeds", "2", *STUDY[:2], "--epochs", "1",
+               *STUDY[4:]])  # fmt: skip
+    assert rc == 0
+    value = json.loads((out / "degradation.json").read_text())
+    assert [(r["family"], r["seed"]) for r in value["nets"]] == [("resnet", 0), ("resnet", 1)]
+    (row,) = value["summary"]
+    errs = [r["final_test_err"] for r in value["nets"]]
+    assert row["seeds"] == 2 and row["final_test_err_mean"] == pytest.approx(sum(errs) / 2)
+    assert row["final_test_err_std"] == pytest.approx(abs(errs[0] - errs[1]) / 2**0.5)
+    assert "mean ± std of 2 seeds" in (out / "degradation.md").read_text()

@@ -1,16 +1,19 @@
-"""`resnetlab experiment degradation | gradients | lesion`: the evidence for residual learning."""
+"""`resnetlab experiment degradation | overfitting | gradients | lesion`: the evidence for residual
+learning. Each parses its flags into the study's config and calls one library function."""
 
 from __future__ import annotations
 
 import argparse
 import time
 
+from ..errors import ResnetlabError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's subcommands to the parser."""
     p = sub.add_parser(
         "experiment",
-        help="studies of why residual learning works: degradation, gradients, lesion",
+        help="studies of why residual learning works: degradation, overfitting, gradients, lesion",
         description="Run one of the studies of docs/experiments.md on real data.",
     )
     studies = p.add_subparsers(dest="study", metavar="STUDY")
@@ -18,15 +21,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     d = studies.add_parser(
         "degradation",
-        help="train plain nets and ResNets of growing depth alike (the paper's Figure 6)",
+        help="train plain nets and ResNets (or MLP twins) of growing depth alike (Figure 6)",
         description="Train every (family, depth, seed) with one recipe, data order and seed, each "
         "as a normal run in OUT/<family><depth>-s<seed>/ (run the same command again to resume a "
-        "killed study), then write OUT/degradation.png, .md and .json.",
+        "killed study), then write OUT/degradation.png, .md and .json. --families "
+        "plain_mlp,residual_mlp runs the MLP twins on flattened images (depth: blocks).",
     )
     d.add_argument("--data", required=True, help="dataset: fashion-mnist, cifar10, a folder, ...")
     d.add_argument("--out", required=True, help="study directory")
-    d.add_argument("--depths", default="20,56", help="depths 6n+2, comma-separated (default 20,56)")
-    d.add_argument("--families", default="plain,resnet", help="plain, resnet or both (default)")
+    d.add_argument(
+        "--depths",
+        help="comma-separated: 6n+2 for conv nets (default 20,56), blocks for MLPs (default "
+        "4,16,64)",
+    )
+    d.add_argument(
+        "--families",
+        default="plain,resnet",
+        help="plain, resnet (default both), plain_mlp, residual_mlp",
+    )
     d.add_argument("--epochs", type=int, default=5, help="epochs per net (default 5)")
     d.add_argument("--subset", type=int, help="train on the first N training images only")
     d.add_argument("--seeds", type=int, default=1, help="seeds 0..K-1 per net (default 1)")
@@ -42,10 +54,45 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=False,
         help="torch.compile each net (default off: measured slower for these nets on a CPU)",
     )
-    d.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
-    d.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    d.add_argument("--threads", type=int, help="CPU threads (default: the cores not already busy)")
+    _machine_flags(d)
     d.set_defaults(func=run_degradation)
+
+    o = studies.add_parser(
+        "overfitting",
+        help="ResNets of growing depth on small and larger training sets, with and without "
+        "regularisation",
+        description="Train resnet<depth> on class-balanced seeded subsets of the training split, "
+        "each for the same number of optimiser steps, without regularisation (none), with the "
+        "paper's weight decay and augmentation (standard), and with stochastic depth and dropout "
+        "too (strong); test each on the whole test split. Each net is a normal run in "
+        "OUT/resnet<depth>-n<size>-<regularisation>-s<seed>/ (run the same command again to "
+        "resume); writes OUT/overfitting.png, .md and .json.",
+    )
+    o.add_argument("--data", required=True, help="dataset (as for train)")
+    o.add_argument("--out", required=True, help="study directory")
+    o.add_argument("--depths", default="20,56", help="depths 6n+2 (default 20,56)")
+    o.add_argument(
+        "--sizes", default="1000,10000", help="training images per net (default 1000,10000)"
+    )
+    o.add_argument(
+        "--regularisation",
+        default="none,standard,strong",
+        help="none, standard, strong (default all three)",
+    )
+    o.add_argument("--steps", type=int, default=2000, help="optimiser steps per net (default 2000)")
+    o.add_argument("--seeds", type=int, default=1, help="seeds 0..K-1 per net (default 1)")
+    o.add_argument(
+        "--batch-size",
+        type=int,
+        default=100,
+        help="batch size (default 100: 1,000 and 10,000 images are whole batches)",
+    )
+    o.add_argument("--lr", type=float, help="peak learning rate (default: the paper's 0.1)")
+    o.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=False, help="default off"
+    )
+    _machine_flags(o)
+    o.set_defaults(func=run_overfitting)
 
     g = studies.add_parser(
         "gradients",
@@ -57,8 +104,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--data", required=True, help="dataset (as for train)")
     g.add_argument("--out", required=True, help="output directory")
-    g.add_argument("--depths", default="20,56,110", help="depths 6n+2 (default 20,56,110)")
-    g.add_argument("--families", default="plain,resnet", help="plain, resnet or both (default)")
+    g.add_argument("--depths", help="depths (default: the study's with --from, else 20,56,110)")
+    g.add_argument(
+        "--families",
+        help="plain, resnet, plain_mlp, residual_mlp (default: the study's, or plain,resnet)",
+    )
     g.add_argument("--from", dest="study", metavar="STUDY_DIR", help="a degradation study's --out")
     g.add_argument("--batches", type=int, default=2, help="probe batches (default 2)")
     g.add_argument("--batch-size", type=int, default=128, help="images per batch (default 128)")
@@ -86,6 +136,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     le.set_defaults(func=run_lesion)
 
 
+def _machine_flags(p: argparse.ArgumentParser) -> None:
+    """Precision, device, threads and where the nets run: --workers, --ray."""
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads per net (default: the cores not already busy, split between the workers)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="nets trained at once, each in its own process on this machine (default 1; on CUDA "
+        "several share a GPU)",
+    )
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run each net as a Ray task: auto (a running Ray, else a local one) or a cluster's "
+        "address; the output folder must be shared storage (needs pip install 'resnetlab[ray]')",
+    )
+
+
 def _threads(n: int | None) -> None:
     import torch
 
@@ -103,13 +177,15 @@ def _machine() -> str:
 def run_degradation(args: argparse.Namespace) -> int:
     """`resnetlab experiment degradation`."""
     from ..experiments.degradation import DegradationConfig, run_study
-    from ..experiments.nets import parse_depths, parse_families
+    from ..experiments.nets import is_mlp, parse_depths, parse_families
 
+    families = parse_families(args.families)
+    default = "4,16,64" if all(is_mlp(f) for f in families) else "20,56"
     dc = DegradationConfig(
         data=args.data,
         out=args.out,
-        depths=parse_depths(args.depths),
-        families=parse_families(args.families),
+        depths=parse_depths(args.depths or default, families),
+        families=families,
         epochs=args.epochs,
         seeds=args.seeds,
         subset=args.subset,
@@ -121,11 +197,52 @@ def run_degradation(args: argparse.Namespace) -> int:
         compile="on" if args.compile else "off",
         device=args.device,
         threads=args.threads,
+        workers=args.workers,
+        ray=args.ray,
     )
     t0 = time.time()
     run_study(dc)
     print(
-        f"study done in {(time.time() - t0) / 60:.1f} min -> {args.out}/degradation.png, .md, .json"
+        f"study done in {(time.time() - t0) / 60:.1f} min ({_machine()}) -> "
+        f"{args.out}/degradation.png, .md, .json"
+    )
+    return 0
+
+
+def run_overfitting(args: argparse.Namespace) -> int:
+    """`resnetlab experiment overfitting`."""
+    from ..experiments.nets import parse_depths
+    from ..experiments.overfitting import (
+        OverfittingConfig,
+        parse_regularisation,
+        parse_sizes,
+    )
+    from ..experiments.overfitting import (
+        run_overfitting as run,
+    )
+
+    oc = OverfittingConfig(
+        data=args.data,
+        out=args.out,
+        depths=parse_depths(args.depths),
+        sizes=parse_sizes(args.sizes),
+        regularisation=parse_regularisation(args.regularisation),
+        steps=args.steps,
+        seeds=args.seeds,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        precision=args.precision,
+        compile="on" if args.compile else "off",
+        device=args.device,
+        threads=args.threads,
+        workers=args.workers,
+        ray=args.ray,
+    )
+    t0 = time.time()
+    run(oc)
+    print(
+        f"study done in {(time.time() - t0) / 60:.1f} min ({_machine()}) -> "
+        f"{args.out}/overfitting.png, .md, .json"
     )
     return 0
 
@@ -133,9 +250,28 @@ def run_degradation(args: argparse.Namespace) -> int:
 def run_gradients(args: argparse.Namespace) -> int:
     """`resnetlab experiment gradients`."""
     from ..experiments.gradients import run_gradients as run
-    from ..experiments.nets import parse_depths, parse_families
+    from ..experiments.nets import net_label, parse_depths, parse_families, study_nets
 
-    depths, families = parse_depths(args.depths), parse_families(args.families)
+    families = parse_families(args.families) if args.families else None
+    depths = parse_depths(args.depths, families or ("plain", "resnet")) if args.depths else None
+    if args.study is not None:
+        nets = [n for n in study_nets(args.study) if n.seed == args.seed]
+        if families is not None:
+            nets = [n for n in nets if n.family in families]
+        if depths is not None:
+            nets = [n for n in nets if n.depth in depths]
+        shown = ", ".join(net_label(n.family, n.depth) for n in nets) or "none"
+        print(f"trained nets of seed {args.seed} found in {args.study}: {shown}")
+        families = families or tuple(dict.fromkeys(n.family for n in nets))
+        depths = depths or tuple(sorted({n.depth for n in nets}))
+        if not nets and (not families or not depths):
+            raise ResnetlabError(
+                f"{args.study} holds no trained net of seed {args.seed} (folders "
+                "<family><depth>-s<seed>/last.safetensors of a degradation study); give --depths "
+                "and --families to probe nets at initialisation"
+            )
+    families = families or ("plain", "resnet")
+    depths = depths or parse_depths("20,56,110", families)
     _threads(args.threads)
     t0 = time.time()
     run(args.data, args.out, depths, families, study=args.study, batches=args.batches,

@@ -1,17 +1,18 @@
-"""The degradation study (He et al. 2015, Figure 6): plain nets and ResNets of growing depth,
-trained with one recipe, one data order and one seed, their training and test error side by side.
+"""The degradation study (He et al. 2015, Figure 6): plain nets and ResNets of growing depth, or
+the plain and residual MLP twins on flattened images, trained with one recipe, one data order and
+one seed each, their training and test error side by side.
 
-Each net is an ordinary training run in `OUT/<family><depth>-s<seed>/`, so a killed study picks up
-where it stopped (finished nets are read back, an interrupted one resumes from its checkpoint).
+Each net is an ordinary training run in `OUT/<family><depth>-s<seed>/`, run by runner.py in
+sequence, on local worker processes or on Ray, so a killed study picks up where it stopped
+(finished nets are read back, interrupted ones resume from their checkpoints). With several seeds
+the JSON, the table and the figure give the mean and a band of one standard deviation.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import operator
-import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,12 @@ from ..errors import ResnetlabError
 from ..files import atomic_write, check_output_dir
 from ..models.factory import model_for_data
 from ..models.weights import read_metadata
-from ..train import checkpoint as ckpt
-from ..train.logs import METRICS_FILE, STEPS_FILE, SUMMARY_FILE, plural, read_metrics
 from ..train.config import TrainConfig
-from ..train.loop import fit
-from ..train.rundata import load_data
-from ..train.resume import same_source
+from ..train.logs import METRICS_FILE, STEPS_FILE, SUMMARY_FILE, plural, read_metrics
+from ..train.recipes import get_recipe
 from .figures import pyplot, save_png
-from .nets import FAMILIES, check_study_net, cifar_net, parse_depths
+from .nets import FAMILIES, check_depth, check_study_net, is_mlp, net_label, study_net
+from .runner import NetTask, check_workers, plan_tasks, read_json, run_tasks, source_data
 
 JSON_FILE = "degradation.json"
 TABLE_FILE = "degradation.md"
@@ -35,6 +34,9 @@ MAX_SEEDS = 1000
 # the fields a finished run must share with the study to count as one of its nets
 MATCH_KEYS = ("model", "data", "recipe", "epochs", "batch_size", "lr", "seed", "subset",
               "model_options", "log_every")  # fmt: skip
+METRICS = ("final_train_err", "best_train_err", "final_test_err", "best_test_err")
+TITLES = {"plain": "plain nets", "resnet": "ResNets", "plain_mlp": "plain MLPs",
+          "residual_mlp": "residual MLPs"}  # fmt: skip
 
 
 @dataclass
@@ -56,6 +58,8 @@ class DegradationConfig:
     compile: str = "auto"
     device: str = "auto"
     threads: int | None = None
+    workers: int = 1  # nets trained at once on this machine, each in its own process
+    ray: str | None = None  # "auto" or a Ray cluster's address: each net a Ray task
 
 
 @dataclass
@@ -72,9 +76,9 @@ class NetRun:
     summary: dict[str, Any]
 
     def record(self) -> dict[str, Any]:
-        """The row of degradation.json (errors as fractions)."""
+        """The net's entry in degradation.json (errors as fractions)."""
         train = [r["train_top1_err"] for r in self.epochs]
-        test = [r["test_top1_err"] for r in self.epochs]
+        test = [r["test_top1_err"] for r in self.epochs if "test_top1_err" in r]
         return {
             "family": self.family,
             "depth": self.depth,
@@ -96,11 +100,15 @@ def check_config(dc: DegradationConfig) -> DegradationConfig:
     """Validate the study's families, depths and counts (one clear error each)."""
     families = tuple(dc.families)
     if not families:
-        raise ResnetlabError("families is empty; use plain, resnet or both", argument="families")
+        raise ResnetlabError(f"families is empty; use {', '.join(FAMILIES)}", argument="families")
     for f in families:
         if f not in FAMILIES:
             raise ResnetlabError(f"unknown family {f!r}; choose from {', '.join(FAMILIES)}")
-    parse_depths(",".join(str(d) for d in dc.depths))
+    if not dc.depths:
+        raise ResnetlabError("depths is empty; e.g. 20,56", argument="depths")
+    for d in dc.depths:
+        for f in families:
+            check_depth(d, f)
     for key in ("epochs", "seeds"):
         if getattr(dc, key) < 1:
             raise ResnetlabError(f"{key} must be at least 1, got {getattr(dc, key)}", argument=key)
@@ -112,12 +120,13 @@ def check_config(dc: DegradationConfig) -> DegradationConfig:
         )
     if dc.subset is not None and dc.subset < 1:
         raise ResnetlabError(f"subset must be at least 1, got {dc.subset}", argument="subset")
+    check_workers(dc.workers, dc.ray)
     return dc
 
 
 def net_config(dc: DegradationConfig, family: str, depth: int, seed: int) -> TrainConfig:
     """The TrainConfig of one net of the study."""
-    model, options = cifar_net(family, depth)
+    model, options = study_net(family, depth)
     return TrainConfig(
         model=model,
         data=dc.data,
@@ -138,70 +147,37 @@ def net_config(dc: DegradationConfig, family: str, depth: int, seed: int) -> Tra
     )
 
 
-def _mismatch(saved: dict[str, Any], cfg: TrainConfig) -> str | None:
-    want = cfg.to_dict()
-    for key in MATCH_KEYS:
-        same = same_source if key == "data" else operator.eq  # a checkpoint keeps paths absolute
-        if not same(saved.get(key), want[key]):
-            return f"{key} {saved.get(key)!r}, not {want[key]!r}"
-    return None
-
-
-def run_state(cfg: TrainConfig) -> str:
-    """'done', 'partial' (a checkpoint to resume) or 'new'; a run of other settings fails."""
-    out = Path(cfg.out)
-    summary = out / SUMMARY_FILE
-    if summary.is_file():
-        saved = _read_json(summary).get("config", {})
-        state = "done"
-    else:
-        try:
-            _, st = ckpt.load_checkpoint(out)
-        except ResnetlabError:
-            return "new"
-        saved, state = st["config"], "partial"
-    if not isinstance(saved, dict):
-        raise ResnetlabError(f"{out}: its run configuration is not a mapping; remove the folder")
-    why = _mismatch(saved, cfg)
-    if why:
-        raise ResnetlabError(
-            f"{out} holds a run of other settings ({why}); remove it or choose another study "
-            "directory"
-        )
-    return state
-
-
 def run_study(dc: DegradationConfig, say=print) -> list[NetRun]:
-    """Train every net of the study that is not trained yet; write the table, JSON and figure."""
+    """Train every net of the study that is not trained yet (in sequence, on workers or on Ray);
+    write the table, JSON and figure."""
     dc = check_config(dc)
     check_output_dir(dc.out, (dc.data,))
     plan = [(f, d, s) for s in range(dc.seeds) for d in dc.depths for f in dc.families]
-    configs = [net_config(dc, f, d, s) for f, d, s in plan]
-    states = [run_state(c) for c in configs]
-    splits = load_data(configs[0]) if any(s != "done" for s in states) else None
-    done_secs: dict[tuple[str, int], float] = {}
-    t0 = time.time()
-    runs = []
-    for i, ((family, depth, seed), cfg, state) in enumerate(zip(plan, configs, states)):
-        tag = f"[{i + 1}/{len(plan)}] {family}-{depth} seed {seed}"
-        if state == "done":
-            say(f"{tag}: already trained in {cfg.out}")
-        else:
-            left = _eta(plan[i:], done_secs)
-            how = "resuming" if state == "partial" else "training"
-            say(f"{tag}: {how} in {cfg.out} (study elapsed {_fmt(time.time() - t0)}{left})")
-            t_net = time.time()
-            fit(cfg, splits, resume=cfg.out if state == "partial" else None)
-            done_secs[(family, depth)] = time.time() - t_net
-        run = read_run(cfg, family, depth, seed)
-        done_secs.setdefault((family, depth), float(run.summary.get("elapsed_seconds", 0.0)))
-        rec = run.record()
+    tasks = [
+        NetTask(f"[{i + 1}/{len(plan)}] {net_label(f, d)} seed {s}", net_config(dc, f, d, s), 0)
+        for i, (f, d, s) in enumerate(plan)
+    ]
+    plan_tasks(tasks, MATCH_KEYS)
+    data = source_data(dc.data) if any(t.state != "done" for t in tasks) else None
+    if data is not None:
+        batch = get_recipe(dc.recipe, batch_size=dc.batch_size).batch_size
+        images = min(len(data.train), dc.subset or len(data.train))
+        tested = len(data.test) if data.test is not None else 0
+        for t in tasks:
+            t.total_steps = dc.epochs * (images // batch)
+            t.eval_images = dc.epochs * tested
+
+    def done(task: NetTask) -> None:
+        i = tasks.index(task)
+        rec = read_run(task.cfg, *plan[i]).record()
         say(
-            f"{tag}: final train err {100 * rec['final_train_err']:.2f}%, test err "
+            f"{task.label}: final train err {100 * rec['final_train_err']:.2f}%, test err "
             f"{100 * rec['final_test_err']:.2f}% (best {100 * rec['best_test_err']:.2f}%)"
-            f"{_eta(plan[i + 1 :], done_secs, ', ')}"
         )
-        runs.append(run)
+
+    run_tasks(tasks, data, dc.out, workers=dc.workers, ray=dc.ray, threads=dc.threads, say=say,
+              on_done=done)  # fmt: skip
+    runs = [read_run(t.cfg, *net) for t, net in zip(tasks, plan)]
     write_results(runs, Path(dc.out), dc)
     return runs
 
@@ -209,7 +185,7 @@ def run_study(dc: DegradationConfig, say=print) -> list[NetRun]:
 def read_run(cfg: TrainConfig, family: str, depth: int, seed: int) -> NetRun:
     """A finished run's metrics, step log and summary, and its parameter count."""
     out = Path(cfg.out)
-    summary = _read_json(out / SUMMARY_FILE)
+    summary = read_json(out / SUMMARY_FILE)
     epochs = read_metrics(out / METRICS_FILE)
     steps = read_metrics(out / STEPS_FILE) if (out / STEPS_FILE).is_file() else []
     if not epochs:
@@ -222,59 +198,46 @@ def read_run(cfg: TrainConfig, family: str, depth: int, seed: int) -> NetRun:
     return NetRun(family, depth, seed, params, out, epochs, steps, summary)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ResnetlabError(f"{path}: unreadable ({e})") from None
-    if not isinstance(value, dict):
-        raise ResnetlabError(f"{path}: expected a JSON object")
-    return value
-
-
-def _eta(remaining, done_secs: dict[tuple[str, int], float], sep: str = "; ") -> str:
-    """Time left: each remaining net costs what the same net took, else scales with depth."""
-    if not remaining:
-        return f"{sep}study done" if sep == ", " else ""
-    if not done_secs:
-        return f"{sep}time left known after the first net"
-    per_layer = sum(done_secs.values()) / sum(d for _, d in done_secs)
-    left = sum(done_secs.get((f, d), per_layer * d) for f, d, _ in remaining)
-    return f"{sep}about {_fmt(left)} left for {len(remaining)} net(s)"
-
-
-def _fmt(seconds: float) -> str:
-    m = seconds / 60
-    return f"{m:.0f} min" if m >= 1 else f"{seconds:.0f} s"
-
-
 # --------------------------------------------------------------------------------------------
 # results
 
 
-def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and standard deviation over seeds of each (family, depth)."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, math.sqrt(var)
+
+
+def summarise(records: list[dict[str, Any]], by: tuple[str, ...] = ("family", "depth"),
+              metrics: tuple[str, ...] = METRICS) -> list[dict[str, Any]]:  # fmt: skip
+    """One row per group of `by` over seeds: `seeds`, `params`, and `<metric>_mean`/`_std`."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in records:
-        groups.setdefault((r["family"], r["depth"]), []).append(r)
+        groups.setdefault(tuple(r[k] for k in by), []).append(r)
     rows = []
-    for (family, depth), rs in sorted(groups.items()):
-        row = {"family": family, "depth": depth, "params": rs[0]["params"], "seeds": len(rs)}
-        for key in ("final_train_err", "best_train_err", "final_test_err", "best_test_err"):
-            vals = [r[key] for r in rs]
-            mean = sum(vals) / len(vals)
-            var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) if len(vals) > 1 else 0.0
-            row[key] = (mean, math.sqrt(var))
+    for key, rs in groups.items():
+        row = dict(zip(by, key))
+        row.update(seeds=len(rs), params=rs[0]["params"])
+        for m in metrics:
+            row[f"{m}_mean"], row[f"{m}_std"] = mean_std([r[m] for r in rs])
         rows.append(row)
     return rows
 
 
+def pm(row: dict[str, Any], metric: str) -> str:
+    """'9.13' or '9.13 ± 0.21' (percent; the band only with more than one seed)."""
+    text = f"{100 * row[metric + '_mean']:.2f}"
+    return text + (f" ± {100 * row[metric + '_std']:.2f}" if row["seeds"] > 1 else "")
+
+
+def _order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rank = {f: i for i, f in enumerate(FAMILIES)}
+    return sorted(rows, key=lambda r: (is_mlp(r["family"]), rank[r["family"]], r["depth"]))
+
+
 def table_markdown(records: list[dict[str, Any]], title: str) -> str:
-    """The degradation table: errors in percent, mean +- std over seeds."""
-
-    def pm(v: tuple[float, float], n: int) -> str:
-        return f"{100 * v[0]:.2f}" + (f" ± {100 * v[1]:.2f}" if n > 1 else "")
-
+    """The degradation table: errors in percent, mean ± std over seeds."""
     lines = [
         f"# {title}",
         "",
@@ -282,12 +245,11 @@ def table_markdown(records: list[dict[str, Any]], title: str) -> str:
         "| final test err % | best test err % |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in summarise(records):
-        n = r["seeds"]
+    for r in _order(summarise(records)):
         lines.append(
-            f"| {r['family']} | {r['depth']} | {r['params']:,} | {n} | "
-            f"{pm(r['final_train_err'], n)} | {pm(r['best_train_err'], n)} | "
-            f"{pm(r['final_test_err'], n)} | {pm(r['best_test_err'], n)} |"
+            f"| {r['family']} | {r['depth']} | {r['params']:,} | {r['seeds']} | "
+            + " | ".join(pm(r, m) for m in METRICS)
+            + " |"
         )
     lines += [
         "",
@@ -299,28 +261,37 @@ def table_markdown(records: list[dict[str, Any]], title: str) -> str:
 
 
 def write_results(runs: list[NetRun], out: Path, dc: DegradationConfig) -> None:
-    """degradation.json, degradation.md and degradation.png in `out`."""
+    """degradation.json (the study, every net, and the mean and std over seeds), degradation.md
+    and degradation.png in `out`."""
     records = [r.record() for r in runs]
-    text = json.dumps(records, indent=1) + "\n"
+    study = {k: v for k, v in asdict(dc).items() if k not in ("out", "workers", "ray", "threads")}
+    value = {"study": study, "nets": records, "summary": _order(summarise(records))}
+    text = json.dumps(value, indent=1) + "\n"
     atomic_write(out / JSON_FILE, lambda tmp: Path(tmp).write_text(text))
     dataset = runs[0].summary.get("dataset", dc.data)
-    title = f"Degradation study on {dataset}: {dc.recipe} recipe, {plural(dc.epochs, 'epoch')}"
+    seeds = f", mean ± std of {dc.seeds} seeds" if dc.seeds > 1 else ""
+    title = (
+        f"Degradation study on {dataset}: {dc.recipe} recipe, {plural(dc.epochs, 'epoch')}{seeds}"
+    )
     md = table_markdown(records, title)
     atomic_write(out / TABLE_FILE, lambda tmp: Path(tmp).write_text(md))
     plot_degradation(runs, out / FIGURE_FILE, title)
 
 
-def _mean_curve(rows_per_seed: list[list[dict[str, Any]]], key: str) -> tuple[list, list]:
-    """Average a curve over seeds at the steps all of them logged."""
-    common = set.intersection(*[{r["step"] for r in rows} for rows in rows_per_seed])
+def mean_curve(rows_per_seed: list[list[dict[str, Any]]], key: str) -> tuple[list, list, list]:
+    """Steps, mean and std (percent) of a curve over seeds, at the steps every seed logged."""
+    have = [[r for r in rows if key in r] for rows in rows_per_seed]
+    common = set.intersection(*[{r["step"] for r in rows} for rows in have])
     steps = sorted(common)
-    by_seed = [{r["step"]: r[key] for r in rows} for rows in rows_per_seed]
-    return steps, [100 * sum(s[t] for s in by_seed) / len(by_seed) for t in steps]
+    by_seed = [{r["step"]: r[key] for r in rows} for rows in have]
+    stats = [mean_std([100 * s[t] for s in by_seed]) for t in steps]
+    return steps, [m for m, _ in stats], [s for _, s in stats]
 
 
 def plot_degradation(runs: list[NetRun], path: Path, title: str) -> None:
-    """Figure 6 of the paper: plain (left) and ResNet (right); dashed training error of the batches
-    as trained, bold test error; iterations on x, error % on y, one colour per depth."""
+    """Figure 6 of the paper: one panel per family; dashed training error of the batches as
+    trained, bold test error; iterations on x, error % on y, one colour per depth; with several
+    seeds the mean and a band of one standard deviation."""
     plt = pyplot()
 
     families = [f for f in FAMILIES if any(r.family == f for r in runs)]
@@ -335,22 +306,25 @@ def plot_degradation(runs: list[NetRun], path: Path, title: str) -> None:
             if not group:
                 continue
             c = colours[depth]
-            label = f"{family}-{depth}"
+            label = net_label(family, depth) + (f" ({len(group)} seeds)" if len(group) > 1 else "")
             if all(r.steps for r in group):
-                x, y = _mean_curve([r.steps for r in group], "train_top1_err")
+                x, y, s = mean_curve([r.steps for r in group], "train_top1_err")
                 ax.plot(x, y, "--", color=c, linewidth=0.8, alpha=0.9)
-            x, y = _mean_curve([r.epochs for r in group], "test_top1_err")
+                _band(ax, x, y, s, c, 0.12)
+            x, y, s = mean_curve([r.epochs for r in group], "test_top1_err")
             ax.plot(x, y, "-", color=c, linewidth=2.2, marker="o", markersize=3, label=label)
-            _, tr = _mean_curve([r.epochs for r in group], "train_top1_err")
+            _band(ax, x, y, s, c, 0.25)
+            _, tr, _ = mean_curve([r.epochs for r in group], "train_top1_err")
             finals += [y[-1], tr[-1]]
-        ax.set_title("ResNets" if family == "resnet" else "plain nets")
+        ax.set_title(TITLES[family])
         ax.set_xlabel("iterations (optimiser steps)")
         ax.grid(alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()
         handles.append(plt.Line2D([], [], color="grey", linestyle="--", linewidth=0.8))
         labels.append("dashed: training error (batches as trained)")
         handles.append(plt.Line2D([], [], color="grey", linewidth=2.2))
-        labels.append("bold: test error")
+        seeds = len({r.seed for r in runs}) > 1
+        labels.append("bold: test error" + ("; bands: ± 1 std over seeds" if seeds else ""))
         ax.legend(handles, labels, fontsize=8, loc="upper right")
     top = min(100.0, max(20.0, 2.2 * max(finals))) if finals else 100.0
     axes[0][0].set_ylim(0, top)  # shared: the same y range in every panel
@@ -358,3 +332,10 @@ def plot_degradation(runs: list[NetRun], path: Path, title: str) -> None:
     fig.suptitle(title)
     fig.tight_layout()
     save_png(fig, path)
+
+
+def _band(ax, x: list, mean: list, std: list, colour: str, alpha: float) -> None:
+    """Shade mean ± std where there is a spread (several seeds)."""
+    if any(s > 0 for s in std):
+        ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                        color=colour, alpha=alpha, linewidth=0)  # fmt: skip

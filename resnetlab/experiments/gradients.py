@@ -2,7 +2,9 @@
 
 On real batches, for every net: the gradient norm of each conv layer's weights, the norm of the
 gradient of the loss with respect to each block's output (the signal flowing back), and the
-standard deviation of each 3x3 layer's response after BN and before the nonlinearity.
+standard deviation of each 3x3 layer's response after BN and before the nonlinearity. The MLP
+twins (plain_mlp, residual_mlp) are probed alike, their Linear layers in place of convs; they have
+no 3x3 responses.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ..files import atomic_write, check_output_dir
 from ..models import load_model
 from ..models.factory import model_for_data
 from .figures import pyplot, save_png
-from .nets import check_study_net, cifar_net
+from .nets import check_study_net, study_net
 
 JSON_FILE = "gradients.json"
 GRADIENTS_FIGURE = "gradients.png"
@@ -46,11 +48,24 @@ class Probe:
 
 
 def residual_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The blocks of a conv ResNet (or its plain twin), in forward order: layerI.J."""
+    """The blocks of a conv ResNet (or its plain twin), in forward order: layerI.J; of a residual
+    MLP (or its plain twin): blocks.I."""
     stages = getattr(model, "stage_names", None)
-    if not stages:
-        return []
-    return [(f"{s}.{j}", b) for s in stages for j, b in enumerate(getattr(model, s))]
+    if stages:
+        return [(f"{s}.{j}", b) for s in stages for j, b in enumerate(getattr(model, s))]
+    blocks = getattr(model, "blocks", None)
+    if isinstance(blocks, nn.Sequential) and all(hasattr(b, "residual") for b in blocks):
+        return [(f"blocks.{i}", b) for i, b in enumerate(blocks)]
+    return []
+
+
+def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The conv layers, in forward order; for an MLP (no convs), its Linear layers but the head."""
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if convs:
+        return convs
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and m is not head]
 
 
 def response_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -70,11 +85,11 @@ def probe(
     initialisation); else its running statistics (a trained net as it is used). The model's
     weights, buffers and gradients are left as they were.
     """
-    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    convs = weighted_layers(model)
     blocks = residual_blocks(model)
     resp = response_layers(model)
     if not convs:
-        raise ResnetlabError("this model has no conv layers to probe")
+        raise ResnetlabError("this model has no conv or Linear layers to probe")
     saved_state = {k: v.clone() for k, v in model.state_dict().items()}
     saved_grads = [p.grad for p in model.parameters()]
     was_training = model.training
@@ -207,7 +222,7 @@ def run_gradients(
     results = []
     for depth in depths:
         for family in families:
-            name, options = cifar_net(family, depth)
+            name, options = study_net(family, depth)
             torch.manual_seed(seed)  # twins start from the same conv weights
             model = model_for_data(name, tuple(train.image_shape), classes, options)
             results.append(NetProbe(family, depth, "init", None, "batch statistics",
@@ -241,7 +256,7 @@ def _line(r: NetProbe) -> str:
         f"{r.family}-{r.depth} ({r.state}): first/last conv weight gradient "
         f"{d['first_to_last_conv_grad']:.3g}x, first/last block output gradient "
         f"{d['first_to_last_block_grad']:.3g}x, mean 3x3 response std "
-        f"{sum(r.probe.response_stds) / len(r.probe.response_stds):.3g}"
+        + (f"{sum(s) / len(s):.3g}" if (s := r.probe.response_stds) else "none (no 3x3 layers)")
     )
 
 
@@ -256,7 +271,7 @@ def write_gradients(results: list[NetProbe], out: Path, dataset: str) -> None:
 def _style(results: list[NetProbe]):
     depths = sorted({r.depth for r in results})
     colours = {d: f"C{i}" for i, d in enumerate(depths)}
-    return lambda r: dict(color=colours[r.depth], linestyle="-" if r.family == "resnet" else "--")
+    return lambda r: dict(color=colours[r.depth], linestyle="--" if "plain" in r.family else "-")
 
 
 def plot_gradients(results: list[NetProbe], path: Path, dataset: str) -> None:

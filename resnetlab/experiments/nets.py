@@ -1,74 +1,132 @@
-"""The nets the studies compare: CIFAR-style plain and residual twins of depth 6n+2."""
+"""The nets the studies compare, and where a study keeps them.
+
+Two kinds of twins: the CIFAR nets of the 2015 paper, plain and residual, of depth 6n+2, each
+under a name of its own (`plain56`, `resnet8`: never resnet20 with layers=[1,1,1]); and the
+residual MLP and its plain twin on flattened images (`residual_mlp`, `plain_mlp`), whose depth is
+the number of blocks of two Linear layers, all of the same width. A study keeps each net in
+`OUT/<family><depth>-s<seed>/` (degradation) and lists them in its JSON; `study_nets` reads
+either, so another command can use a study's nets without being told their depths.
+"""
 
 from __future__ import annotations
 
+import inspect
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import ResnetlabError
 from ..models import get_entry
+from ..models.mlp import ResidualMLP
 
-FAMILIES = ("plain", "resnet")
+CONV_FAMILIES = ("plain", "resnet")
+MLP_FAMILIES = ("plain_mlp", "residual_mlp")
+FAMILIES = CONV_FAMILIES + MLP_FAMILIES
+MLP_DEFAULT_DEPTH = inspect.signature(ResidualMLP).parameters["depth"].default
+MAX_MLP_DEPTH = 1000
+_FOLDER = re.compile(r"(plain_mlp|residual_mlp|plain|resnet)([0-9]+)-s([0-9]+)")
 
 
-def parse_depths(text: str) -> tuple[int, ...]:
-    """'20,56' -> (20, 56); each depth must be 6n+2 with n >= 1 (the paper's CIFAR nets)."""
+def is_mlp(family: str) -> bool:
+    """True for the MLP twins (plain_mlp, residual_mlp)."""
+    return family in MLP_FAMILIES
+
+
+def _whole(text: str, item: str) -> int:
+    try:
+        return int(item)
+    except ValueError:
+        raise ResnetlabError(
+            f"depths {text!r}: {item!r} is not a whole number; e.g. 20,56", argument="depths"
+        ) from None
+
+
+def check_depth(depth: int, family: str = "resnet") -> None:
+    """A conv net's depth is 6n+2 (n >= 1); an MLP's is a number of blocks, 1 or more."""
+    if is_mlp(family):
+        if not 1 <= depth <= MAX_MLP_DEPTH:
+            raise ResnetlabError(
+                f"depth {depth} of {family}: a number of blocks from 1 to {MAX_MLP_DEPTH}, e.g. "
+                "4,16,64"
+            )
+        return
+    if depth < 8 or (depth - 2) % 6:
+        raise ResnetlabError(
+            f"depth {depth} is not of the form 6n+2 (n >= 1); CIFAR nets are 8, 14, 20, 32, 44, "
+            "56, 110, ..."
+        )
+
+
+def parse_depths(text: str, families: tuple[str, ...] = CONV_FAMILIES) -> tuple[int, ...]:
+    """'20,56' -> (20, 56), each a depth every one of `families` has (6n+2 for conv nets)."""
     depths = []
     for item in str(text).split(","):
-        item = item.strip()
-        try:
-            d = int(item)
-        except ValueError:
-            raise ResnetlabError(
-                f"depths {text!r}: {item!r} is not a whole number; e.g. 20,56", argument="depths"
-            ) from None
-        if d < 8 or (d - 2) % 6:
-            raise ResnetlabError(
-                f"depth {d} is not of the form 6n+2 (n >= 1); CIFAR nets are 8, 14, 20, 32, 44, "
-                "56, 110, ..."
-            )
+        d = _whole(text, item.strip())
+        for f in families:
+            check_depth(d, f)
         depths.append(d)
     if not depths:
         raise ResnetlabError(f"depths {text!r}: no depth given; e.g. 20,56", argument="depths")
     return tuple(dict.fromkeys(depths))
 
 
-def parse_families(text: str) -> tuple[str, ...]:
+def parse_families(text: str, allowed: tuple[str, ...] = FAMILIES) -> tuple[str, ...]:
     """'plain,resnet' -> ('plain', 'resnet'); unknown names fail in one line."""
     families = tuple(dict.fromkeys(f.strip() for f in str(text).split(",") if f.strip()))
     if not families:
-        raise ResnetlabError("no family given; use plain, resnet or plain,resnet")
+        raise ResnetlabError(f"no family given; use {', '.join(allowed)}", argument="families")
     for f in families:
-        if f not in FAMILIES:
-            raise ResnetlabError(f"unknown family {f!r}; choose from {', '.join(FAMILIES)}")
+        if f not in allowed:
+            raise ResnetlabError(f"unknown family {f!r}; choose from {', '.join(allowed)}")
     return families
 
 
 def cifar_net(family: str, depth: int) -> tuple[str, dict[str, Any]]:
-    """(registered name, options) of the net: every depth 6n+2 up to 1202 has a name of its own
-    (`plain56`, `resnet8`), which logs, metadata and legends show; no options are needed."""
-    if family not in FAMILIES:
-        raise ResnetlabError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
-    parse_depths(str(depth))
+    """(registered name, options) of the conv net: every depth 6n+2 up to 1202 has a name of its
+    own (`plain56`, `resnet8`), which logs, metadata and legends show; no options are needed."""
+    if family not in CONV_FAMILIES:
+        raise ResnetlabError(f"unknown family {family!r}; choose from {', '.join(CONV_FAMILIES)}")
+    check_depth(depth, family)
     name = f"{family}{depth}"
     get_entry(name)  # a depth beyond the named ones fails here, in one line
     return name, {}
 
 
-def study_net_of(meta: dict[str, Any]) -> tuple[str, int] | None:
-    """(family, depth) of the CIFAR basic-block net a weights file's metadata describes, or None
-    when it describes another kind of net."""
-    from ..models import get_entry
+def study_net(family: str, depth: int) -> tuple[str, dict[str, Any]]:
+    """(registered name, options) of a study's net: a conv twin by its name, or an MLP twin
+    (`residual_mlp`, `plain_mlp`) with depth=`depth` blocks."""
+    if not is_mlp(family):
+        return cifar_net(family, depth)
+    check_depth(depth, family)
+    return family, {"depth": depth}
 
+
+def net_label(family: str, depth: int) -> str:
+    """How messages and legends name a net: 'resnet-20', 'residual_mlp-16'."""
+    return f"{family}-{depth}"
+
+
+def study_net_of(meta: dict[str, Any]) -> tuple[str, int] | None:
+    """(family, depth) of the study net a weights file's metadata describes (a CIFAR basic-block
+    twin or an MLP twin), or None when it describes another kind of net."""
     try:
         entry = get_entry(str(meta.get("name")))
     except ResnetlabError:
         return None
+    options = meta.get("options") or {}
+    if entry.is_mlp:
+        depth = options.get("depth", MLP_DEFAULT_DEPTH)
+        if not isinstance(depth, int) or isinstance(depth, bool):
+            return None
+        return ("plain_mlp" if entry.mlp_plain else "residual_mlp"), depth
     spec = entry.spec
     if spec is None or entry.layout != "cifar" or spec.block != "basic" or spec.preact:
         return None
-    if entry.family not in FAMILIES:
+    if entry.family not in CONV_FAMILIES:
         return None
-    layers = (meta.get("options") or {}).get("layers", spec.layers)
+    layers = options.get("layers", spec.layers)
     if not isinstance(layers, (list, tuple)) or not all(isinstance(n, int) for n in layers):
         return None
     return entry.family, 2 + 2 * sum(layers)
@@ -83,3 +141,53 @@ def check_study_net(meta: dict[str, Any], family: str, depth: int, path: str) ->
             f"{path}: the folder claims {family}-{depth}, but the weights are {said}; "
             "expected the study's own net"
         )
+
+
+@dataclass(frozen=True)
+class StudyNet:
+    """A trained net of a degradation study: which twin, which seed, where its weights are."""
+
+    family: str
+    depth: int
+    seed: int
+    weights: Path
+
+
+def study_nets(study: str | Path, json_name: str = "degradation.json") -> list[StudyNet]:
+    """The trained nets of a degradation study: from its JSON when it has one, else from its
+    folders `<family><depth>-s<seed>/last.safetensors`; in (depth, family, seed) order."""
+    root = Path(study)
+    if not root.is_dir():
+        raise ResnetlabError(
+            f"{study} is not a directory (expected the output directory of a degradation study)"
+        )
+    found: dict[tuple[str, int, int], Path] = {}
+    table = root / json_name
+    if not table.is_file() and (root / "overfitting.json").is_file():
+        raise ResnetlabError(f"{study} is an overfitting study; expected a degradation study")
+    if table.is_file():
+        for rec in _records(table):
+            key = (rec.get("family"), rec.get("depth"), rec.get("seed"))
+            folder = f"{key[0]}{key[1]}-s{key[2]}"
+            if _FOLDER.fullmatch(folder) and key[0] in FAMILIES:
+                found[key] = root / folder / "last.safetensors"
+    for sub in sorted(root.iterdir()) if not found else []:
+        m = _FOLDER.fullmatch(sub.name)
+        if m and (sub / "last.safetensors").is_file():
+            found[(m.group(1), int(m.group(2)), int(m.group(3)))] = sub / "last.safetensors"
+    nets = [StudyNet(f, d, s, w) for (f, d, s), w in found.items() if w.is_file()]
+    order = {f: i for i, f in enumerate(FAMILIES)}
+    return sorted(nets, key=lambda n: (is_mlp(n.family), n.depth, order[n.family], n.seed))
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The per-net records of a study's JSON: {"nets": [...]}, or a bare list (older studies)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ResnetlabError(f"{path}: unreadable ({e})") from None
+    if isinstance(value, dict):
+        value = value.get("nets")
+    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+        raise ResnetlabError(f"{path}: expected the list of a study's nets")
+    return value

@@ -1,0 +1,145 @@
+"""Running a study's nets as Ray tasks (the optional extra `resnetlab[ray]`; imported only when
+--ray is given).
+
+`--ray auto` uses a Ray already started in this process, else the cluster RAY_ADDRESS names, else
+starts a local one (shut down at the end); `--ray ADDRESS` connects to that cluster. Before
+anything trains, a file written to the study folder here must be read back by a task pinned to
+each alive node: the study folder must be storage every node mounts at the same path, since each
+net writes its run folder there and the figures are drawn here from them. Each net is then one
+task asking for its threads as CPUs (1 unless --threads) and, on CUDA, 1/NETS_PER_GPU of a GPU;
+a task that fails stops the study with one line, and the same command resumes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+import uuid
+from pathlib import Path
+
+from ..data import DataSplits
+from ..errors import ResnetlabError
+from .runner import (
+    NETS_PER_GPU,
+    NetTask,
+    estimate,
+    fmt_time,
+    import_ray,
+    train_remote,
+    with_threads,
+)
+
+
+def _ray_start(ray, address: str) -> bool:
+    """Connect to (or start) Ray; True when this call started it (then it is shut down after)."""
+    if ray.is_initialized():
+        return False
+    quiet = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(quiet):
+            where = {} if address == "auto" else {"address": address}
+            ray.init(**where, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR)  # fmt: skip
+    except Exception as e:  # ConnectionError, ValueError, RuntimeError: Ray's own
+        raise ResnetlabError(f"ray {address!r}: cannot connect ({e})", argument="ray") from None
+    return True
+
+
+def _sees_file(path: str, token: str) -> str | None:
+    """On a node: None when `path` holds `token`, else what was found."""
+    try:
+        got = Path(path).read_text()
+    except OSError as e:
+        return f"cannot read it ({e.strerror})"
+    return None if got == token else "it holds other content"
+
+
+def check_shared(ray, out: Path) -> int:
+    """Every alive node reads a file written to `out` here; one line naming the first that cannot.
+    Returns the number of nodes."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    out.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    path = out / f".shared-check-{token[:8]}"
+    path.write_text(token)
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        probe = ray.remote(num_cpus=0)(_sees_file)
+        refs = [
+            probe.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(str(path.absolute()), token)
+            for n in nodes
+        ]
+        for n, why in zip(nodes, ray.get(refs)):
+            if why is not None:
+                host = n.get("NodeManagerAddress", n["NodeID"][:8])
+                raise ResnetlabError(
+                    f"{out} is not shared storage: node {host} sees {path.absolute()} but {why}; "
+                    "give --out a folder every node mounts at the same path"
+                )
+    finally:
+        path.unlink(missing_ok=True)
+    return len(nodes)
+
+
+def run_on_ray(left: list[NetTask], data: DataSplits, out: Path, address: str,
+               threads: int | None, say=print, on_done=None) -> None:  # fmt: skip
+    """Check the study folder is shared, print the estimate, then run each unfinished net as a
+    Ray task (its threads as CPUs, a share of a GPU on CUDA); `on_done(task)` as each ends."""
+    ray = import_ray()
+    started = _ray_start(ray, address)
+    try:
+        nodes = check_shared(ray, out)
+        cpus = max(1, threads or 1)
+        left = [with_threads(t, cpus) for t in left]
+        cuda = left[0].cfg.device.startswith("cuda")
+        gpus = 1 / NETS_PER_GPU if cuda else 0
+        total = ray.cluster_resources()
+        if cuda and not total.get("GPU"):
+            raise ResnetlabError(
+                f"device {left[0].cfg.device!r} on Ray, but the cluster has no GPU; use --device "
+                "cpu (auto runs Ray tasks on their CPUs)"
+            )
+        slots = int(total.get("CPU", 1) // cpus)
+        if cuda:
+            slots = min(slots, int(total.get("GPU", 0) * NETS_PER_GPU)) or 1
+        secs = estimate(left, data, max(1, slots), cpus, out, say)
+        say(f"estimated time: {fmt_time(secs)} on Ray ({nodes} node(s), {max(1, slots)} net(s) "
+            f"at once, {cpus} CPU(s){f', 1/{NETS_PER_GPU} GPU' if cuda else ''} each; "
+            "speed measured here)")  # fmt: skip
+        remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(train_remote)
+        t0 = time.time()
+        refs = {remote.remote(t): t for t in left}
+        for t in left:
+            say(f"{t.label}: submitted ({'resume' if t.state == 'partial' else 'start'})")
+        errors = []
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            t = refs.pop(ready[0])
+            try:
+                secs, err = ray.get(ready[0])
+            except Exception as e:  # a task whose process died: Ray's own error types
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ResnetlabError(
+                    f"the Ray task of {t.label} failed ({first}); run the same command again "
+                    "to resume every unfinished net"
+                ) from None
+            if err:
+                errors.append(err)
+                continue
+            say(f"{t.label}: trained in {fmt_time(secs)} on Ray (study elapsed "
+                f"{fmt_time(time.time() - t0)}, {len(refs)} net(s) left)")  # fmt: skip
+            if on_done:
+                on_done(t)
+        if errors:
+            raise ResnetlabError(
+                errors[0] + (f" (and {len(errors) - 1} more)" if errors[1:] else "")
+            )
+    finally:
+        if started:
+            with contextlib.redirect_stderr(io.StringIO()):
+                ray.shutdown()

@@ -1,0 +1,413 @@
+"""Running a study's nets: one after another, on N worker processes of this machine, or as Ray
+tasks on a cluster.
+
+A study is a list of independent `NetTask`s, each an ordinary training run in its own folder
+(`resnetlab.fit(TrainConfig)`), so whatever runs them, a killed study resumes the same way: a
+folder with `summary.json` is done and read back, one with a checkpoint resumes from it, the
+others start. `run_tasks` first prints the plan (what is done, what resumes, what starts) with
+an estimated time that is measured, not guessed: each distinct net trains a few steps through
+`fit` on random images of the data's shape, at the threads it will have, and the remaining steps
+are divided by that speed and spread over the workers (longest first); the speeds are kept in
+OUT/speeds.json, so a rerun does not measure again. Then it trains what is left:
+
+- in sequence (`workers=1`), in this process;
+- on `workers=N` spawned processes of this machine, each training nets one after another: the
+  CPU cores are split between them (`threads` each unless given), and on CUDA net k goes to GPU
+  k mod the GPU count, so several nets share each GPU. A worker dies with the study (Linux
+  PR_SET_PDEATHSIG), so a killed study leaves no net training behind and its rerun resumes
+  every unfinished net;
+- as Ray tasks (on_ray.py, imported only then): each asks for its threads as CPUs and, on CUDA,
+  a share of a GPU; the study folder must be storage every node sees, checked first.
+
+A net computes the same thing wherever it runs (same seed, data order and settings); only the
+thread count may differ, which changes float sums in their last bits. A test checks a Ray study
+against a sequential one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import operator
+import os
+import platform
+import signal
+import sys
+import tempfile
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import TrainConfig
+from ..data import DataSplits, ImageDataset, load_source
+from ..errors import ResnetlabError
+from ..files import atomic_write
+from ..hardware import usable_cores
+from ..train import checkpoint as ckpt
+from ..train.logs import METRICS_FILE, SUMMARY_FILE, read_metrics
+from ..train.resume import same_source
+
+RAY_HINT = "pip install 'resnetlab[ray]'"
+NETS_PER_GPU = 4  # default share of a GPU per net on CUDA (a CIFAR net leaves most of one idle)
+CALIBRATION_STEPS = 3  # per epoch of the speed measurement: one epoch to warm up, one measured
+SPEEDS_FILE = "speeds.json"  # in the study folder: the measured speeds, for the next estimate
+EVAL_COST = 1 / 3  # a forward pass on an image costs about a third of a training step's work
+
+
+@dataclass
+class NetTask:
+    """One net of a study: its run's settings and how it is shown; subclasses may train on a part
+    of the data (`splits`) and add work after training (`after`), in the process that trains."""
+
+    label: str  # as messages show it: "resnet-20 seed 0"
+    cfg: TrainConfig
+    total_steps: int  # optimiser steps of the whole run (for the estimate)
+    eval_images: int = 0  # images evaluated over the run (for the estimate)
+    state: str = "new"  # "done", "partial" or "new" (plan_tasks fills it in)
+    step: int = 0  # steps a partial run has done
+
+    def splits(self) -> DataSplits | None:
+        """The data this net trains on; None: the trainer reads cfg.data (with cfg.subset)."""
+        return None
+
+    def after(self, splits: DataSplits | None) -> None:
+        """Work after training, in the same process: none."""
+
+
+# --------------------------------------------------------------------------------------------
+# what is left
+
+
+def run_state(cfg: TrainConfig, match_keys: tuple[str, ...]) -> tuple[str, int]:
+    """('done'|'partial'|'new', steps done) of the run in cfg.out; a run there of other settings
+    (one of `match_keys` differs) fails in one line."""
+    out = Path(cfg.out)
+    summary = out / SUMMARY_FILE
+    if summary.is_file():
+        saved = read_json(summary).get("config", {})
+        state, step = "done", 0
+    else:
+        try:
+            _, st = ckpt.load_checkpoint(out)
+        except ResnetlabError:
+            return "new", 0
+        saved, state, step = st["config"], "partial", int(st.get("step", 0))
+    if not isinstance(saved, dict):
+        raise ResnetlabError(f"{out}: its run configuration is not a mapping; remove the folder")
+    want = cfg.to_dict()
+    for key in match_keys:
+        same = same_source if key == "data" else operator.eq  # a checkpoint keeps paths absolute
+        old = saved.get(key, TrainConfig.__dataclass_fields__[key].default)
+        if not same(old, want[key]):
+            raise ResnetlabError(
+                f"{out} holds a run of other settings ({key} {old!r}, not {want[key]!r}); remove "
+                "it or choose another study directory"
+            )
+    return state, step
+
+
+def plan_tasks(tasks: list[NetTask], match_keys: tuple[str, ...]) -> list[NetTask]:
+    """Each task with its state and steps done filled in."""
+    for t in tasks:
+        t.state, t.step = run_state(t.cfg, match_keys)
+    return tasks
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; one line if it is unreadable or not an object."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ResnetlabError(f"{path}: unreadable ({e})") from None
+    if not isinstance(value, dict):
+        raise ResnetlabError(f"{path}: expected a JSON object")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# the data, once per process
+
+
+_SOURCES: dict[str, DataSplits] = {}
+
+
+def source_data(data: str) -> DataSplits:
+    """The splits of a data source (resnetlab.data.load_source), read once per process."""
+    if data not in _SOURCES:
+        _SOURCES[data] = load_source(data)
+    return _SOURCES[data]
+
+
+# --------------------------------------------------------------------------------------------
+# one net, wherever it runs
+
+
+def fit(*args: Any, **kwargs: Any) -> Any:
+    """resnetlab.fit, looked up when called (so a fault a test plants there reaches the study)."""
+    from ..train import loop
+
+    return loop.fit(*args, **kwargs)
+
+
+def train_task(task: NetTask) -> float:
+    """Train (or resume) the task's net and do its after-work here; returns the seconds taken."""
+    t0 = time.time()
+    splits = task.splits()
+    fit(task.cfg, splits, resume=task.cfg.out if task.state == "partial" else None)
+    task.after(splits)
+    return time.time() - t0
+
+
+def train_remote(task: NetTask) -> tuple[float, str | None]:
+    """train_task in a worker: (seconds, None), or (0, the error's line) for bad input."""
+    print(_start_line(task) + f" (process {os.getpid()})", flush=True)
+    try:
+        return train_task(task), None
+    except ResnetlabError as e:
+        return 0.0, f"{task.label}: {e.for_command_line()}"
+
+
+def _die_with_parent() -> None:
+    """Worker start-up: lines out as they are printed, and be killed when the study's process
+    dies (Linux). Ctrl-C reaches the whole process group: each trainer checkpoints and stops."""
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(line_buffering=True)
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the study died before the line above ran
+            os._exit(1)
+
+
+# --------------------------------------------------------------------------------------------
+# the estimate
+
+
+def measure_speed(cfg: TrainConfig, data: DataSplits) -> float:
+    """Training images per second of cfg's net here: CALIBRATION_STEPS steps to warm up, then as
+    many measured, through fit on random images of the data's shape, nothing written to keep."""
+    batch = cfg.batch_size or 128
+    n = batch * CALIBRATION_STEPS
+    g = torch.Generator().manual_seed(0)
+    shape = tuple(data.train.image_shape)
+    classes = list(data.train.classes)
+    images = torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
+    labels = torch.arange(n) % len(classes)
+    splits = DataSplits("calibration", ImageDataset(images, labels, classes), None)
+    with tempfile.TemporaryDirectory(prefix="resnetlab-calibrate-") as tmp:
+        probe = replace(cfg, data="calibration", out=tmp, epochs=2, batch_size=batch, subset=None,
+                        val_split=0.0, quiet=True, log_every=0, eval_every=1, eval_images=None,
+                        checkpoint_every=0, log=[])  # fmt: skip
+        quiet = io.StringIO()
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            fit(probe, splits)
+        rows = read_metrics(Path(tmp) / METRICS_FILE)
+    return float(rows[-1]["images_per_s"])
+
+
+def _makespan(costs: list[float], slots: int) -> float:
+    """Wall time of `costs` on `slots` workers, each taking the longest job left (LPT)."""
+    loads = [0.0] * max(1, slots)
+    for c in sorted(costs, reverse=True):
+        i = loads.index(min(loads))
+        loads[i] += c
+    return max(loads)
+
+
+def estimate(tasks: list[NetTask], data: DataSplits, slots: int, threads: int | None,
+             out: Path, say=print) -> float:  # fmt: skip
+    """Seconds the unfinished tasks should take on `slots` workers of `threads` threads each,
+    from a speed measured here per distinct net (kept in OUT/speeds.json for the next run of
+    the study on this machine); prints the speeds."""
+    left = [t for t in tasks if t.state != "done"]
+    if not left:
+        return 0.0
+    kept_file = out / SPEEDS_FILE
+    try:
+        kept = json.loads(kept_file.read_text()) if kept_file.is_file() else {}
+    except (OSError, ValueError):
+        kept = {}
+    kept = kept if isinstance(kept, dict) else {}
+    speeds: dict[str, float] = {}
+    for t in left:
+        cfg = replace(t.cfg, threads=threads or t.cfg.threads)
+        key = _cost_key(cfg)
+        if key not in speeds:
+            got = kept.get(key)
+            fresh = not (isinstance(got, (int, float)) and got > 0)
+            speeds[key] = measure_speed(cfg, data) if fresh else float(got)
+    if any(kept.get(k) != v for k, v in speeds.items()):
+        text = json.dumps({**kept, **speeds}, indent=1) + "\n"
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(kept_file, lambda tmp: Path(tmp).write_text(text))
+    batch = left[0].cfg.batch_size or 128
+    costs = []
+    for t in left:
+        ips = speeds[_cost_key(replace(t.cfg, threads=threads or t.cfg.threads))]
+        steps = max(0, t.total_steps - t.step)
+        costs.append(steps * batch / ips + EVAL_COST * t.eval_images / ips)
+    shown = ", ".join(f"{k.split('|')[0]} {v:,.0f} img/s" for k, v in speeds.items())
+    say(f"measured here ({threads or 'auto'} thread(s) per net, batch {batch}): {shown}")
+    return _makespan(costs, slots)
+
+
+def _cost_key(cfg: TrainConfig) -> str:
+    """What a net's speed depends on, on this machine: 'resnet20|batch 100|fp32|cpu|2 threads|
+    host'; an MLP's depth joins its name."""
+    depth = (cfg.model_options or {}).get("depth")
+    name = cfg.model if depth is None else f"{cfg.model}-{depth}"
+    return (f"{name}|batch {cfg.batch_size}|{cfg.precision}|{cfg.device}|{cfg.threads or 'auto'} "
+            f"threads|{platform.node()}")  # fmt: skip
+
+
+def fmt_time(seconds: float) -> str:
+    """'41 min', '1.3 h' or '12 s'."""
+    if seconds >= 5400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+# --------------------------------------------------------------------------------------------
+# running them
+
+
+def check_workers(workers: int, ray: str | None) -> None:
+    """Refuse a worker count below 1, --workers with --ray (Ray places the nets itself), or
+    --ray without Ray installed."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ResnetlabError(f"workers must be at least 1, got {workers!r}", argument="workers")
+    if ray is not None and workers != 1:
+        raise ResnetlabError(
+            f"workers {workers} with ray {ray!r}: Ray places the nets itself; give one of them",
+            argument="workers",
+        )
+    if ray is not None and (not isinstance(ray, str) or not ray.strip()):
+        raise ResnetlabError(f"ray {ray!r}: use auto or a cluster's address", argument="ray")
+    if ray is not None:
+        import_ray()  # missing: refused before any data is read
+
+
+def worker_threads(workers: int, threads: int | None) -> int | None:
+    """Threads per net: as given; with N workers, this machine's cores split N ways."""
+    if threads is not None or workers == 1:
+        return threads
+    return max(1, usable_cores() // workers)
+
+
+def run_tasks(
+    tasks: list[NetTask],
+    data: DataSplits | None,
+    out: str | Path,
+    *,
+    workers: int = 1,
+    ray: str | None = None,
+    threads: int | None = None,
+    say=print,
+    on_done=None,
+) -> None:
+    """Print the plan and its estimate, then train every unfinished task: in this process, on
+    `workers` processes or on Ray. `on_done(task)` is called here as each net ends."""
+    check_workers(workers, ray)
+    out = Path(out)
+    left = [t for t in tasks if t.state != "done"]
+    counts = {s: sum(t.state == s for t in tasks) for s in ("done", "partial", "new")}
+    say(f"plan: {len(tasks)} net(s): {counts['done']} done, {counts['partial']} to resume, "
+        f"{counts['new']} to start")  # fmt: skip
+    for t in tasks:
+        if t.state == "done":
+            say(f"{t.label}: already trained in {t.cfg.out}")
+    if not left:
+        return
+    if ray is not None:
+        from .on_ray import run_on_ray
+
+        run_on_ray(left, data, out, ray, threads, say, on_done)
+        return
+    per = worker_threads(workers, threads)
+    if per is not None:
+        left = [with_threads(t, per) for t in left]
+    secs = estimate(left, data, workers, per, out, say)
+    how = "in this process" if workers == 1 else f"on {workers} worker processes"
+    say(f"estimated time: {fmt_time(secs)} {how}")
+    t0 = time.time()
+    if workers == 1:
+        for t in left:
+            say(_start_line(t) + f" (study elapsed {fmt_time(time.time() - t0)})")
+            train_task(t)
+            if on_done:
+                on_done(t)
+        return
+    _run_local(left, workers, t0, say, on_done)
+
+
+def with_threads(task: NetTask, threads: int) -> NetTask:
+    """The task, set to train with `threads` CPU threads."""
+    task.cfg = replace(task.cfg, threads=threads)
+    return task
+
+
+def _start_line(t: NetTask) -> str:
+    how = f"resuming at step {t.step}" if t.state == "partial" else "training"
+    return f"{t.label}: {how} in {t.cfg.out}"
+
+
+def _gpu_device(cfg: TrainConfig, k: int) -> str:
+    """cuda:<k mod GPUs> for a run on CUDA (asked, or auto on a machine with GPUs) when there
+    are several GPUs; else the device as given."""
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if cfg.device not in ("cuda", "auto") or n <= 1:
+        return cfg.device
+    return f"cuda:{k % n}"
+
+
+def _run_local(left: list[NetTask], workers: int, t0: float, say, on_done) -> None:
+    for k, t in enumerate(left):
+        t.cfg = replace(t.cfg, device=_gpu_device(t.cfg, k))
+    errors: list[str] = []
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                               initializer=_die_with_parent)  # fmt: skip
+    try:
+        pending = {pool.submit(train_remote, t): t for t in left}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                t = pending.pop(f)
+                try:
+                    secs, err = f.result()
+                except BrokenProcessPool:
+                    raise ResnetlabError(
+                        f"a worker process died while training {t.label} (killed, or out of "
+                        "memory); run the same command again to resume every unfinished net"
+                    ) from None
+                if err:
+                    errors.append(err)
+                    continue
+                say(f"{t.label}: trained in {fmt_time(secs)} (study elapsed "
+                    f"{fmt_time(time.time() - t0)}, {len(pending)} net(s) left)")  # fmt: skip
+                if on_done:
+                    on_done(t)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=True, cancel_futures=True)  # each trainer saves its checkpoint
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if errors:
+        raise ResnetlabError(errors[0] + (f" (and {len(errors) - 1} more)" if errors[1:] else ""))
+
+
+def import_ray():
+    """The ray module, or one line saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ResnetlabError(f"--ray needs Ray, which is not installed: {RAY_HINT}") from None
+    return ray

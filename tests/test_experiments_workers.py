@@ -1,0 +1,125 @@
+"""Studies run on worker processes and on Ray compute what a sequential study computes: a study on
+two workers whose process is killed mid-net (SIGKILL) takes its workers with it and, run again,
+resumes every unfinished net to the sequential study's numbers; a tiny study through a local Ray
+of 2 CPUs writes the same JSON; without Ray installed, --ray is refused in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers.train import run_cli, write_npz
+
+from resnetlab.cli import main
+
+TINY = ["--batch-size", "20", "--precision", "fp32", "--threads", "1", "--device", "cpu"]
+GRID = ["--depths", "8", "--sizes", "40,80", "--regularisation", "none,strong", "--steps", "8",
+        *TINY]  # fmt: skip
+TWO_NETS = ["--depths", "8", "--sizes", "40", "--regularisation", "none,standard", "--steps", "8",
+            *TINY]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_npz(tmp_path_factory.mktemp("data") / "squares.npz", n_train=400)
+
+
+def study(data: Path, out: Path, grid: list[str], *extra: str) -> list[dict]:
+    rc = main(["experiment", "overfitting", "--data", str(data), "--out", str(out), *grid, *extra])
+    assert rc == 0
+    return nets(out)
+
+
+def nets(out: Path) -> list[dict]:
+    return json.loads((out / "overfitting.json").read_text())["nets"]
+
+
+def same_numbers(a: list[dict], b: list[dict], tol: float = 0.0) -> None:
+    assert [(r["train_size"], r["regularisation"]) for r in a] == [
+        (r["train_size"], r["regularisation"]) for r in b
+    ]
+    for x, y in zip(a, b):
+        for k in ("final_train_err", "final_test_err", "gap", "train_batch_err", "steps"):
+            assert x[k] == pytest.approx(y[k], abs=tol), k
+
+
+@pytest.mark.slow
+def test_killed_study_on_two_workers_resumes_every_unfinished_net(data, tmp_path):
+    sequential = study(data, tmp_path / "seq", GRID)
+    out = tmp_path / "par"
+    argv = ["experiment", "overfitting", "--data", str(data), "--out", str(out), *GRID,
+            "--workers", "2"]  # fmt: skip
+    p = run_cli(argv, env_extra={"PYTHONUNBUFFERED": "1"})
+    # SIGKILL the study's own process (not its workers) once a net has its first checkpoint
+    deadline = time.time() + 120
+    while not list(out.glob("*/checkpoint")):
+        assert p.poll() is None and time.time() < deadline, "the study ended before the kill"
+        time.sleep(0.01)
+    p.kill()
+    # the workers die with it (they hold the same stdout: reading it to the end waits for them)
+    stdout, err = p.communicate(timeout=60)
+    assert p.returncode == -9, err
+    assert "estimated time" in stdout and "on 2 worker processes" in stdout
+    assert stdout.count("(process ") >= 2
+    assert not (out / "overfitting.json").exists()
+    unfinished = [n for n in out.iterdir() if n.is_dir() and not (n / "summary.json").exists()]
+    assert unfinished
+    p = run_cli(argv)
+    stdout, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    resumed = int(stdout.split(" to resume")[0].rsplit(" ", 1)[-1])
+    assert resumed >= 1, stdout
+    # every net ends as in the sequential study (same seeds, one thread each): bit for bit
+    same_numbers(nets(out), sequential)
+    for r in nets(out):
+        name = Path(r["run_dir"]).name
+        assert (out / name / "last.safetensors").read_bytes() == (
+            tmp_path / "seq" / name / "last.safetensors"
+        ).read_bytes()
+
+
+@pytest.mark.slow
+def test_a_study_through_a_local_ray_matches_a_sequential_one(data, tmp_path):
+    try:
+        import ray
+    except ImportError:
+        if os.environ.get("CI"):  # `make test` installs the ray extra: CI must run this test
+            raise
+        pytest.skip("ray is not installed: pip install 'resnetlab[ray]'")
+    sequential = study(data, tmp_path / "seq", TWO_NETS)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        on_ray = study(data, tmp_path / "ray", TWO_NETS, "--ray", "auto")
+        assert ray.is_initialized()  # the Ray it found is left to its owner
+    finally:
+        ray.shutdown()
+    same_numbers(on_ray, sequential, tol=1e-6)
+    assert [r["run_dir"] for r in on_ray] == [
+        str(tmp_path / "ray" / Path(r["run_dir"]).name) for r in sequential
+    ]
+
+
+def test_without_ray_the_ray_flag_is_refused_in_one_line(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    for study_name, grid in (("overfitting", TWO_NETS), ("degradation", ["--depths", "8"])):
+        out = tmp_path / study_name
+        rc = main(["experiment", study_name, "--data", str(data), "--out", str(out), *grid,
+                   "--ray", "auto"])  # fmt: skip
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1, err
+        assert "--ray needs Ray, which is not installed: pip install 'resnetlab[ray]'" in err[0]
+        assert not any(out.glob("*/summary.json"))
+
+
+def test_the_shared_storage_probe_names_what_a_node_saw(tmp_path):
+    from resnetlab.experiments.on_ray import _sees_file
+
+    f = tmp_path / "probe"
+    f.write_text("token")
+    assert _sees_file(str(f), "token") is None
+    assert _sees_file(str(f), "other") == "it holds other content"
+    assert _sees_file(str(tmp_path / "absent"), "token").startswith("cannot read it")
