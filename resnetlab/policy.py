@@ -47,6 +47,7 @@ COMPILE_MIN_STEPS = 1500  # on a CPU, compiling (~1.5 min) pays after about this
 # per image against the folded eager model: it paid back after 500-1,500 images of 4.1 GMACs
 # (docs/inference.md). Automatic compilation wants about 1,200 such images of work ahead.
 COMPILE_MIN_MACS = 5e12
+THREADS_PER_CPU = 4  # the most threads asked for per CPU; more only wait on each other
 RESIDENT_FRACTION = 0.25  # at most this share of a GPU's memory holds the training images
 
 
@@ -188,6 +189,13 @@ def _check_threads(requested) -> None:
         return
     if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
         raise ResnetlabError(f"threads must be at least 1, got {requested}", argument="threads")
+    cpus = os.cpu_count() or 1
+    if requested > THREADS_PER_CPU * cpus:  # 10,000 threads on 2 cores: every step 1000x slower
+        raise ResnetlabError(
+            f"threads {requested}: at most {THREADS_PER_CPU * cpus} ({THREADS_PER_CPU} per CPU; "
+            f"this machine has {cpus})",
+            argument="threads",
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,8 +27,11 @@ META = {"classes": ["cat", "dog"], "input_size": [1, 8, 8], "mean": [0.5], "std"
 
 
 def run(capsys, *argv):
-    """`resnetlab ARGV` in this process: (exit status, stdout, stderr)."""
-    rc = main([str(a) for a in argv])
+    """`resnetlab ARGV` in this process: (exit status, stdout, stderr); usage errors too."""
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse refuses an argument by exiting
+        rc = e.code
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -152,3 +155,126 @@ def test_list_models_refuses_a_pattern_that_is_not_text(pattern):
     with pytest.raises(ResnetlabError, match="expected a pattern such as 'resnet\\*'"):
         list_models(pattern)
     assert list_models(("resnet2?",)) == ["resnet20", "resnet26"]
+
+
+# numbers at their edges: threads and seeds ----------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "bench"])
+def test_ten_thousand_threads_are_refused_in_one_line(tmp_path, capsys, command):
+    weights = tiny_weights(tmp_path / "w.safetensors")
+    argv = {
+        "train": ["train", "--data", write_npz(tmp_path / "d.npz"), "--out", tmp_path / "run"],
+        "predict": ["predict", weights, tmp_path / "x.png"],
+        "bench": ["bench", "resnet20", "--paths", "eager-fp32"],
+    }[command]
+    rc, _, err = run(capsys, *argv, "--threads", "10000", "--device", "cpu")
+    assert rc == 2
+    assert "--threads 10000: at most" in one_error_line(err, command)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**64)])
+def test_a_seed_numpy_or_torch_cannot_take_is_refused_in_one_line(tmp_path, capsys, seed):
+    data = write_npz(tmp_path / "d.npz")
+    rc, _, err = run(capsys, "train", "--data", data, "--out", tmp_path / "run", "--seed", seed,
+                     "--val-split", "0.25", "--device", "cpu")  # fmt: skip
+    assert rc == 2
+    assert f"--seed {seed}: expected a whole number in [0, 2**32)" in one_error_line(err, "train")
+    rc, _, err = run(capsys, "data", "info", data, "--val-split", "0.25", "--seed", seed)
+    assert rc == 2
+    assert "expected a whole number in [0, 2**32)" in one_error_line(err, "data info")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz"]
+
+
+@pytest.mark.parametrize("fraction", ["1.0", "0", "nan", "5"])
+def test_a_test_fraction_outside_zero_and_one_is_refused(tmp_path, capsys, fraction):
+    rc, _, err = run(capsys, "data", "info", write_npz(tmp_path / "d.npz"), "--test-fraction",
+                     fraction)  # fmt: skip
+    assert rc == 2
+    assert "expected a fraction in (0, 1)" in one_error_line(err, "data info")
+
+
+# a refused run leaves no folder behind --------------------------------------------------
+
+
+def test_a_refused_run_leaves_no_folders_made_for_its_output(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run(capsys, "train", "--data", "nosuch.npz", "--out", "a/b/c", "--device", "cpu")
+    assert rc == 2 and "nosuch.npz" in one_error_line(err, "train")
+    model = create_model("resnet20", num_classes=2, in_chans=1, **TINY)
+    with pytest.raises(ResnetlabError, match="nosuch/: no such file"):
+        from resnetlab import fit
+
+        fit(model, "nosuch/", epochs=1)  # the default out, runs/train
+    assert list(tmp_path.iterdir()) == []
+
+
+# data files: crafted .npz, prepared caches, odd sources ---------------------------------
+
+
+def test_an_npz_of_images_without_pixels_is_refused(tmp_path, capsys):
+    x = np.zeros((8, 0, 0), np.uint8)
+    bad = write_npz(tmp_path / "d.npz", x_train=x, x_test=x, y_train=np.arange(8) % 2,
+                    y_test=np.arange(8) % 2)  # fmt: skip
+    rc, _, err = run(capsys, "data", "info", bad)
+    assert rc == 2
+    assert "holds images of 0x0: no pixels" in one_error_line(err, "data")
+
+
+@pytest.mark.parametrize(
+    "classes, expected",
+    [
+        (np.array(["cat", "cat"]), "has an empty or repeated name"),
+        (np.array(["", "dog"]), "has an empty or repeated name"),
+        (np.array([b"\xff", b"dog"]), "a name that is not UTF-8"),
+    ],
+)
+def test_npz_class_names_that_name_no_class_are_refused(tmp_path, capsys, classes, expected):
+    rc, _, err = run(capsys, "data", "info", write_npz(tmp_path / "d.npz", classes=classes))
+    assert rc == 2
+    assert expected in one_error_line(err, "data")
+
+
+def test_a_prepared_cache_with_metadata_nested_past_the_stack_is_one_line(tmp_path, capsys):
+    from helpers.data import make_tree
+
+    from resnetlab.data.prepared import META_NAME, prepare_folder
+
+    make_tree(tmp_path / "tree")
+    prepare_folder(tmp_path / "tree", tmp_path / "cache", 4)
+    (tmp_path / "cache" / META_NAME).write_text("[" * 100_000 + "]" * 100_000)
+    rc, _, err = run(capsys, "data", "info", tmp_path / "cache")
+    assert rc == 2
+    assert f"{META_NAME}: not readable" in one_error_line(err, "data")
+
+
+def test_a_fifo_given_as_the_data_is_named_for_what_it_is(tmp_path, capsys):
+    fifo = tmp_path / "d.npz"
+    os.mkfifo(fifo)
+    rc, _, err = run(capsys, "data", "info", fifo)
+    assert rc == 2
+    assert "d.npz: not a regular file or a directory" in one_error_line(err, "data")
+
+
+def test_mode_for_data_that_is_not_an_image_folder_is_refused_not_ignored(tmp_path, capsys):
+    data = write_npz(tmp_path / "d.npz")  # grey images
+    rc, _, err = run(capsys, "data", "info", data, "--mode", "RGB")
+    assert rc == 2
+    assert "mode RGB applies to image folders only" in one_error_line(err, "data")
+    rc, _, err = run(capsys, "train", "--data", data, "--mode", "RGB", "--out", tmp_path / "run",
+                     "--device", "cpu")  # fmt: skip
+    assert rc == 2 and "mode RGB applies to image folders only" in one_error_line(err, "train")
+    assert not (tmp_path / "run").exists()
+    rc, _, _ = run(capsys, "data", "info", data, "--mode", "L")  # what it is: fine
+    assert rc == 0
+
+
+def test_a_transform_refuses_an_image_without_pixels():
+    from PIL import Image
+
+    from resnetlab.data import create_transform, resolve_data_config
+
+    transform = create_transform(resolve_data_config(create_model("resnet20")))
+    with pytest.raises(ResnetlabError, match="image of 0x0 has no pixels"):
+        transform(Image.new("RGB", (0, 0)))

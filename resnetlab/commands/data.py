@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from ..errors import one_line
@@ -20,6 +21,26 @@ def _amount(text: str) -> int | float:
         raise argparse.ArgumentTypeError(
             f"expected a count (5000) or a fraction (0.1), got {text!r}"
         ) from None
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not 0.0 < v < 1.0:  # 1.0 would hold out everything (and NaN compares false)
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1) such as 0.2, got {text!r}")
+    return v
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v < 2**32:  # what numpy's generators take
+        raise argparse.ArgumentTypeError(f"expected a whole number in [0, 2**32), got {text!r}")
+    return v
 
 
 def _positive(text: str) -> int:
@@ -61,18 +82,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--size", type=_positive, required=True, help="output side in pixels")
     q.add_argument("--mode", choices=("RGB", "L"), help="default: L if all images are grey")
     q.add_argument("--skip-bad", action="store_true", help="skip unreadable files, report count")
-    q.add_argument("--test-fraction", type=float, default=0.2, help="held out if no test/ tree")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--test-fraction", type=_fraction, default=0.2, help="held out if no test/ tree")
+    q.add_argument("--seed", type=_seed, default=0)
     q.set_defaults(func=run_prepare)
 
 
 def _source_options(q: argparse.ArgumentParser) -> None:
     q.add_argument("--val-split", type=_amount, default=0, help="hold out of train: N or 0.x")
-    q.add_argument("--seed", type=int, default=0, help="seed of the held-out splits")
+    q.add_argument("--seed", type=_seed, default=0, help="seed of the held-out splits")
     q.add_argument("--skip-bad", action="store_true", help="skip unreadable image files")
     q.add_argument("--size", type=_positive, help="image folders: resize every image to SxS")
     q.add_argument("--mode", choices=("RGB", "L"), help="image folders: colour or grey")
-    q.add_argument("--test-fraction", type=float, default=0.2, help="held out if no test split")
+    q.add_argument("--test-fraction", type=_fraction, default=0.2, help="held out if no test split")
 
 
 def describe(splits, skipped: int = 0) -> dict:

@@ -185,6 +185,8 @@ class ImageTransform:
                 f"{label} has shape {tuple(image.shape)}; this transform takes "
                 f"{self.input_size[0]}-channel (C, H, W) images"
             )
+        if 0 in image.shape[1:]:
+            raise ResnetlabError(f"{label} of {image.shape[2]}x{image.shape[1]} has no pixels")
         if self.is_training:
             img = train_transform(tensor_to_image(image), self.generator, self.input_size[1])
             image = image_to_tensor(img)

@@ -48,6 +48,8 @@ def _images(x: np.ndarray, path: Path, key: str) -> torch.Tensor:
         )
     if x.shape[0] == 0:
         raise ResnetlabError(f"{path}: {key} holds no images")
+    if 0 in x.shape[2:]:
+        raise ResnetlabError(f"{path}: {key} holds images of {x.shape[2]}x{x.shape[3]}: no pixels")
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
@@ -124,7 +126,15 @@ def load_npz(path: str | os.PathLike, *, test_fraction: float = 0.2, seed: int =
         c = arrays["classes"]
         if c.ndim != 1 or c.dtype.kind not in "US":
             raise ResnetlabError(f"{path}: classes must be a 1-D array of strings")
-        classes = [v.decode() if isinstance(v, bytes) else str(v) for v in c.tolist()]
+        try:
+            classes = [v.decode() if isinstance(v, bytes) else str(v) for v in c.tolist()]
+        except UnicodeDecodeError:
+            raise ResnetlabError(f"{path}: classes holds a name that is not UTF-8") from None
+        if "" in classes or len(set(classes)) != len(classes):
+            raise ResnetlabError(
+                f"{path}: classes {classes[:10]!r} has an empty or repeated name; expected one "
+                "distinct name per class"
+            )
         if top >= len(classes):
             raise ResnetlabError(f"{path}: label {top} but only {len(classes)} class names")
     else:

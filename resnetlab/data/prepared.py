@@ -312,7 +312,7 @@ def load_prepared(path: str | os.PathLike, *, in_memory: bool | None = None) -> 
         if not (path / META_NAME).is_file():  # a FIFO would block the read below forever
             raise ValueError("not a regular file")
         meta = json.loads((path / META_NAME).read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested past the stack
         raise ResnetlabError(f"{path / META_NAME}: not readable ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ResnetlabError(f"{path / META_NAME}: not a resnetlab prepared-data file")

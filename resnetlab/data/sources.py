@@ -48,7 +48,8 @@ def detect_format(path: str | os.PathLike) -> str:
             f"{p}: a file, but not an .npz; give a directory (IDX, CIFAR batches, class folders)"
         )
     if not p.is_dir():
-        raise ResnetlabError(f"{p}: no such file or directory")
+        what = "not a regular file or a directory" if p.exists() else "no such file or directory"
+        raise ResnetlabError(f"{p}: {what}")
     if is_prepared(p):
         return "prepared"
     if find_idx_files(p) is not None:
@@ -121,6 +122,11 @@ def read_source(
         raise ResnetlabError(
             f"{text}: images are {splits.train.image_shape[1]}x{splits.train.image_shape[2]}; "
             "size applies to image folders only"
+        )
+    if mode is not None and splits.train.image_shape[0] != (3 if mode == "RGB" else 1):
+        raise ResnetlabError(
+            f"{text}: images have {splits.train.image_shape[0]} channel(s); mode {mode} applies "
+            "to image folders only"
         )
     if val_split:
         if splits.val is not None:

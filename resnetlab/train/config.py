@@ -69,7 +69,7 @@ CONFIG_NUMBERS = {
     "batch_size": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
     "lr": (lambda v: _real(v) and v > 0, "a finite number > 0"),
     "weight_decay": (lambda v: _real(v) and v >= 0, "a finite number >= 0"),
-    "seed": (_whole, "a whole number"),
+    "seed": (lambda v: _whole(v) and 0 <= v < 2**32, "a whole number in [0, 2**32)"),
     "subset": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
     "val_split": (lambda v: _real(v) and v >= 0, "a fraction in [0, 1) or a count of images"),
     "body_lr_scale": (lambda v: _real(v) and v >= 0, "a finite number >= 0"),

@@ -48,7 +48,7 @@ def run_lock(out: Path):
     line; the kernel frees the lock when the process ends, however it ends (kill -9 too)."""
     import fcntl
 
-    created = not out.exists()
+    made = [p for p in (*reversed(out.parents), out) if not p.exists()]  # outermost first
     out.mkdir(parents=True, exist_ok=True)
     fd = open_lock(out / LOCK_NAME)
     locked = False
@@ -73,8 +73,11 @@ def run_lock(out: Path):
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
-        if locked and created and [p.name for p in out.iterdir()] == [LOCK_NAME]:
+        if locked and made and [p.name for p in out.iterdir()] == [LOCK_NAME]:
             shutil.rmtree(out, ignore_errors=True)  # a run that failed before writing anything
+            for folder in reversed(made[:-1]):  # and the folders made to hold it, if still empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
         os.close(fd)  # releases the lock
 
 
