@@ -7,8 +7,8 @@ from torch import nn
 import resnetlab
 from resnetlab.errors import ResnetlabError
 from resnetlab.models import get_entry, list_models
-from resnetlab.models.registry import natural_key
 from resnetlab.models.layers import PadShortcut
+from resnetlab.models.registry import natural_key
 from resnetlab.models.stats import count_macs, count_params
 
 REQUIRED = [
@@ -204,7 +204,7 @@ def test_each_block_holds_its_shortcut_as_a_module_and_the_plain_twin_none():
     assert all(isinstance(blk.downsample, nn.Sequential) for blk in c.layer1)
     pre = resnetlab.create_model("preact_resnet164")  # its input is normalised: no BN
     assert [type(m) for m in pre.layer1[0].downsample] == [nn.Conv2d]
-    twin = resnetlab.create_model("plain20").layer2[0]  # a class of its own: same layers, no shortcut
+    twin = resnetlab.create_model("plain20").layer2[0]  # its own class: same layers, no shortcut
     assert twin.plain and twin.shortcut is None and twin.downsample is None
     assert twin.state_dict().keys() == a.layer2[0].state_dict().keys()
 
