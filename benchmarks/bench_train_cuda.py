@@ -55,7 +55,8 @@ def median_after_first(rows: list[dict]) -> float:
 
 def run_trainer(a: argparse.Namespace, splits: DataSplits, epochs: int) -> dict:
     """resnetlab.train.loop.fit on the GPU; per-epoch rows from its metrics.jsonl."""
-    from resnetlab.train.loop import TrainConfig, fit
+    from resnetlab.train.config import TrainConfig
+    from resnetlab.train.loop import fit
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         cfg = TrainConfig(
