@@ -43,7 +43,7 @@ from ..data.normalise import normalise, weights_mean_std
 from ..errors import ResnetlabError
 from ..files import atomic_write
 from ..hardware import cpu_features
-from ..models.weights import META_KEY
+from ..models.weights import META_KEY, weights_file
 from .backends import available_runtimes
 from .export import export_onnx, onnx_session, require_onnxruntime
 from .onnxfile import read_onnx
@@ -519,7 +519,7 @@ def quantize(
     int8, _ = load_int8(out, runtime="onnxruntime")  # the comparison: as ONNX Runtime computes
     report = QuantizeReport(
         out=str(out), model=name, calib_source=str(source), calib_images=len(x_cal),
-        seconds=round(seconds, 1), fp32_bytes=os.path.getsize(weights),
+        seconds=round(seconds, 1), fp32_bytes=os.path.getsize(weights_file(weights)),
         int8_bytes=os.path.getsize(out), form=q["form"], form_chosen=q["chosen"],
     )  # fmt: skip
     if test_images != 0 and len(test):
