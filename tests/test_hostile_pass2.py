@@ -278,3 +278,52 @@ def test_a_transform_refuses_an_image_without_pixels():
     transform = create_transform(resolve_data_config(create_model("resnet20")))
     with pytest.raises(ResnetlabError, match="image of 0x0 has no pixels"):
         transform(Image.new("RGB", (0, 0)))
+
+
+def test_gradients_refuses_a_seed_torch_cannot_take(tmp_path):
+    from resnetlab.experiments.gradients import run_gradients
+
+    with pytest.raises(ResnetlabError, match=r"seed 18446744073709551616: expected a whole"):
+        run_gradients(str(write_npz(tmp_path / "d.npz")), str(tmp_path / "out"), depths=(8,),
+                      seed=2**64, batches=1, batch_size=8, say=lambda s: None)  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
+# inference: a batch past memory, a setting that cannot be honoured -----------------------
+
+
+@pytest.mark.parametrize(
+    "argv, what",
+    [
+        (["--batch-size", "100000"], "a batch of 100000 at 3x32x32 (the input)"),
+        (["--batch-size", "1,20000"], "a batch of 20000 at 3x32x32 (its activations)"),
+        (["--image-size", "100000", "--batch-size", "1"], "at 3x100000x100000 (the input)"),
+    ],
+)
+def test_bench_refuses_a_batch_past_memory_before_running(capsys, monkeypatch, argv, what):
+    import resnetlab.data.memory as memory
+
+    monkeypatch.setattr(memory, "memory_budget", lambda: 1 << 30)
+    rc, out, err = run(capsys, "bench", "resnet20", *argv, "--paths", "eager-fp32", "--device",
+                       "cpu", "--repeats", "1", "--rep-time", "0.01")  # fmt: skip
+    assert rc == 2 and out == ""
+    line = one_error_line(err, "bench")
+    assert what in line and "beyond the limit of 1.1 GB" in line and "--batch-size" in line
+
+
+def test_predict_refuses_compile_for_an_onnx_file(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    from PIL import Image
+
+    weights = tiny_weights(tmp_path / "w.safetensors")
+    assert (
+        main(["export", str(weights), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
+    )
+    Image.new("L", (8, 8), 9).save(tmp_path / "x.png")
+    capsys.readouterr()
+    rc, out, err = run(capsys, "predict", tmp_path / "m.onnx", tmp_path / "x.png", "--compile",
+                       "--device", "cpu")  # fmt: skip
+    assert rc == 2 and out == ""
+    assert "--compile does not apply: " in one_error_line(err, "predict")
+    rc, out, _ = run(capsys, "predict", tmp_path / "m.onnx", tmp_path / "x.png", "--device", "cpu")
+    assert rc == 0 and out.startswith(str(tmp_path / "x.png"))

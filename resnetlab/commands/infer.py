@@ -297,6 +297,34 @@ def _batch_sizes(text: str) -> list[int]:
     return sizes
 
 
+def check_batch_fits(model: torch.nn.Module, size: tuple[int, int, int], batch: int) -> None:
+    """Refuse, before anything runs, a batch whose input or widest activation (three of them
+    alive at once) passes the memory budget: shapes from a forward pass on the meta device."""
+    from ..data.memory import check_fits
+
+    c, h, w = size
+    what, hint = f"a batch of {batch} at {c}x{h}x{w}", "lower --batch-size or --image-size"
+    check_fits(4 * batch * c * h * w, f"{what} (the input)", hint)
+    widest = [0]
+
+    def note(_module, _inputs, out) -> None:
+        if isinstance(out, torch.Tensor):
+            widest[0] = max(widest[0], out.numel())
+
+    hooks = [m.register_forward_hook(note) for m in model.modules() if not any(m.children())]
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    try:
+        meta = {k: torch.empty_like(v, device="meta") for k, v in tensors.items()}
+        with torch.no_grad():
+            torch.func.functional_call(model, meta, (torch.empty(1, c, h, w, device="meta"),))
+    except Exception:  # a net the meta device cannot run: the input bound alone
+        return
+    finally:
+        for hook in hooks:
+            hook.remove()
+    check_fits(3 * 4 * batch * widest[0], f"{what} (its activations)", hint)
+
+
 def run_bench(args: argparse.Namespace) -> int:
     """Benchmark every path and print a table (or JSON)."""
     from ..infer.bench import bench, default_paths, load_bench_target, split_cpu_only
@@ -317,6 +345,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(policy.cpu_threads(args.threads))
     model, name, size, onnx_file = load_bench_target(args.model, args.image_size)
+    check_batch_fits(model, size, max(sizes))
     log = None if args.json else (lambda m: print("  " + m, file=sys.stderr, flush=True))
     if skipped:
         print("  " + skipped, file=sys.stderr, flush=True)

@@ -209,6 +209,8 @@ def run_gradients(
         raise ResnetlabError(
             f"batches and batch size must be at least 1, got {batches}, {batch_size}"
         )
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ResnetlabError(f"seed {seed}: expected a whole number in [0, 2**32)", argument="seed")
     check_output_dir(out, (data, study))
     if study is not None and not Path(study).is_dir():
         raise ResnetlabError(

@@ -151,6 +151,12 @@ def predict(
             f"backend torch: {weights} is an ONNX file; use auto, onnxruntime or openvino",
             argument="backend",
         )
+    if is_onnx_file(weights) and compile:
+        raise ResnetlabError(
+            f"compile does not apply: {weights} is an ONNX file, run by its runtime, not by "
+            "torch.compile",
+            argument="compile",
+        )
     model, meta, prep = load_for_inference(
         weights, runtime=backend, precision=precision, batch_size=batch_size, overrides=overrides
     )
