@@ -388,7 +388,7 @@ def write_results(records: list[dict[str, Any]], out: Path, oc: OverfittingConfi
     text = json.dumps({"study": study, "nets": records, "summary": summary}, indent=1) + "\n"
     atomic_write(out / JSON_FILE, lambda tmp: Path(tmp).write_text(text))
     seeds = f", mean ± std of {oc.seeds} seeds" if oc.seeds > 1 else ""
-    title = f"Overfitting on {dataset}: {oc.steps:,} steps of {oc.batch_size} per net{seeds}"
+    title = f"Overfitting on {dataset}: {oc.steps:,} steps of {oc.batch_size} images per net{seeds}"
     md = table_markdown(records, title)
     atomic_write(out / TABLE_FILE, lambda tmp: Path(tmp).write_text(md))
     plot_overfitting(records, out / FIGURE_FILE, title)
