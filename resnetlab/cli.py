@@ -7,6 +7,7 @@ end in one line on stderr and a non-zero exit (set RESNETLAB_DEBUG=1 for the ful
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = os.environ.get("RESNETLAB_DEBUG") == "1"
+    _print_any_file_name()
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:
@@ -93,6 +95,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 UNEXPECTED_HINT = " (unexpected; RESNETLAB_DEBUG=1 shows the traceback)"
+
+
+def _print_any_file_name() -> None:
+    """A file name of bytes that are not UTF-8 (legal on Linux) reaches Python as surrogates; in a
+    UTF-8 locale stdout would refuse to print it after the work is done. Print its bytes back, as
+    ls does (stderr already escapes them)."""
+    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        with contextlib.suppress(ValueError, OSError):
+            sys.stdout.reconfigure(errors="surrogateescape")
 
 
 def _silence_stdout() -> None:

@@ -91,10 +91,11 @@ def name_limit(folder: str | os.PathLike) -> int:
 def temp_prefix(name: str, room: int, limit: int = 255) -> str:
     """`.NAME.`, the prefix of a temporary beside NAME that leaves `room` bytes for what follows
     within a file-name `limit`: a long NAME is cut and a hash of the whole added, so a legal
-    name of 250 characters still has a legal temporary."""
+    name of 250 characters still has a legal temporary. A NAME that is not UTF-8 is given a
+    temporary that is, since the writers (ONNX, safetensors) take UTF-8 paths only."""
     budget = limit - room - 2
     raw = os.fsencode(name)
-    if len(raw) <= budget:
+    if len(raw) <= budget and raw.decode("utf-8", "replace") == name:
         return f".{name}."
     digest = hashlib.sha256(raw).hexdigest()[:8]
     cut = raw[: max(budget - 9, 1)].decode("utf-8", "ignore")  # never half a character
@@ -151,6 +152,23 @@ def _remove_if_stale(path: Path) -> bool:
 
 class _Terminated(BaseException):
     """SIGTERM arrived during an atomic write: unwind (removing the temporary), then end."""
+
+
+@contextlib.contextmanager
+def utf8_path(path: str | os.PathLike) -> Iterator[str]:
+    """`path` as a string that readers taking UTF-8 paths only (safetensors) can open: itself, or
+    for a name of other bytes, the file opened here and named by /proc/self/fd (Linux)."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        fd = os.open(text, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    yield text
 
 
 @contextlib.contextmanager

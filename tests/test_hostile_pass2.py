@@ -327,3 +327,48 @@ def test_predict_refuses_compile_for_an_onnx_file(tmp_path, capsys):
     assert "--compile does not apply: " in one_error_line(err, "predict")
     rc, out, _ = run(capsys, "predict", tmp_path / "m.onnx", tmp_path / "x.png", "--device", "cpu")
     assert rc == 0 and out.startswith(str(tmp_path / "x.png"))
+
+
+# names of bytes that are not UTF-8 (legal on Linux): valid inputs that must work -----------
+
+
+_ODD_NAMES = """
+    import os, sys
+    from resnetlab.cli import main
+
+    here, odd = sys.argv[1], os.fsdecode(b"\\xff")
+    tiny = ["--option", "layers=[1,1,1]", "--option", "widths=[4,4,4]", "--option", "stem_width=4"]
+    steps = [
+        ["export", f"{here}/w{odd}.safetensors", "--format", "onnx", "--out",
+         f"{here}/m{odd}.onnx"],
+        ["eval", f"{here}/m{odd}.onnx", "--data", f"{here}/d.npz", "--device", "cpu"],
+        ["train", "--data", f"{here}/d.npz", "--out", f"{here}/run{odd}", "--device", "cpu",
+         "--threads", "1", "--batch-size", "8", "--no-compile", "--epochs", "1", *tiny],
+        ["train", "--resume", f"{here}/run{odd}", "--epochs", "2", "--quiet"],
+    ]
+    for argv in steps:
+        if main(argv) != 0:
+            sys.exit(f"failed: {argv[0]}")
+"""
+
+
+def test_files_named_by_bytes_that_are_not_utf8_are_written_read_and_resumed(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    pytest.importorskip("onnx")
+    odd = os.fsdecode(b"\xff")  # a name Linux allows and Python holds as a surrogate
+    weights = tiny_weights(tmp_path / f"w{odd}.safetensors")
+    _, meta = load_model(weights)  # safetensors itself opens UTF-8 paths only
+    assert meta["classes"] == ["cat", "dog"]
+    write_npz(tmp_path / "d.npz")
+    env = dict(os.environ, PYTHONIOENCODING="utf-8:strict", OMP_NUM_THREADS="1")  # en_US.UTF-8
+    env.pop("RESNETLAB_DEBUG", None)
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(_ODD_NAMES), str(tmp_path)],
+                       env=env, capture_output=True, timeout=300)  # fmt: skip
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode == 0 and "Error" not in err, err
+    assert ckpt.load_checkpoint(tmp_path / f"run{odd}")[1]["loader"]["epoch"] == 2
+    assert f"m{odd}.onnx".encode(errors="surrogateescape") in p.stdout  # its bytes, printed back
+    assert not [q for q in tmp_path.rglob("*") if q.name.endswith(".tmp")]

@@ -11,6 +11,7 @@ take it in place of the weights, checked by the one checker (infer.onnxfile.read
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import json
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ResnetlabError
-from ..files import atomic_write
+from ..files import atomic_write, utf8_path
 from ..models.registry import get_entry
 from ..models.weights import META_KEY, check_metadata, model_metadata
 
@@ -171,9 +172,9 @@ def onnx_session(path: str | os.PathLike | bytes, threads: int | None = None):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         opts.intra_op_num_threads = threads
-    source = path if isinstance(path, bytes) else str(path)
-    try:
-        return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+    try:  # onnxruntime takes UTF-8 paths only: a name of other bytes through utf8_path
+        with contextlib.nullcontext(path) if isinstance(path, bytes) else utf8_path(path) as src:
+            return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for a bad file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         label = "the exported model" if isinstance(path, bytes) else path

@@ -19,7 +19,7 @@ from safetensors.torch import safe_open, save_file
 from torch import nn
 
 from ..errors import ResnetlabError
-from ..files import atomic_write
+from ..files import atomic_write, utf8_path
 
 META_KEY = "resnetlab"
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -151,7 +151,7 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
 
 def _read_safetensors(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with utf8_path(path) as name, safe_open(name, framework="pt") as f:
             raw = (f.metadata() or {}).get(META_KEY)
             state = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as e:

@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import ResnetlabError
-from ..files import cleanup_on_sigterm, current_umask, finish_file
+from ..files import cleanup_on_sigterm, current_umask, finish_file, utf8_path
 from ..models.weights import load_refusal
 
 CHECKPOINT_DIR = "checkpoint"
@@ -93,7 +93,8 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     """Read (weights, state) of a checkpoint; never runs code from the files."""
     ckpt = find_checkpoint(path)
     try:
-        weights = load_file(str(ckpt / WEIGHTS_FILE))
+        with utf8_path(ckpt / WEIGHTS_FILE) as name:
+            weights = load_file(name)
     except (SafetensorError, OSError, ValueError) as e:
         raise ResnetlabError(
             f"{ckpt / WEIGHTS_FILE}: unreadable checkpoint weights ({e})"
