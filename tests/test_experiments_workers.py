@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -80,6 +81,29 @@ def test_killed_study_on_two_workers_resumes_every_unfinished_net(data, tmp_path
         assert (out / name / "last.safetensors").read_bytes() == (
             tmp_path / "seq" / name / "last.safetensors"
         ).read_bytes()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_study_on_workers_with_checkpoints_and_starts_no_other_net(data, tmp_path):
+    out = tmp_path / "int"
+    argv = ["experiment", "overfitting", "--data", str(data), "--out", str(out), *GRID[:4],
+            "--regularisation", "none,standard,strong", "--steps", "80", *TINY,
+            "--workers", "2"]  # fmt: skip
+    p = run_cli(argv, env_extra={"PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    deadline = time.time() + 120
+    while not list(out.glob("*/checkpoint")):
+        assert p.poll() is None and time.time() < deadline, "the study ended before Ctrl-C"
+        time.sleep(0.01)
+    os.killpg(p.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    stdout, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "study interrupted: run the same command again to resume it" in err
+    assert "[5/6]" not in stdout and "[6/6]" not in stdout  # nothing queued behind the Ctrl-C
+    p = run_cli(argv)
+    stdout, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert int(stdout.split(" to resume")[0].rsplit(" ", 1)[-1]) >= 1, stdout
+    assert len(nets(out)) == 6
 
 
 @pytest.mark.slow

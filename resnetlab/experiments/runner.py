@@ -176,7 +176,10 @@ def train_remote(task: NetTask) -> tuple[float, str | None]:
 
 def _die_with_parent() -> None:
     """Worker start-up: lines out as they are printed, and be killed when the study's process
-    dies (Linux). Ctrl-C reaches the whole process group: each trainer checkpoints and stops."""
+    dies (Linux). Ctrl-C reaches the whole process group: a worker that is training takes it
+    through the trainer's own handler (checkpoint, then stop); an idle one leaves it to the
+    study, which shuts the pool down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer installs its own while it runs
     with contextlib.suppress(AttributeError, ValueError):
         sys.stdout.reconfigure(line_buffering=True)
     with contextlib.suppress(OSError, AttributeError):
@@ -339,14 +342,18 @@ def run_tasks(
     how = "in this process" if workers == 1 else f"on {workers} worker processes"
     say(f"estimated time: {fmt_time(secs)} {how}")
     t0 = time.time()
-    if workers == 1:
+    try:
+        if workers > 1:
+            _run_local(left, workers, t0, say, on_done)
+            return
         for t in left:
             say(_start_line(t) + f" (study elapsed {fmt_time(time.time() - t0)})")
             train_task(t)
             if on_done:
                 on_done(t)
-        return
-    _run_local(left, workers, t0, say, on_done)
+    except KeyboardInterrupt:
+        print("study interrupted: run the same command again to resume it", file=sys.stderr)
+        raise
 
 
 def with_threads(task: NetTask, threads: int) -> NetTask:
@@ -370,14 +377,20 @@ def _gpu_device(cfg: TrainConfig, k: int) -> str:
 
 
 def _run_local(left: list[NetTask], workers: int, t0: float, say, on_done) -> None:
+    """At most `workers` nets in flight, the next submitted as one ends (so nothing is queued
+    behind a Ctrl-C: the running nets checkpoint and the study stops)."""
     for k, t in enumerate(left):
         t.cfg = replace(t.cfg, device=_gpu_device(t.cfg, k))
     errors: list[str] = []
+    queue = list(left)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                initializer=_die_with_parent)  # fmt: skip
     try:
-        pending = {pool.submit(train_remote, t): t for t in left}
-        while pending:
+        pending = {}
+        while queue or pending:
+            while queue and len(pending) < workers:
+                t = queue.pop(0)
+                pending[pool.submit(train_remote, t)] = t
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for f in done:
                 t = pending.pop(f)
@@ -391,14 +404,12 @@ def _run_local(left: list[NetTask], workers: int, t0: float, say, on_done) -> No
                 if err:
                     errors.append(err)
                     continue
+                left_now = len(pending) + len(queue)
                 say(f"{t.label}: trained in {fmt_time(secs)} (study elapsed "
-                    f"{fmt_time(time.time() - t0)}, {len(pending)} net(s) left)")  # fmt: skip
+                    f"{fmt_time(time.time() - t0)}, {left_now} net(s) left)")  # fmt: skip
                 if on_done:
                     on_done(t)
-    except KeyboardInterrupt:
-        pool.shutdown(wait=True, cancel_futures=True)  # each trainer saves its checkpoint
-        raise
-    finally:
+    finally:  # on Ctrl-C too: each running trainer saves its checkpoint first
         pool.shutdown(wait=True, cancel_futures=True)
     if errors:
         raise ResnetlabError(errors[0] + (f" (and {len(errors) - 1} more)" if errors[1:] else ""))
