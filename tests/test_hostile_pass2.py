@@ -372,3 +372,20 @@ def test_files_named_by_bytes_that_are_not_utf8_are_written_read_and_resumed(tmp
     assert ckpt.load_checkpoint(tmp_path / f"run{odd}")[1]["loader"]["epoch"] == 2
     assert f"m{odd}.onnx".encode(errors="surrogateescape") in p.stdout  # its bytes, printed back
     assert not [q for q in tmp_path.rglob("*") if q.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_weights_holding_nan_or_inf_are_refused_not_predicted_with(tmp_path, capsys, value):
+    from PIL import Image
+
+    good = tiny_weights(tmp_path / "w.safetensors")
+    with safe_open(str(good), framework="pt") as f:
+        meta = f.metadata()
+    state = load_file(good)
+    state["fc.weight"][0, 0] = value
+    bad = tmp_path / "bad.safetensors"
+    save_file(state, bad, metadata=meta)
+    Image.new("L", (8, 8), 9).save(tmp_path / "x.png")
+    rc, out, err = run(capsys, "predict", bad, tmp_path / "x.png", "--device", "cpu")
+    assert rc == 2 and out == ""  # not "cat nan, dog nan" and exit 0
+    assert "tensor fc.weight holds NaN or infinite values" in one_error_line(err, "predict")
