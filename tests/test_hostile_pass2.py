@@ -389,3 +389,23 @@ def test_weights_holding_nan_or_inf_are_refused_not_predicted_with(tmp_path, cap
     rc, out, err = run(capsys, "predict", bad, tmp_path / "x.png", "--device", "cpu")
     assert rc == 2 and out == ""  # not "cat nan, dog nan" and exit 0
     assert "tensor fc.weight holds NaN or infinite values" in one_error_line(err, "predict")
+
+
+def test_an_onnx_file_holding_nan_weights_is_refused_not_predicted_with(tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+    from PIL import Image
+
+    weights = tiny_weights(tmp_path / "w.safetensors")
+    rc, _, _ = run(capsys, "export", weights, "--format", "onnx", "--out", tmp_path / "m.onnx")
+    assert rc == 0
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    fc = next(t for t in proto.graph.initializer if t.name == "fc.weight")
+    values = numpy_helper.to_array(fc).copy()
+    values[0, 0] = np.nan
+    fc.CopyFrom(numpy_helper.from_array(values, fc.name))
+    onnx.save(proto, str(tmp_path / "nan.onnx"))
+    Image.new("L", (8, 8), 9).save(tmp_path / "x.png")
+    rc, out, err = run(capsys, "predict", tmp_path / "nan.onnx", tmp_path / "x.png")
+    assert rc == 2 and out == ""
+    assert "initializer 'fc.weight' holds NaN or infinite" in one_error_line(err, "predict")

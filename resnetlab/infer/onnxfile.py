@@ -19,6 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import ResnetlabError
 from ..models.weights import META_KEY, parse_metadata
 
@@ -78,6 +80,13 @@ def check_graph(proto: Any, source: str) -> None:
         for attr in node.attribute:
             if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
                 raise ResnetlabError(f"{source}: node {node.name!r} carries a sub-graph; refused")
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
+    for init in proto.graph.initializer:  # NaN weights would predict NaN, and exit 0
+        if init.data_type in floats and not np.isfinite(onnx.numpy_helper.to_array(init)).all():
+            raise ResnetlabError(
+                f"{source}: initializer {init.name!r} holds NaN or infinite values; expected "
+                "finite weights"
+            )
 
 
 def _dims(value_info: Any) -> list[int | None]:
