@@ -178,7 +178,7 @@ def test_commands_run_on_a_class_folder_tree(tmp_path):
         (["degradation", "--families", "plain,vgg"], "unknown family 'vgg'"),
         (["degradation", "--depths", "20,21"], "depth 21 is not of the form 6n+2"),
         (["gradients", "--depths", "7"], "depth 7 is not of the form 6n+2"),
-        (["degradation", "--epochs", "0"], "--epochs must be at least 1"),
+        (["degradation", "--epochs", "0"], "--epochs 0: expected a whole number >= 1"),
         (["degradation", "--data", "no-such-dataset"], "no-such-dataset"),
         (["gradients", "--from", "/no/such/study"], "/no/such/study is not a directory"),
         (["gradients", "--batches", "0"], "batches and batch size must be at least 1"),

@@ -20,9 +20,10 @@ from ..errors import ResnetlabError
 from ..files import atomic_write, check_output_dir
 from ..models.factory import model_for_data
 from ..models.weights import read_metadata
-from ..train.config import TrainConfig
+from ..policy import pick_device
+from ..train.config import TrainConfig, check_config
 from ..train.logs import METRICS_FILE, STEPS_FILE, SUMMARY_FILE, plural, read_metrics
-from ..train.recipes import get_recipe
+from ..train.recipes import auto_recipe, get_recipe
 from .figures import pyplot, save_png
 from .nets import FAMILIES, check_depth, check_study_net, is_mlp, net_label, study_net
 from .runner import NetTask, check_workers, plan_tasks, read_json, run_tasks, source_data
@@ -96,8 +97,10 @@ class NetRun:
         }
 
 
-def check_config(dc: DegradationConfig) -> DegradationConfig:
-    """Validate the study's families, depths and counts (one clear error each)."""
+def check_study(dc: DegradationConfig) -> DegradationConfig:
+    """Validate the study's own settings (families, depths, seeds, workers), one clear error
+    each; the training settings its nets share are checked by train/config.py's check_config,
+    on the first net's TrainConfig."""
     families = tuple(dc.families)
     if not families:
         raise ResnetlabError(f"families is empty; use {', '.join(FAMILIES)}", argument="families")
@@ -109,18 +112,12 @@ def check_config(dc: DegradationConfig) -> DegradationConfig:
     for d in dc.depths:
         for f in families:
             check_depth(d, f)
-    for key in ("epochs", "seeds"):
-        if getattr(dc, key) < 1:
-            raise ResnetlabError(f"{key} must be at least 1, got {getattr(dc, key)}", argument=key)
+    if isinstance(dc.seeds, bool) or not isinstance(dc.seeds, int) or dc.seeds < 1:
+        raise ResnetlabError(f"seeds must be at least 1, got {dc.seeds!r}", argument="seeds")
     if dc.seeds > MAX_SEEDS:  # each seed is a set of trained nets; the plan is built up front
         raise ResnetlabError(f"seeds {dc.seeds}: at most {MAX_SEEDS}", argument="seeds")
-    if dc.log_every < 1:
-        raise ResnetlabError(
-            f"log_every must be at least 1, got {dc.log_every}", argument="log_every"
-        )
-    if dc.subset is not None and dc.subset < 1:
-        raise ResnetlabError(f"subset must be at least 1, got {dc.subset}", argument="subset")
     check_workers(dc.workers, dc.ray)
+    check_config(net_config(dc, families[0], dc.depths[0], 0))
     return dc
 
 
@@ -150,7 +147,7 @@ def net_config(dc: DegradationConfig, family: str, depth: int, seed: int) -> Tra
 def run_study(dc: DegradationConfig, say=print) -> list[NetRun]:
     """Train every net of the study that is not trained yet (in sequence, on workers or on Ray);
     write the table, JSON and figure."""
-    dc = check_config(dc)
+    dc = check_study(dc)
     check_output_dir(dc.out, (dc.data,))
     plan = [(f, d, s) for s in range(dc.seeds) for d in dc.depths for f in dc.families]
     tasks = [
@@ -160,7 +157,8 @@ def run_study(dc: DegradationConfig, say=print) -> list[NetRun]:
     plan_tasks(tasks, MATCH_KEYS)
     data = source_data(dc.data) if any(t.state != "done" for t in tasks) else None
     if data is not None:
-        batch = get_recipe(dc.recipe, batch_size=dc.batch_size).batch_size
+        recipe = auto_recipe(dc.recipe, pick_device(dc.device), dc.batch_size)
+        batch = get_recipe(recipe, batch_size=dc.batch_size).batch_size
         images = min(len(data.train), dc.subset or len(data.train))
         tested = len(data.test) if data.test is not None else 0
         for t in tasks:

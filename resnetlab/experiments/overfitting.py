@@ -38,7 +38,7 @@ from ..files import atomic_write, check_output_dir
 from ..models import load_model
 from ..models.factory import model_for_data
 from ..models.weights import read_metadata
-from ..train.config import TrainConfig
+from ..train.config import TrainConfig, check_config
 from ..train.logs import METRICS_FILE, SUMMARY_FILE, read_metrics
 from .degradation import mean_std, pm, summarise
 from .figures import pyplot, save_png
@@ -121,8 +121,10 @@ def parse_regularisation(text: str) -> tuple[str, ...]:
     return names
 
 
-def check_config(oc: OverfittingConfig) -> OverfittingConfig:
-    """Validate the grid before any data is read (one line each)."""
+def check_study(oc: OverfittingConfig) -> OverfittingConfig:
+    """Validate the grid before any data is read (one line each): its own settings here (the
+    steps and batch its arithmetic needs first), the training settings its nets share by
+    train/config.py's check_config, on the first net's TrainConfig."""
     parse_depths(",".join(str(d) for d in oc.depths))
     if not oc.sizes:
         raise ResnetlabError("sizes is empty; e.g. 1000,10000", argument="sizes")
@@ -135,6 +137,8 @@ def check_config(oc: OverfittingConfig) -> OverfittingConfig:
     if oc.seeds > MAX_SEEDS:
         raise ResnetlabError(f"seeds {oc.seeds}: at most {MAX_SEEDS}", argument="seeds")
     check_workers(oc.workers, oc.ray)
+    # the nets' shared training settings, on a probe of one batch an epoch (sizes: check_sizes)
+    check_config(net_config(oc, oc.depths[0], oc.batch_size, oc.regularisation[0], 0))
     return oc
 
 
@@ -274,7 +278,7 @@ def net_config(oc: OverfittingConfig, depth: int, size: int, reg: str, seed: int
 def run_overfitting(oc: OverfittingConfig, say=print) -> list[dict[str, Any]]:
     """Train every net of the grid not trained yet; write overfitting.json, .md and .png; return
     the per-net records."""
-    oc = check_config(oc)
+    oc = check_study(oc)
     check_output_dir(oc.out, (oc.data,))
     data = source_data(oc.data)
     if data.test is None:
