@@ -7,6 +7,7 @@ line. The summary's keys are the ones `fit` returns and `resnetlab train` has al
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from .logs import final_line, plural
@@ -42,6 +43,34 @@ def describe_run(t, resume: str | None) -> list[str]:
         if t.changes:
             lines.append(f"changed on resume: {change_text(t.changes)}")
     return lines
+
+
+def epoch_row(t, results: dict[str, Any], eval_seconds: float, *, tta: bool) -> dict[str, Any]:
+    """An epoch's metrics.jsonl row: the training sums, the settings changed on resume from this
+    epoch, each evaluated split's errors, loss and images (`results`, split -> EvalResult; none
+    on an epoch not evaluated), the learning rate, speed and times; `t` a Trainer."""
+    s, tally = t.state, t.state.epoch_tally
+    n = max(tally.count, 1)
+    row = {"epoch": s.epoch + 1, "step": s.step, "train_loss": tally.loss / n,
+           "train_top1_err": 1 - tally.correct / n}  # fmt: skip
+    changed = [c for c in s.changes if c["epoch"] == row["epoch"]]
+    if changed:  # settings given on resume, applied from the step each record names
+        row["changed"] = change_text(changed)
+    if results:
+        row["eval_seconds"] = eval_seconds
+        for name, res in results.items():
+            row.update({f"{name}_top1_err": res.top1_err, f"{name}_top5_err": res.top5_err,
+                        f"{name}_loss": res.loss, f"{name}_images": res.n})  # fmt: skip
+        row["eval_tta"] = tta
+    now = time.time()
+    row.update({
+        "lr": s.optimizer.param_groups[-1]["lr"],
+        "images_per_s": tally.count * t.info.world_size / max(s.epoch_seconds, 1e-9),
+        "seconds": s.epoch_seconds,
+        "elapsed": s.elapsed + (now - t.t_start),
+        "wall_time": now,
+    })  # fmt: skip
+    return row
 
 
 def run_summary(t, final: dict[str, Any], final_seconds: float, now: float) -> dict[str, Any]:

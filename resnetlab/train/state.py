@@ -9,6 +9,7 @@ mappings (`epoch_acc`, `step_window`).
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,14 @@ class RunState:
     stopped: dict[str, Any] = field(default_factory=dict)  # {epoch, reason} once a callback stops
     changes: list[dict[str, Any]] = field(default_factory=list)  # settings changed on resume
     data_fingerprint: dict[str, Any] = field(default_factory=dict)  # resume.data_fingerprint
+
+    def eval_model(self) -> nn.Module:
+        """The model to evaluate and save: the weight average when there is one."""
+        if self.ema is None:
+            return self.model
+        m = copy.deepcopy(self.model)
+        m.load_state_dict(self.ema.state)
+        return m
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The model's tensors and the average's, under `ema.`."""

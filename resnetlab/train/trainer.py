@@ -1,14 +1,13 @@
 """The trainer: one run, read top to bottom (nanoGPT's train.py and airbench are the models).
 
-`train` checks nothing (fit and the command line did: config.check_config), locks the run's folder,
-joins the torchrun group if there is one and runs a `Trainer`. `Trainer.set_up` makes the run's
-parts in named steps: the recipe, the data (rundata.py), the model (finetune.py when it starts
-from weights), the Plan (policy.resolve: device, precision, channels_last, compile, threads, data
-on the device), the loaders, the optimiser and the state. `run` then trains epoch by epoch:
-`train_epoch` (one step is trainer.py, step.py and data/loader.py), `evaluate_epoch`,
-`log_epoch`, the callbacks, `save_checkpoint`; `finish` writes the summary. Everything the run
-holds is a typed field of the Trainer; what a checkpoint keeps is its RunState (state.py), so a
-resumed run replays exactly what an uninterrupted one computes.
+`Trainer.set_up` makes a checked run's parts in named steps (each in setup.py): the checkpoint to
+resume, the recipe, the data, the model, the Plan (policy.resolve: device, precision,
+channels_last, compile, threads, data on the device), the loaders, the optimiser and the state.
+`run` then trains epoch by epoch: `train_epoch` (one step is this file, step.py and
+data/loader.py), `evaluate_epoch`, `log_epoch`, the callbacks, `save_checkpoint`; `finish` writes
+the summary (report.py). Everything the run holds is a typed field of the Trainer; what a
+checkpoint keeps is its RunState (state.py), so a resumed run replays exactly what an
+uninterrupted one computes. loop.py is the way in: fit checks the settings, locks the folder.
 
 Nothing inside an epoch waits for the device: the step keeps its tallies there, and the trainer
 reads them every `read_every` steps (every step on a CPU, where reading is free), at log and
@@ -21,7 +20,6 @@ may stop the run, which then ends as a finished run does.
 
 from __future__ import annotations
 
-import copy
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -44,7 +42,7 @@ from .evaluate import EvalResult, evaluate_splits
 from .finetune import describe_trained, freeze, init_from
 from .logs import Progress
 from .recipes import Recipe, auto_recipe, get_recipe, too_few_steps
-from .report import describe_run, last_line, run_summary, selection_err
+from .report import describe_run, epoch_row, last_line, run_summary, selection_err
 from .rundata import run_splits
 from .rundir import BEST_WEIGHTS, LAST_WEIGHTS, Interrupted, clear_run, stop_on_signals
 from .state import RunState
@@ -365,14 +363,6 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     # evaluate
 
-    def eval_model(self) -> nn.Module:
-        """The model to evaluate and save: the weight average when there is one."""
-        if self.state.ema is None:
-            return self.model
-        m = copy.deepcopy(self.model)
-        m.load_state_dict(self.state.ema.state)
-        return m
-
     def evaluate_all(self, model: nn.Module, epoch: int, *, final: bool) -> dict[str, EvalResult]:
         """Every split's result: the final evaluation on every image, with flips when the recipe
         flips; an epoch's on plain images of its subset."""
@@ -386,33 +376,15 @@ class Trainer:
     def evaluate_epoch(self, epoch: int) -> dict[str, Any]:
         """The epoch's row: training sums, test (and validation) errors when evaluated, speed.
         The last epoch is the final evaluation; others come every `eval_every` epochs."""
-        s = self.state
-        model, tally, n = self.eval_model(), s.epoch_tally, max(s.epoch_tally.count, 1)
-        row = {"epoch": s.epoch + 1, "step": s.step, "train_loss": tally.loss / n,
-               "train_top1_err": 1 - tally.correct / n}  # fmt: skip
-        changed = [c for c in s.changes if c["epoch"] == row["epoch"]]
-        if changed:  # settings given on resume, applied from the step each record names
-            row["changed"] = resuming.change_text(changed)
-        final = epoch + 1 == self.recipe.epochs
+        model, final = self.state.eval_model(), epoch + 1 == self.recipe.epochs
+        results, seconds = {}, 0.0
         if self.eval_loaders and (final or (epoch + 1) % self.cfg.eval_every == 0):
             t0 = time.perf_counter()
             results = self.evaluate_all(model, epoch + 1, final=final)
-            row["eval_seconds"] = time.perf_counter() - t0
-            for name, res in results.items():
-                row.update({f"{name}_top1_err": res.top1_err, f"{name}_top5_err": res.top5_err,
-                            f"{name}_loss": res.loss, f"{name}_images": res.n})  # fmt: skip
-            row["eval_tta"] = self.recipe.tta_flip and final
-            if final:
-                self.final_eval = results
-        row.update({
-            "lr": s.optimizer.param_groups[-1]["lr"],
-            "images_per_s": tally.count * self.info.world_size / max(s.epoch_seconds, 1e-9),
-            "seconds": s.epoch_seconds,
-            "elapsed": s.elapsed + (time.time() - self.t_start),
-            "wall_time": time.time(),
-        })  # fmt: skip
+            seconds = time.perf_counter() - t0
+            self.final_eval = results if final else None
         self.saved_model = model
-        return row
+        return epoch_row(self, results, seconds, tta=self.recipe.tta_flip and final)
 
     # ---------------------------------------------------------------------------------------
     # log and checkpoint
@@ -475,7 +447,7 @@ class Trainer:
         final_seconds = 0.0  # a final evaluation of its own (the last row's is in the rows)
         if self.final_eval is None and self.eval_loaders:
             epochs = len(self.state.history)
-            model, t0 = self.eval_model(), time.perf_counter()
+            model, t0 = self.state.eval_model(), time.perf_counter()
             self.final_eval = self.evaluate_all(model, epochs, final=True)
             final_seconds = time.perf_counter() - t0
             if self.state.stopped:  # the final weights carry the final evaluation's error
