@@ -7,6 +7,7 @@ end in one line on stderr and a non-zero exit (set RESNETLAB_DEBUG=1 for the ful
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import os
 import sys
@@ -99,11 +100,13 @@ UNEXPECTED_HINT = " (unexpected; RESNETLAB_DEBUG=1 shows the traceback)"
 
 def _print_any_file_name() -> None:
     """A file name of bytes that are not UTF-8 (legal on Linux) reaches Python as surrogates; in a
-    UTF-8 locale stdout would refuse to print it after the work is done. Print its bytes back, as
-    ls does (stderr already escapes them)."""
+    UTF-8 locale stdout would refuse to print it after the work is done: print its bytes back, as
+    ls does. Under another encoding (PYTHONIOENCODING=ascii), what it cannot encode is escaped,
+    as on stderr, instead of failing."""
     if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
-        with contextlib.suppress(ValueError, OSError):
-            sys.stdout.reconfigure(errors="surrogateescape")
+        with contextlib.suppress(ValueError, OSError, LookupError, TypeError):
+            utf8 = codecs.lookup(sys.stdout.encoding).name == "utf-8"
+            sys.stdout.reconfigure(errors="surrogateescape" if utf8 else "backslashreplace")
 
 
 def _silence_stdout() -> None:

@@ -255,6 +255,9 @@ def check_output_dir(
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise ResnetlabError(f"output {p} exists and is not a directory", argument="out")
+    above = next((a for a in p.parents if a.exists()), None)  # the folder it would be made in
+    if not p.exists() and above is not None and not above.is_dir():
+        raise ResnetlabError(f"output {p} cannot be made: {above} is not a directory")
     check_apart(p, inputs)
     return p
 

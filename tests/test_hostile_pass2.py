@@ -409,3 +409,49 @@ def test_an_onnx_file_holding_nan_weights_is_refused_not_predicted_with(tmp_path
     rc, out, err = run(capsys, "predict", tmp_path / "nan.onnx", tmp_path / "x.png")
     assert rc == 2 and out == ""
     assert "initializer 'fc.weight' holds NaN or infinite" in one_error_line(err, "predict")
+
+
+def test_class_names_an_ascii_stdout_cannot_encode_are_escaped_not_fatal(tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=2, in_chans=1, **TINY)
+    save_weights(model, tmp_path / "w.safetensors", {**META, "classes": ["été", "猫"]})
+    Image.new("L", (8, 8), 9).save(tmp_path / "x.png")
+    env = dict(os.environ, PYTHONIOENCODING="ascii", OMP_NUM_THREADS="1")
+    env.pop("RESNETLAB_DEBUG", None)
+    argv = [sys.executable, "-m", "resnetlab", "predict", str(tmp_path / "w.safetensors"),
+            str(tmp_path / "x.png"), "--device", "cpu", "--backend", "torch"]  # fmt: skip
+    p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "\\u732b" in p.stdout and "\\xe9t\\xe9" in p.stdout
+
+
+# an output folder under a regular file: refused before any work, in one clear line --------
+
+
+@pytest.mark.parametrize("command", ["train", "prepare", "gradients"])
+def test_an_output_folder_under_a_regular_file_is_refused_before_any_work(
+    tmp_path, capsys, monkeypatch, command
+):
+    from helpers.data import make_tree
+
+    data = write_npz(tmp_path / "d.npz")
+    make_tree(tmp_path / "tree")
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    out = blocker / "run"
+    argv, name = {
+        "train": (["train", "--data", data, "--out", out, "--device", "cpu"], "train"),
+        "prepare": (["data", "prepare", tmp_path / "tree", out, "--size", "4"], "data"),
+        "gradients": (["experiment", "gradients", "--data", data, "--out", out, "--depths", "8",
+                       "--batches", "1", "--batch-size", "8"], "experiment"),
+    }[command]  # fmt: skip
+    rc, out_text, err = run(capsys, *argv)
+    assert rc == 2 and out_text == ""  # nothing probed or trained first
+    line = one_error_line(err, name)
+    assert "notes.txt" in line and ("not a directory" in line or "Not a directory" in line)
+    assert blocker.read_text() == "a file, not a folder"

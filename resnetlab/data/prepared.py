@@ -41,7 +41,7 @@ import torch
 
 from ..errors import ResnetlabError
 from ..files import (
-    check_apart,
+    check_output_dir,
     cleanup_on_sigterm,
     current_umask,
     finish_file,
@@ -170,7 +170,7 @@ def prepare_folder(
         )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ResnetlabError(f"{out}: already exists; remove it or choose another output")
-    check_apart(out, (folder,))
+    check_output_dir(out, (folder,))  # apart from the input, and a folder that can be made
     split_items, classes = tree_items(folder, test_fraction=test_fraction, seed=seed)
     order = [s for s in ("train", "val", "test") if s in split_items]
 

@@ -49,7 +49,10 @@ def run_lock(out: Path):
     import fcntl
 
     made = [p for p in (*reversed(out.parents), out) if not p.exists()]  # outermost first
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file where a folder must be, a read-only place
+        raise ResnetlabError(f"{out}: cannot create the run folder ({e.strerror or e})") from None
     fd = open_lock(out / LOCK_NAME)
     locked = False
     try:
