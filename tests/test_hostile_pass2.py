@@ -455,3 +455,14 @@ def test_an_output_folder_under_a_regular_file_is_refused_before_any_work(
     line = one_error_line(err, name)
     assert "notes.txt" in line and ("not a directory" in line or "Not a directory" in line)
     assert blocker.read_text() == "a file, not a folder"
+
+
+@pytest.mark.parametrize("study", ["degradation", "gradients"])
+def test_an_empty_depths_list_is_refused_not_taken_for_the_default(tmp_path, capsys, study):
+    data = write_npz(tmp_path / "d.npz")
+    rc, out, err = run(capsys, "experiment", study, "--data", data, "--out", tmp_path / "study",
+                       "--depths", "", "--epochs" if study == "degradation" else "--batches",
+                       "1")  # fmt: skip
+    assert rc == 2 and out == ""  # not a resnet20 and resnet56 study
+    assert "--depths '': '' is not a whole number" in one_error_line(err, "experiment")
+    assert not (tmp_path / "study").exists()

@@ -184,7 +184,7 @@ def run_degradation(args: argparse.Namespace) -> int:
     dc = DegradationConfig(
         data=args.data,
         out=args.out,
-        depths=parse_depths(args.depths or default, families),
+        depths=parse_depths(default if args.depths is None else args.depths, families),
         families=families,
         epochs=args.epochs,
         seeds=args.seeds,
@@ -252,8 +252,9 @@ def run_gradients(args: argparse.Namespace) -> int:
     from ..experiments.gradients import run_gradients as run
     from ..experiments.nets import net_label, parse_depths, parse_families, study_nets
 
-    families = parse_families(args.families) if args.families else None
-    depths = parse_depths(args.depths, families or ("plain", "resnet")) if args.depths else None
+    families = parse_families(args.families) if args.families is not None else None
+    asked = args.depths  # an empty --depths '' is refused by parse_depths, not taken as unset
+    depths = parse_depths(asked, families or ("plain", "resnet")) if asked is not None else None
     if args.study is not None:
         nets = [n for n in study_nets(args.study) if n.seed == args.seed]
         if families is not None:
