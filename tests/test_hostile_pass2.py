@@ -466,3 +466,14 @@ def test_an_empty_depths_list_is_refused_not_taken_for_the_default(tmp_path, cap
     assert rc == 2 and out == ""  # not a resnet20 and resnet56 study
     assert "--depths '': '' is not a whole number" in one_error_line(err, "experiment")
     assert not (tmp_path / "study").exists()
+
+
+def test_quantize_refuses_an_output_under_a_regular_file_before_calibrating(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    weights = tiny_weights(tmp_path / "w.safetensors")
+    (tmp_path / "notes.txt").write_text("a file")
+    rc, _, err = run(capsys, "quantize", weights, "--calib", write_npz(tmp_path / "d.npz", n=40),
+                     "--images", "32", "--out", tmp_path / "notes.txt" / "q.onnx")  # fmt: skip
+    assert rc == 2
+    assert "notes.txt/q.onnx: cannot check it (Not a directory)" in one_error_line(err, "quantize")
+    assert "calibrating" not in err

@@ -41,7 +41,7 @@ from ..data.classmap import data_for_weights
 from ..data.dataset import check_input_size
 from ..data.normalise import normalise, weights_mean_std
 from ..errors import ResnetlabError
-from ..files import atomic_write
+from ..files import atomic_write, check_output
 from ..hardware import cpu_features
 from ..models.weights import META_KEY, weights_file
 from .backends import available_runtimes
@@ -492,6 +492,7 @@ def quantize(
         raise ResnetlabError(
             f"out {out}: the int8 model is an ONNX file; use a .onnx name", argument="out"
         )
+    check_output(out, (weights,))  # a FIFO, a path under a file: refused before calibrating
     _check_calib_count(images)  # before the data is read: bad input fails at once
     splits = load_source(source)
     x_cal, mean, std = calibration_images(splits, images, meta, str(source), weights=str(weights))
