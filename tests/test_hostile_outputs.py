@@ -42,7 +42,8 @@ def test_a_link_to_the_input_is_the_input(tmp_path):
      ["experiment", "degradation", "--data", "{tree}", "--out", "{tree}/study", "--depths", "8"],
      ["experiment", "lesion", str(SHIPPED), "--data", "{tree}", "--out", "{tree}"],
      ["train", "--model", "resnet20", "--data", "{tree}", "--out", "{tree}", "--device", "cpu"],
-     ["train", "--model", "resnet20", "--data", "{tree}", "--out", "{tree}/cat", "--device", "cpu"]],
+     ["train", "--model", "resnet20", "--data", "{tree}", "--out", "{tree}/cat",
+      "--device", "cpu"]],
 )  # fmt: skip
 def test_commands_refuse_an_output_inside_their_data(tmp_path, capsys, argv):
     tree = make_tree(tmp_path / "photos", per_class=4, size=(8, 8))
