@@ -7,6 +7,7 @@ import argparse
 import time
 
 from ..errors import ResnetlabError
+from ..policy import DEVICES, PRECISIONS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -138,8 +139,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _machine_flags(p: argparse.ArgumentParser) -> None:
     """Precision, device, threads and where the nets run: --workers, --ray."""
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
-    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help=f"{', '.join(DEVICES)} or cuda:N (default auto)",
+    )
     p.add_argument(
         "--threads",
         type=int,
