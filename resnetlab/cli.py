@@ -11,6 +11,7 @@ import codecs
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 from .commands import data as data_cmd
 from .commands import experiment as experiment_cmd
@@ -66,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("RESNETLAB_DEBUG") == "1"
     _print_any_file_name()
     try:
-        return int(args.func(args) or 0)
+        with _lost_interrupts() as interrupted:
+            code = int(args.func(args) or 0)
+        if interrupted:  # Ctrl-C landed where Python could not raise it: report it now
+            raise KeyboardInterrupt
+        return code
     except BrokenPipeError:
         # the reader went away (`resnetlab models --json | head -3`): not an error; keep the
         # interpreter's final flush of stdout from failing again on the closed pipe
@@ -96,6 +101,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 UNEXPECTED_HINT = " (unexpected; RESNETLAB_DEBUG=1 shows the traceback)"
+
+
+@contextlib.contextmanager
+def _lost_interrupts() -> Iterator[list[bool]]:
+    """A Ctrl-C that lands in a callback (a weakref finaliser inside matplotlib) is printed by
+    Python as 'Exception ignored in ...' with a traceback, and the command goes on to exit 0:
+    while inside, such an interrupt is noted in the list instead, for main to report."""
+    caught: list[bool] = []
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            caught.append(True)
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield caught
+    finally:
+        sys.unraisablehook = previous
 
 
 def _print_any_file_name() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import sys
 import warnings
 from pathlib import Path
 
@@ -354,7 +355,6 @@ _ODD_NAMES = """
 
 def test_files_named_by_bytes_that_are_not_utf8_are_written_read_and_resumed(tmp_path):
     import subprocess
-    import sys
     import textwrap
 
     pytest.importorskip("onnx")
@@ -413,7 +413,6 @@ def test_an_onnx_file_holding_nan_weights_is_refused_not_predicted_with(tmp_path
 
 def test_class_names_an_ascii_stdout_cannot_encode_are_escaped_not_fatal(tmp_path):
     import subprocess
-    import sys
 
     from PIL import Image
 
@@ -477,3 +476,24 @@ def test_quantize_refuses_an_output_under_a_regular_file_before_calibrating(tmp_
     assert rc == 2
     assert "notes.txt/q.onnx: cannot check it (Not a directory)" in one_error_line(err, "quantize")
     assert "calibrating" not in err
+
+
+# signals ----------------------------------------------------------------------------------
+
+
+def test_a_ctrl_c_python_cannot_raise_is_reported_not_swallowed(capsys, monkeypatch):
+    import resnetlab.commands.models as models_cmd
+
+    class Finaliser:  # as matplotlib's weakref callbacks, where a Ctrl-C can land
+        def __del__(self):
+            raise KeyboardInterrupt
+
+    def run_models(args):
+        Finaliser()  # dropped at once: Python prints 'Exception ignored in' and goes on
+        return 0
+
+    monkeypatch.setattr(models_cmd, "run_models", run_models)
+    before = sys.unraisablehook
+    rc, _, err = run(capsys, "models")
+    assert rc == 130 and err.strip() == "resnetlab models: interrupted"
+    assert sys.unraisablehook is before  # put back for the program around it
