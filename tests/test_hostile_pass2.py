@@ -497,3 +497,10 @@ def test_a_ctrl_c_python_cannot_raise_is_reported_not_swallowed(capsys, monkeypa
     rc, _, err = run(capsys, "models")
     assert rc == 130 and err.strip() == "resnetlab models: interrupted"
     assert sys.unraisablehook is before  # put back for the program around it
+
+
+def test_bench_refuses_an_empty_paths_list_instead_of_timing_every_path(capsys):
+    rc, _, err = run(capsys, "bench", "resnet20", "--paths", "", "--device", "cpu",
+                     "--repeats", "1", "--rep-time", "0.01")  # fmt: skip
+    assert rc == 2
+    assert "unknown bench path(s) ['']" in one_error_line(err, "bench")

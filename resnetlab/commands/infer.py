@@ -332,7 +332,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
     device = policy.pick_device(args.device)
     sizes = _batch_sizes(args.batch_size)
-    asked = tuple(p.strip() for p in args.paths.split(",")) if args.paths else default_paths(device)
+    given = args.paths is not None  # an empty --paths '' is refused below, not taken as unset
+    asked = tuple(p.strip() for p in args.paths.split(",")) if given else default_paths(device)
     paths, skipped = split_cpu_only(asked, device)
     if not paths:
         raise ResnetlabError(f"--paths {args.paths}: none of them runs on {device}")
