@@ -28,7 +28,7 @@ from ..errors import ResnetlabError
 from .augment import train_transform
 from .images import convert_mode, decode_image, image_to_tensor
 from .normalise import IMAGENET_MEAN, IMAGENET_STD, normalise
-from .transform import resize_and_crop, tensor_to_image
+from .transform import resize_and_crop, resize_box, tensor_to_image
 
 KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
@@ -165,7 +165,7 @@ class ImageTransform:
         self.mode = "L" if self.input_size[0] == 1 else "RGB"
         _, h, w = self.input_size
         # the box the shorter side is resized to cover before the centre crop (predict's rule)
-        self.resize_size = (math.floor(h / crop_pct + 1e-6), math.floor(w / crop_pct + 1e-6))
+        self.resize_size = resize_box((h, w), crop_pct)
         self.generator = torch.Generator().manual_seed(seed) if is_training else None
 
     def __call__(self, image: Image.Image | str | os.PathLike | torch.Tensor) -> torch.Tensor:

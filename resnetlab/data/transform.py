@@ -9,11 +9,20 @@ data/normalise.py's.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from PIL import Image
 
 from ..errors import ResnetlabError
 from .images import check_resize, image_to_tensor
+
+
+def resize_box(size: tuple[int, int], crop_pct: float) -> tuple[int, int]:
+    """The (H, W) box an image is resized to cover before its centre crop of `size` (H, W):
+    size / crop_pct, as prediction and create_transform resize."""
+    h, w = size
+    return math.floor(h / crop_pct + 1e-6), math.floor(w / crop_pct + 1e-6)
 
 
 def cover_size(

@@ -14,7 +14,6 @@ which is both faster and lighter; images beyond Pillow's decompression-bomb limi
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from ..data.images import (
     image_to_tensor,
 )
 from ..data.normalise import normalise
-from ..data.transform import resize_and_crop
+from ..data.transform import resize_and_crop, resize_box
 from ..errors import ResnetlabError
 
 
@@ -54,7 +53,7 @@ class Preprocess:
     def resize_size(self) -> tuple[int, int]:
         """The box (H, W) the image is resized to cover before the centre crop."""
         _, h, w = self.input_size
-        return math.floor(h / self.crop_pct + 1e-6), math.floor(w / self.crop_pct + 1e-6)
+        return resize_box((h, w), self.crop_pct)
 
     @classmethod
     def from_metadata(cls, meta: dict[str, Any], source: str = "weights") -> Preprocess:
