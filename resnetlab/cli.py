@@ -12,15 +12,17 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from types import ModuleType
 
-from .commands import data as data_cmd
-from .commands import experiment as experiment_cmd
-from .commands import infer as infer_cmd
-from .commands import models as models_cmd
-from .commands import train as train_cmd
 from .errors import ResnetlabError, one_line
 
-COMMAND_MODULES = (models_cmd, data_cmd, train_cmd, infer_cmd, experiment_cmd)
+
+def command_modules() -> tuple[ModuleType, ...]:
+    """The subcommands' modules, in --help's order. Imported here, not at the top, because they
+    load PyTorch: main catches a Ctrl-C while that takes its second or two."""
+    from .commands import data, experiment, infer, models, train
+
+    return (models, data, train, infer, experiment)
 
 
 class Parser(argparse.ArgumentParser):
@@ -54,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"resnetlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in COMMAND_MODULES:
+    for module in command_modules():
         module.register(sub)
     _mark_help(parser)
     return parser
@@ -62,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script and of `python -m resnetlab`."""
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:  # during start-up: PyTorch and the subcommands still loading
+        print("resnetlab: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     debug = os.environ.get("RESNETLAB_DEBUG") == "1"
     _print_any_file_name()

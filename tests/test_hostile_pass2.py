@@ -504,3 +504,28 @@ def test_bench_refuses_an_empty_paths_list_instead_of_timing_every_path(capsys):
                      "--repeats", "1", "--rep-time", "0.01")  # fmt: skip
     assert rc == 2
     assert "unknown bench path(s) ['']" in one_error_line(err, "bench")
+
+
+def test_a_ctrl_c_while_torch_loads_at_start_up_is_one_line():
+    # the console script imports resnetlab.cli, which must not load PyTorch itself: a Ctrl-C
+    # during that import (a second or two of every command's start) lands in main, as one line
+    import subprocess
+
+    script = (
+        "import builtins, sys\n"
+        "import resnetlab.cli\n"
+        "assert 'torch' not in sys.modules, 'resnetlab.cli loaded torch on import'\n"
+        "real = builtins.__import__\n"
+        "def interrupted(name, *args, **kwargs):\n"
+        "    if name == 'torch' or name.startswith('torch.'):\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = interrupted\n"
+        "sys.exit(resnetlab.cli.main(['models']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "resnetlab: interrupted\n"
+    assert done.stdout == ""
