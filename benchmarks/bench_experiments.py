@@ -18,7 +18,7 @@ import time
 import torch
 
 from resnetlab.experiments import DegradationConfig, run_gradients, run_study
-from resnetlab.infer.bench import machine_line
+from resnetlab.infer.bench_report import machine_line
 
 
 def main() -> None:

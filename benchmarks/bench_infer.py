@@ -35,14 +35,8 @@ from resnetlab import create_model, load_model, save_weights
 from resnetlab.data.idx import load_idx_dataset
 from resnetlab.data.loader import BatchLoader
 from resnetlab.data.normalise import compute_mean_std
-from resnetlab.infer.bench import (
-    bench,
-    fast_path_choices,
-    format_table,
-    load_bench_model,
-    machine_line,
-    rows_as_json,
-)
+from resnetlab.infer.bench import bench, load_bench_model
+from resnetlab.infer.bench_report import fast_path_choices, format_table, machine_line, rows_as_json
 from resnetlab.infer.fastpath import prepare_for_inference
 
 SIDE_BY_SIDE = (

@@ -20,9 +20,9 @@ from .errors import ResnetlabError, one_line
 def command_modules() -> tuple[ModuleType, ...]:
     """The subcommands' modules, in --help's order. Imported here, not at the top, because they
     load PyTorch: main catches a Ctrl-C while that takes its second or two."""
-    from .commands import data, experiment, infer, models, train
+    from .commands import data, deploy, experiment, infer, models, train
 
-    return (models, data, train, infer, experiment)
+    return (models, data, train, infer, deploy, experiment)
 
 
 class Parser(argparse.ArgumentParser):

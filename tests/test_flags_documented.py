@@ -349,15 +349,15 @@ def test_flags_that_exist_or_belong_to_other_programs_pass(doc):
 
 
 def test_a_flag_named_by_a_command_module_is_checked_against_its_subcommand(tmp_path):
-    src = ROOT / "resnetlab" / "commands" / "infer.py"
+    src = ROOT / "resnetlab" / "commands" / "deploy.py"
     tree = ast.parse(src.read_text())
     names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-    assert "run_export" in names
-    fake = tmp_path / "resnetlab" / "commands" / "infer.py"
+    assert {"run_export", "run_quantize"} <= names
+    fake = tmp_path / "resnetlab" / "commands" / "deploy.py"
     fake.parent.mkdir(parents=True)
     fake.write_text(
         'def run_export(args):\n    raise ValueError("--topk: export has none")\n'
-        'def run_predict(args):\n    raise ValueError(f"--topk {args.topk}: fine")\n'
+        'def run_quantize(args):\n    raise ValueError(f"--images {args.images}: fine")\n'
     )
     bad = unknown(module_flags(fake, tmp_path))
-    assert bad == ["resnetlab/commands/infer.py:2: --topk (resnetlab export has no such flag)"]
+    assert bad == ["resnetlab/commands/deploy.py:2: --topk (resnetlab export has no such flag)"]

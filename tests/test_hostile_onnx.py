@@ -14,8 +14,8 @@ from resnetlab.cli import main
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from resnetlab.infer.int8 import quantize_model  # noqa: E402
 from resnetlab.infer.onnxfile import read_onnx  # noqa: E402
-from resnetlab.infer.quantize import quantize_model  # noqa: E402
 from resnetlab.models.weights import META_KEY  # noqa: E402
 
 SMALL = {"layers": [1, 1, 1], "widths": [4, 4, 4], "stem_width": 4}

@@ -229,7 +229,7 @@ def test_export_to_a_directory_fails_cleanly(capsys, weights, tmp_path):
 
 
 def test_bench_fast_fp32_is_the_fast_path_in_fp32(capsys, weights, monkeypatch):
-    monkeypatch.setattr("resnetlab.infer.bench.compiler_available", lambda: False)
+    monkeypatch.setattr("resnetlab.infer.bench_paths.compiler_available", lambda: False)
     rc, out, _ = run(
         capsys, "bench", weights, "--batch-size", "2", "--repeats", "1", "--rep-time", "0.01",
         "--paths", "eager-fp32,fast-fp32", "--json",

@@ -14,7 +14,7 @@ from PIL import Image
 
 from resnetlab import create_model, save_weights
 from resnetlab.cli import main
-from resnetlab.infer.bench import split_cpu_only
+from resnetlab.infer.bench_paths import split_cpu_only
 from resnetlab.infer.fastpath import compiler_available, prepare_for_inference
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -18,15 +18,15 @@ from resnetlab.hardware import cpu_features
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from resnetlab.infer.onnxfile import read_onnx  # noqa: E402
-from resnetlab.infer.quantize import (  # noqa: E402
+from resnetlab.infer.int8 import (  # noqa: E402
     AGREEMENT_TOLERANCE,
     FormTrial,
     choose_form,
-    quantize,
     quantize_model,
     separate_qdq_constants,
 )
+from resnetlab.infer.onnxfile import read_onnx  # noqa: E402
+from resnetlab.infer.quantize import quantize  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -99,10 +99,10 @@ def test_the_fastest_form_at_equal_accuracy_is_kept():
 
 
 def test_reduce_range_where_the_cpu_lacks_vnni(tmp_path, monkeypatch):
-    import resnetlab.infer.quantize as quantize_module
+    import resnetlab.infer.int8 as int8_module
 
-    real = quantize_module.cpu_features
-    monkeypatch.setattr(quantize_module, "cpu_features", lambda: {**real(), "VNNI": False})
+    real = int8_module.cpu_features
+    monkeypatch.setattr(int8_module, "cpu_features", lambda: {**real(), "VNNI": False})
     model = tiny_model()
     meta = {**model.resnetlab_config, "classes": ["a", "b", "c"], "mean": [0.5], "std": [0.25]}
     q = quantize_model(model, meta, torch.randn(32, 1, 8, 8), tmp_path / "r.onnx", forms=("U8S8",))

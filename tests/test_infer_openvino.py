@@ -28,8 +28,8 @@ needs_openvino = pytest.mark.skipif(
 from resnetlab.infer.backends import record  # noqa: E402
 from resnetlab.infer.export import export  # noqa: E402
 from resnetlab.infer.fastpath import prepare_for_inference  # noqa: E402
+from resnetlab.infer.int8 import quantize_model  # noqa: E402
 from resnetlab.infer.onnxmodel import load_onnx  # noqa: E402
-from resnetlab.infer.quantize import quantize_model  # noqa: E402
 
 SMALL = {"layers": (1, 1, 1), "widths": (4, 8, 16), "stem_width": 4}
 # name, options, input size: every family the package builds, at tiny widths
@@ -207,7 +207,7 @@ def test_an_int8_file_runs_on_the_runtime_quantize_measured_faster(tmp_path):
 
 
 def test_without_openvino_nothing_changes(capsys, tiny, monkeypatch):
-    from resnetlab.infer.bench import DEFAULT_PATHS, default_paths
+    from resnetlab.infer.bench_paths import DEFAULT_PATHS, default_paths
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     assert "openvino" not in default_paths() and "int8-openvino" not in default_paths()

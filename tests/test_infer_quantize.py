@@ -18,7 +18,8 @@ from resnetlab import create_model, save_weights
 from resnetlab.cli import main
 from resnetlab.infer.backends import fastest, record
 from resnetlab.infer.fastpath import prepare_for_inference
-from resnetlab.infer.quantize import Int8Model, load_int8, quantize, read_onnx_metadata
+from resnetlab.infer.int8 import Int8Model, load_int8, read_onnx_metadata
+from resnetlab.infer.quantize import quantize
 from resnetlab.models.weights import PRETRAINED_DIR, read_metadata
 
 pytest.importorskip("onnxruntime")

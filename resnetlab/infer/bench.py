@@ -1,33 +1,19 @@
 """Inference throughput and latency of one model along every path, measured in one run.
 
-Paths: eager-fp32 (the model as built, NCHW), eager-bf16 (the same under bf16 autocast), fast
-(`prepare_for_inference`: folded BN, channels_last, bf16 where native, compiled), fast-nocompile
-(the same without torch.compile), fast-fp32 (the fast path forced to fp32), onnxruntime (the model
-exported to ONNX, fp32), openvino (the same export run by OpenVINO, in bf16 where the CPU has it
-natively, else fp32) and openvino-fp32, and int8 on every runtime: int8 (ONNX Runtime) and
-int8-openvino run the given int8 file, or the model quantized here on random input in the form
-`quantize` would choose (which gives the same speed as real calibration data); int8-u8s8 and
-int8-s8s8 run the model quantized here in that form, on ONNX Runtime. A path whose runtime is not
-installed is skipped with one line; the OpenVINO paths are in the default set only where OpenVINO
-is installed. Given an ONNX file (an export or an int8 file), the runtime paths run that file and
-the torch paths its architecture with random weights (a file without resnetlab metadata has
-none: they are skipped).
+The paths and how each is made ready: infer/bench_paths.py; how a run is shown (table, JSON, the
+fast path's picks): infer/bench_report.py. Given an ONNX file (an export or an int8 file), the
+runtime paths run that file and the torch paths its architecture with random weights (a file
+without resnetlab metadata has none: they are skipped).
 
 Each figure is the median of several timed repetitions after warm-up; the repetitions of the paths
-are interleaved, so that load from elsewhere falls on all of them alike.
-
-On CUDA (`device="cuda"`) the paths are eager-fp32, eager-bf16 (bf16 autocast and channels_last
-there), fast-nocompile and fast (folded, channels_last, bf16, compiled as CUDA graphs); the batch
-already sits on the GPU, so the times leave out the copy from the host. The clock is read after
+are interleaved, so that load from elsewhere falls on all of them alike. On CUDA the batch already
+sits on the GPU, so the times leave out the copy from the host; the clock is read after
 torch.cuda.synchronize(), and cuDNN may pick its fastest algorithms (cudnn.benchmark) while it
-runs. The CPU-only paths (fast-fp32, the ONNX runtimes, int8) are skipped there.
+runs.
 """
 
 from __future__ import annotations
 
-import copy
-import math
-import os
 import statistics
 import tempfile
 import time
@@ -41,39 +27,23 @@ from torch import nn
 
 from .. import policy
 from ..errors import ResnetlabError
-from ..hardware import compiler_available
 from ..models.factory import create_model, load_model
 from ..models.registry import get_entry
-from .backends import available_runtimes
-
-# the table, JSON and machine line of a run: there; the names stay importable from here
-from .bench_report import CANDIDATES as CANDIDATES
-from .bench_report import fast_path_choices as fast_path_choices
-from .bench_report import format_table as format_table
-from .bench_report import machine_line as machine_line
-from .bench_report import rows_as_json as rows_as_json
-from .export import require_onnxruntime
-from .fastpath import prepare_for_inference
+from .backends import available_runtimes, record
+from .bench_paths import (
+    DEFAULT_PATHS,
+    INT8_FORM_PATHS,
+    PATHS,
+    TORCH_PATHS,
+    OnnxFiles,
+    missing,
+    no_sync,
+    prepare_path,
+    split_cpu_only,
+    sync_for,
+)
 from .onnxfile import graph_input_size, read_onnx
-from .onnxmodel import OnnxModel, is_int8, is_onnx_file
-from .openvino import require_openvino
-
-PATHS = (
-    "eager-fp32", "eager-bf16", "fast", "fast-nocompile", "fast-fp32", "onnxruntime", "openvino",
-    "openvino-fp32", "int8", "int8-openvino", "int8-u8s8", "int8-s8s8",
-)  # fmt: skip
-# on request: fast-fp32 (one more compile), openvino-fp32 and the int8 forms one by one
-DEFAULT_PATHS = (
-    "eager-fp32", "eager-bf16", "fast", "fast-nocompile", "onnxruntime", "openvino", "int8",
-    "int8-openvino",
-)  # fmt: skip
-OPENVINO_PATHS = ("openvino", "openvino-fp32", "int8-openvino")
-INT8_FORM_PATHS = {"int8-u8s8": "U8S8", "int8-s8s8": "S8S8"}
-# the CPU's fast fp32 path, the ONNX runtimes, int8
-CPU_ONLY_PATHS = tuple(p for p in PATHS if p not in ("eager-fp32", "eager-bf16", "fast",
-                                                     "fast-nocompile"))  # fmt: skip
-TORCH_PATHS = ("eager-fp32", "eager-bf16", "fast", "fast-nocompile", "fast-fp32")
-CUDA_DEFAULT_PATHS = ("eager-fp32", "eager-bf16", "fast-nocompile", "fast")
+from .onnxmodel import is_int8, is_onnx_file
 
 
 @dataclass
@@ -96,38 +66,6 @@ class BenchRow:
     torch_version: str = torch.__version__
     compile_s: float | None = None  # compiled paths: the first calls (compile, graph capture)
     form: str | None = None  # int8 paths: U8S8 or S8S8
-
-
-def default_paths(device: str = "cpu") -> tuple[str, ...]:
-    """The paths `resnetlab bench` runs unless told: on a CPU eager fp32 and bf16, the fast path
-    compiled or not, ONNX Runtime, int8, and OpenVINO (fp32 or bf16, and int8) where it is
-    installed; on CUDA eager fp32, eager bf16 (channels_last) and the fast path with and without
-    compiling."""
-    if policy.is_cuda(device):
-        return CUDA_DEFAULT_PATHS
-    if require_openvino() is None:
-        return tuple(p for p in DEFAULT_PATHS if p not in OPENVINO_PATHS)
-    return DEFAULT_PATHS
-
-
-def _missing(path: str) -> str | None:
-    """Why `path` cannot run here (its runtime is not installed), or None."""
-    if path in OPENVINO_PATHS and require_openvino() is None:
-        return f"{path}: skipped (openvino is not installed: pip install 'resnetlab[openvino]')"
-    if path not in TORCH_PATHS and path not in OPENVINO_PATHS and require_onnxruntime() is None:
-        return f"{path}: skipped (onnxruntime is not installed: pip install 'resnetlab[onnx]')"
-    return None
-
-
-def split_cpu_only(paths: tuple[str, ...], device: str) -> tuple[tuple[str, ...], str | None]:
-    """(the paths that run on `device`, one line naming those skipped there, or None)."""
-    if not policy.is_cuda(device):
-        return tuple(paths), None
-    skipped = [p for p in paths if p in CPU_ONLY_PATHS]
-    kept = tuple(p for p in paths if p not in CPU_ONLY_PATHS)
-    if not skipped:
-        return kept, None
-    return kept, f"skipped on {device}: {', '.join(skipped)} (CPU paths)"
 
 
 def load_bench_model(
@@ -210,12 +148,8 @@ def _load_fp32_target(
     return model, name, (c, h, w)
 
 
-def _no_sync() -> None:
-    pass
-
-
 def _calls_per_rep(
-    fn: Callable[[], Any], min_rep_s: float, sync: Callable[[], None] = _no_sync
+    fn: Callable[[], Any], min_rep_s: float, sync: Callable[[], None] = no_sync
 ) -> int:
     """How many calls make one repetition of at least `min_rep_s` seconds (from one timed call)."""
     sync()
@@ -225,7 +159,7 @@ def _calls_per_rep(
     return max(1, int(min_rep_s / max(time.perf_counter() - t0, 1e-6)))
 
 
-def _time_rep(fn: Callable[[], Any], k: int, sync: Callable[[], None] = _no_sync) -> float:
+def _time_rep(fn: Callable[[], Any], k: int, sync: Callable[[], None] = no_sync) -> float:
     # on CUDA calls only queue kernels: wait for the queue before starting and before stopping
     sync()
     t0 = time.perf_counter()
@@ -233,118 +167,6 @@ def _time_rep(fn: Callable[[], Any], k: int, sync: Callable[[], None] = _no_sync
         fn()
     sync()
     return (time.perf_counter() - t0) / k
-
-
-def _sync_for(device: str) -> Callable[[], None]:
-    return (lambda: torch.cuda.synchronize(device)) if policy.is_cuda(device) else _no_sync
-
-
-class _Files:
-    """The ONNX files of one bench run: their metadata read once, the int8 files made here once
-    per form (auto: the form quantize would choose) and kept for every batch size."""
-
-    def __init__(self, tmpdir: str, log: Callable[[str], None] | None) -> None:
-        self.tmpdir = tmpdir
-        self.log = log
-        self._meta: dict[str, dict[str, Any]] = {}
-
-    def meta(self, path: str) -> dict[str, Any]:
-        if path not in self._meta:
-            self._meta[path] = read_onnx(path)[1]
-        return self._meta[path]
-
-    def int8(self, model: nn.Module, x: torch.Tensor, form: str | None) -> str:
-        from .quantize import FORMS, quantize_model
-
-        path = os.path.join(self.tmpdir, f"model.{form or 'auto'}.int8.onnx")
-        if not os.path.exists(path):
-            g = torch.Generator().manual_seed(1)
-            calib = torch.randn((32, *x.shape[1:]), generator=g)
-            check = torch.randn((32, *x.shape[1:]), generator=g)
-            meta = dict(getattr(model, "resnetlab_config", {}) or {})
-            quantize_model(model, meta, calib, path, forms=(form,) if form else FORMS,
-                           check=check, time_batch=x.shape[0], log=self.log)  # fmt: skip
-        return path
-
-
-def _runner(
-    path: str,
-    model: nn.Module | None,
-    x: torch.Tensor,
-    files: _Files,
-    onnx_file: str | None,
-    device: str = "cpu",
-):
-    """(callable on x, precision label, setup seconds, compile seconds or None, int8 form or
-    None) for one path. On CUDA `x` is already on the GPU."""
-    cuda = policy.is_cuda(device)
-    sync = _sync_for(device)
-    t0 = time.perf_counter()
-    if path == "eager-fp32":
-        m = copy.deepcopy(model).to(device) if cuda else model
-
-        def run():
-            with torch.no_grad():
-                return m(x)
-
-        return run, "fp32", 0.0, None, None
-    if path == "eager-bf16":
-        if cuda:  # tensor cores want channels_last; bf16, or fp16 on GPUs without bf16
-            dtype = policy.resolve_precision("auto", device)
-            m = copy.deepcopy(model).to(device, memory_format=torch.channels_last)
-            xc = x.contiguous(memory_format=torch.channels_last)
-
-            def run():
-                with torch.no_grad(), torch.autocast("cuda", dtype=dtype):
-                    return m(xc)
-
-            return run, policy.precision_name(dtype), time.perf_counter() - t0, None, None
-
-        def run():
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-                return model(x)
-
-        return run, "bf16", 0.0, None, None
-    if path in ("fast", "fast-nocompile", "fast-fp32"):
-        # the fast path compiles wherever it can: a benchmark is the large workload that pays
-        # (policy's rule with unbounded work); fast-fp32 is the fast path as a CPU without
-        # native bf16 runs it
-        asked = "off" if path == "fast-nocompile" else "auto"
-        compile_ = policy.resolve_compile(asked, device, macs=math.inf, compiler=compiler_available)
-        precision = "fp32" if path == "fast-fp32" else "auto"
-        fast = prepare_for_inference(model, precision=precision, compile=compile_, device=device)
-        sync()
-        t1 = time.perf_counter()
-        # compiles on the first call; CUDA graphs are recorded on the second and replayed after
-        for _ in range(3 if fast.cuda_graphs else 1):
-            fast(x)
-        sync()
-        t2 = time.perf_counter()
-        compile_s = round(t2 - t1, 2) if fast.compiled else None
-        return (lambda: fast(x)), fast.precision, t2 - t0, compile_s, None
-    if path in ("onnxruntime", "openvino", "openvino-fp32"):
-        runtime = "onnxruntime" if path == "onnxruntime" else "openvino"
-        auto = policy.precision_name(policy.resolve_precision("auto", "cpu"))
-        precision = auto if path == "openvino" else "fp32"
-        if onnx_file is not None and not is_int8(files.meta(onnx_file)):
-            m = OnnxModel(onnx_file, files.meta(onnx_file), runtime=runtime, precision=precision)
-        else:
-            from .onnxmodel import runtime_model
-
-            m = runtime_model(runtime, model, tuple(x.shape[1:]), precision)
-        m(x)
-        return (lambda: m(x)), precision, time.perf_counter() - t0, None, None
-    if path in ("int8", "int8-openvino", *INT8_FORM_PATHS):
-        runtime = "openvino" if path == "int8-openvino" else "onnxruntime"
-        form = INT8_FORM_PATHS.get(path)
-        given = onnx_file if onnx_file is not None and is_int8(files.meta(onnx_file)) else None
-        file = given if form is None and given is not None else files.int8(model, x, form)
-        meta = files.meta(file)
-        m = OnnxModel(file, meta, runtime=runtime)
-        m(x)
-        form = str(meta["quantization"].get("form") or "S8S8")  # files before forms were S8S8
-        return (lambda: m(x)), "int8", time.perf_counter() - t0, None, form
-    raise ResnetlabError(f"unknown bench path {path!r}; use some of {', '.join(PATHS)}")
 
 
 def bench(
@@ -385,7 +207,7 @@ def bench(
     onnx_file = onnx_file or int8_file
     kept = []
     for path in paths:
-        reason = _missing(path)
+        reason = missing(path)
         if reason is None and model is None and (path in TORCH_PATHS or path in INT8_FORM_PATHS
                                                  or onnx_file is None):  # fmt: skip
             reason = f"{path}: skipped (the ONNX file names no resnetlab model to build)"
@@ -404,13 +226,13 @@ def bench(
         model = model.eval()
     rows: list[BenchRow] = []
     threads = torch.get_num_threads()
-    sync = _sync_for(device)
+    sync = sync_for(device)
     gpu = torch.cuda.get_device_name(device) if cuda else None
     cudnn_benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = cuda or cudnn_benchmark
     try:
         with tempfile.TemporaryDirectory(prefix="resnetlab-bench-") as tmpdir:
-            files = _Files(tmpdir, log)
+            files = OnnxFiles(tmpdir, log)
             for b in batch_sizes:
                 x = torch.randn((b, *input_size), generator=torch.Generator().manual_seed(0))
                 rows += _bench_batch(
@@ -435,7 +257,7 @@ def _bench_batch(
     input_size: tuple[int, int, int],
     x: torch.Tensor,
     paths: tuple[str, ...],
-    files: _Files,
+    files: OnnxFiles,
     *,
     repeats: int,
     warmup: int,
@@ -452,7 +274,8 @@ def _bench_batch(
     rows: list[BenchRow] = []
     ready = []
     for path in paths:
-        run, precision, setup_s, compile_s, form = _runner(path, model, x, files, onnx_file, device)
+        ready_path = prepare_path(path, model, x, files, onnx_file, device)
+        run, precision, setup_s, compile_s, form = ready_path
         for _ in range(warmup):
             run()
         k = _calls_per_rep(run, min_rep_s, sync)
@@ -486,7 +309,5 @@ def _bench_batch(
         if log:
             log(f"batch {b} {path}: {row.images_per_s:.1f} images/s, {row.latency_ms:.1f} ms")
     if remember and model is not None:
-        from .backends import record
-
         record(model, input_size, b, candidates)
     return rows
