@@ -82,10 +82,3 @@ def test_create_model_is_the_builder_on_the_looked_up_entry():
     assert isinstance(a, FeatureExtractor) and isinstance(b, FeatureExtractor)
     assert a.resnetlab_config == b.resnetlab_config and a.pretrained_cfg == b.pretrained_cfg
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
-
-
-def test_build_model_by_name_stays_for_callers_that_hold_a_name(lookups):
-    with torch.device("meta"):
-        model = registry.build_model("resnet56", num_classes=3, in_chans=1)
-    assert model.num_classes == 3 and len(lookups) == 1
-    assert factory._blocks_asked("resnet56", {}) == (27, "layers=[9, 9, 9]")

@@ -144,12 +144,12 @@ def _check_architecture(graph: Any, meta: dict[str, Any], source: str) -> None:
     import torch
     from torch import nn
 
-    from ..models.factory import _blocks_asked
-    from ..models.registry import build_model, get_entry
+    from ..models.builder import blocks_asked, build_model_with_cfg
+    from ..models.registry import get_entry
 
     name, options = meta["name"], dict(meta.get("options") or {})
     entry = get_entry(name)
-    blocks, said = _blocks_asked(name, options)
+    blocks, said = blocks_asked(entry, options)
     if blocks > len(graph.node):
         raise ResnetlabError(
             f"{source}: metadata options {said} ask for {blocks} blocks, but the graph has only "
@@ -160,8 +160,8 @@ def _check_architecture(graph: Any, meta: dict[str, Any], source: str) -> None:
         return
     try:
         with torch.device("meta"):
-            skeleton = build_model(
-                name, num_classes=meta.get("num_classes"), in_chans=meta.get("in_chans"), **options
+            skeleton = build_model_with_cfg(
+                entry, num_classes=meta.get("num_classes"), in_chans=meta.get("in_chans"), **options
             )
     except ResnetlabError as e:
         raise ResnetlabError(f"{source}: its metadata names no buildable model ({e})") from None

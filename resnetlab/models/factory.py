@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import ResnetlabError
-from .builder import ModelEntry, Source, Weights, blocks_asked, build_model_with_cfg
+from .builder import ModelEntry, Source, Weights, build_model_with_cfg
 from .pretrained import find_pretrained, split_name
 from .registry import get_entry
 from .weights import read_metadata, read_weights, shipped_tag, weights_file
@@ -91,9 +91,3 @@ def _create(
         return build_model_with_cfg(entry, Weights(source, read_metadata(source.path)), **kwargs)
     state, meta = read_weights(source.path)
     return build_model_with_cfg(entry, Weights(source, meta, state), **kwargs)
-
-
-def _blocks_asked(name: str, options: dict[str, Any]) -> tuple[int, str]:
-    """How many blocks the options ask of model `name` (builder.blocks_asked by name, for
-    infer/onnxfile.py's architecture check)."""
-    return blocks_asked(get_entry(name), options)

@@ -11,10 +11,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from torch import nn
-
 from ..errors import ResnetlabError
-from .builder import ModelEntry, build_model_with_cfg
+from .builder import ModelEntry
 from .resnet import ResNetSpec
 from .weights import shipped_weights
 
@@ -170,9 +168,3 @@ def get_entry(name: str) -> ModelEntry:
     if isinstance(name, str) and _CIFAR_NAME.fullmatch(name):
         hint += f" (CIFAR resnet and plain nets: depth 6n+2, 8, 14, 20, ..., {MAX_CIFAR_DEPTH})"
     raise ResnetlabError(f"unknown model {name!r}{hint}")
-
-
-def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Model `name` with fresh weights: its entry, built (create_model without weights; here for
-    callers that hold only a name, such as infer/onnxfile.py's architecture check)."""
-    return build_model_with_cfg(get_entry(name), **kwargs)
