@@ -1,5 +1,4 @@
-"""Residual blocks and their plain twins: basic and bottleneck, post-activation (2015) and
-pre-activation (2016).
+"""Residual blocks and their plain twins, post-activation (He et al. 2015): basic and bottleneck.
 
 Each block owns its anatomy, so nothing outside it needs to know its layer names:
 - `residual(x)` is the branch F(x), up to the addition;
@@ -10,12 +9,11 @@ Each block owns its anatomy, so nothing outside it needs to know its layer names
 - `response_pairs()` lists each 3x3 conv with the BN whose output is its response in Figure 7 of
   the 2015 paper (after BN, before the ReLU or the addition; pre-activation blocks have none).
 
-A plain twin is its own class with the same layers, names and initialisation, and no shortcut:
-its `shortcut` is None (not a method), its forward has no addition. `forward` reads top to bottom
-and carries no family branch: y = relu(F(x) + shortcut(x)) after the 2015 paper, F(x) +
-shortcut(x) after the 2016 one. Module names follow torchvision (conv1, bn1, ..., downsample), so
-weight files interchange; the shortcut is registered first, as it always was here, which keeps
-the order of every state dict and of the seeded initialisation.
+A class here is its layers (`_BasicLayers`, `_BottleneckLayers`: constructor, branch, pairs) and
+its end from models/anatomy.py, written once for every block: `Residual` + `PostActivation`, y =
+relu(F(x) + shortcut(x)), or `PlainPostActivation`, the plain twin, y = relu(F(x)) with `shortcut`
+None. So forward reads top to bottom and carries no family branch. Module names follow
+torchvision (conv1, bn1, ..., downsample), so weight files interchange.
 """
 
 from __future__ import annotations
@@ -23,26 +21,32 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import conv1x1, conv3x3, make_shortcut, maybe_drop_path, maybe_dropout
-
-Pairs = list[tuple[nn.Module, nn.Module]]
-
-
-def projection_pairs(downsample: nn.Module | None) -> Pairs:
-    """The (conv, BN) pair of a projection shortcut (options B and C, post-activation); else []."""
-    if isinstance(downsample, nn.Sequential) and len(downsample) == 2:
-        return [(downsample[0], downsample[1])]
-    return []
+from .anatomy import (
+    Pairs,
+    PlainPostActivation,
+    PostActivation,
+    Residual,
+    bottleneck_geometry,
+    projection_pairs,
+)
+from .layers import conv1x1, conv3x3, maybe_dropout
 
 
 class _BasicLayers(nn.Module):
-    """A post-activation basic block's layers and its branch F(x)."""
+    """A post-activation basic block's layers and its branch F(x): two 3x3 convs."""
 
     expansion = 1
-    preact = False
 
     def __init__(
-        self, cin, planes, stride, downsample, dilation, first_dilation, drop_rate
+        self,
+        cin: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        dilation: int = 1,
+        first_dilation: int | None = None,
+        drop_rate: float = 0.0,
+        downsample: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.downsample = downsample
@@ -77,79 +81,28 @@ class _BasicLayers(nn.Module):
         nn.init.zeros_(self.bn2.weight)
 
 
-class BasicBlock(_BasicLayers):
-    """Two 3x3 convs plus the shortcut: y = relu(F(x) + shortcut(x))."""
-
-    plain = False
-
-    def __init__(
-        self,
-        cin: int,
-        planes: int,
-        stride: int = 1,
-        *,
-        shortcut: str = "B",
-        dilation: int = 1,
-        first_dilation: int | None = None,
-        drop_rate: float = 0.0,
-        drop_path: float = 0.0,
-    ) -> None:
-        downsample = make_shortcut(shortcut, cin, planes, stride)
-        super().__init__(cin, planes, stride, downsample, dilation, first_dilation, drop_rate)
-        self.drop_path = maybe_drop_path(drop_path)
-
-    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        """x, or its projection where the shape changes."""
-        return x if self.downsample is None else self.downsample(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.residual(x)
-        out = self.drop_path(out)
-        out = out + self.shortcut(x)
-        out = self.relu(out)
-        return out
-
-
-class PlainBasicBlock(_BasicLayers):
-    """BasicBlock's twin without the shortcut: y = relu(F(x))."""
-
-    plain = True
-    shortcut = None
-
-    def __init__(
-        self,
-        cin: int,
-        planes: int,
-        stride: int = 1,
-        *,
-        dilation: int = 1,
-        first_dilation: int | None = None,
-        drop_rate: float = 0.0,
-    ) -> None:
-        super().__init__(cin, planes, stride, None, dilation, first_dilation, drop_rate)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.residual(x)
-        out = self.relu(out)
-        return out
-
-
 class _BottleneckLayers(nn.Module):
-    """A post-activation bottleneck's layers: 1x1 reduce, 3x3, 1x1 expand (x4), and F(x).
-
-    The stride sits on the 3x3 ("v1.5", torchvision's) unless stride_in_1x1 (the 2015 paper)."""
+    """A post-activation bottleneck's layers: 1x1 reduce, 3x3, 1x1 expand (x4), and F(x)."""
 
     expansion = 4
-    preact = False
 
     def __init__(
-        self, cin, planes, stride, downsample, groups, base_width, stride_in_1x1, dilation,
-        first_dilation, drop_rate,
-    ) -> None:  # fmt: skip
+        self,
+        cin: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        groups: int = 1,
+        base_width: int = 64,
+        stride_in_1x1: bool = False,
+        dilation: int = 1,
+        first_dilation: int | None = None,
+        drop_rate: float = 0.0,
+        downsample: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         cout = planes * self.expansion
-        width = int(planes * (base_width / 64.0)) * groups  # wide ResNets and ResNeXt widen this
-        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        width, s1, s3 = bottleneck_geometry(planes, stride, groups, base_width, stride_in_1x1)
         self.downsample = downsample
         self.drop = maybe_dropout(drop_rate)
         self.conv1 = conv1x1(cin, width, s1)
@@ -192,66 +145,17 @@ class _BottleneckLayers(nn.Module):
         nn.init.zeros_(self.bn3.weight)
 
 
-class Bottleneck(_BottleneckLayers):
+class BasicBlock(Residual, PostActivation, _BasicLayers):
+    """Two 3x3 convs plus the shortcut: y = relu(F(x) + shortcut(x))."""
+
+
+class PlainBasicBlock(PlainPostActivation, _BasicLayers):
+    """BasicBlock's twin without the shortcut: y = relu(F(x))."""
+
+
+class Bottleneck(Residual, PostActivation, _BottleneckLayers):
     """1x1 reduce, 3x3, 1x1 expand (x4), plus the shortcut: y = relu(F(x) + shortcut(x))."""
 
-    plain = False
 
-    def __init__(
-        self,
-        cin: int,
-        planes: int,
-        stride: int = 1,
-        *,
-        shortcut: str = "B",
-        groups: int = 1,
-        base_width: int = 64,
-        stride_in_1x1: bool = False,
-        dilation: int = 1,
-        first_dilation: int | None = None,
-        drop_rate: float = 0.0,
-        drop_path: float = 0.0,
-    ) -> None:
-        downsample = make_shortcut(shortcut, cin, planes * self.expansion, stride)
-        super().__init__(cin, planes, stride, downsample, groups, base_width, stride_in_1x1,
-                         dilation, first_dilation, drop_rate)  # fmt: skip
-        self.drop_path = maybe_drop_path(drop_path)
-
-    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        """x, or its projection where the shape changes."""
-        return x if self.downsample is None else self.downsample(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.residual(x)
-        out = self.drop_path(out)
-        out = out + self.shortcut(x)
-        out = self.relu(out)
-        return out
-
-
-class PlainBottleneck(_BottleneckLayers):
+class PlainBottleneck(PlainPostActivation, _BottleneckLayers):
     """Bottleneck's twin without the shortcut: y = relu(F(x))."""
-
-    plain = True
-    shortcut = None
-
-    def __init__(
-        self,
-        cin: int,
-        planes: int,
-        stride: int = 1,
-        *,
-        groups: int = 1,
-        base_width: int = 64,
-        stride_in_1x1: bool = False,
-        dilation: int = 1,
-        first_dilation: int | None = None,
-        drop_rate: float = 0.0,
-    ) -> None:
-        super().__init__(cin, planes, stride, None, groups, base_width, stride_in_1x1,
-                         dilation, first_dilation, drop_rate)  # fmt: skip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.residual(x)
-        out = self.relu(out)
-        return out

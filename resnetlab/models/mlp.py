@@ -2,7 +2,8 @@
 
 The blocks have the anatomy of the conv blocks (models/blocks.py): `residual(x)`, `shortcut(x)`
 (the identity; None on the plain twin, a class of its own), `conv_bn_pairs()` with Linear layers
-in place of convs, and no Figure 7 responses.
+in place of convs, and no Figure 7 responses. Their ends are the post-activation blocks' (models/
+anatomy.py): y = relu(F(x) + x), and y = relu(F(x)) for the plain twin.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ResnetlabError
+from .anatomy import Pairs, PlainPostActivation, PostActivation
 from .features import FeatureInfo, Indices, take_indices
 from .head import ClassifierHead
 from .layers import maybe_drop_path, maybe_dropout
@@ -19,10 +21,9 @@ from .layers import maybe_drop_path, maybe_dropout
 class _MLPLayers(nn.Module):
     """An MLP block's layers and its branch F(x) = bn2(fc2(relu(bn1(fc1(x)))))."""
 
-    preact = False
-
     def __init__(self, width: int) -> None:
         super().__init__()
+        self.downsample = None  # every block keeps the width: the shortcut is the identity
         self.fc1 = nn.Linear(width, width, bias=False)
         self.bn1 = nn.BatchNorm1d(width)
         self.fc2 = nn.Linear(width, width, bias=False)
@@ -39,11 +40,11 @@ class _MLPLayers(nn.Module):
         out = self.bn2(out)
         return out
 
-    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+    def conv_bn_pairs(self) -> Pairs:
         """(layer, BN) pairs in forward order: fc1 and bn1, fc2 and bn2."""
         return [(self.fc1, self.bn1), (self.fc2, self.bn2)]
 
-    def response_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+    def response_pairs(self) -> Pairs:
         """None: Figure 7 measures 3x3 convs."""
         return []
 
@@ -52,37 +53,16 @@ class _MLPLayers(nn.Module):
         nn.init.zeros_(self.bn2.weight)
 
 
-class MLPBlock(_MLPLayers):
+class MLPBlock(PostActivation, _MLPLayers):
     """Linear-BN-ReLU-Linear-BN plus the identity, then ReLU: the basic block with 1x1 'convs'."""
-
-    plain = False
 
     def __init__(self, width: int, *, drop_path: float = 0.0) -> None:
         super().__init__(width)
         self.drop_path = maybe_drop_path(drop_path)
 
-    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        """The identity: every block keeps the width."""
-        return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.residual(x)
-        out = self.drop_path(out)
-        out = out + self.shortcut(x)
-        out = self.relu(out)
-        return out
-
-
-class PlainMLPBlock(_MLPLayers):
+class PlainMLPBlock(PlainPostActivation, _MLPLayers):
     """MLPBlock's twin without the shortcut: y = relu(F(x))."""
-
-    plain = True
-    shortcut = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.residual(x)
-        out = self.relu(out)
-        return out
 
 
 class ResidualMLP(ClassifierHead):
@@ -138,11 +118,11 @@ class ResidualMLP(ClassifierHead):
             for b in self.blocks:
                 b.zero_init_last()
 
-    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+    def conv_bn_pairs(self) -> Pairs:
         """The stem's (Linear, BN) pair; blocks give theirs."""
         return [(self.stem[0], self.stem[1])]
 
-    def response_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+    def response_pairs(self) -> Pairs:
         """None: Figure 7 measures 3x3 convs."""
         return []
 

@@ -8,7 +8,9 @@ the 2016 paper's code does; so a projection here carries no BN of its own). The 
 A carry the raw input. `residual` and `shortcut` take that normalised input as `pre` when the
 caller has it, so forward computes it once. bn1 normalises the block's input and follows no conv
 inside the block: it is in no (conv, BN) pair. The 3x3 outputs reach the addition (or the next
-block) un-normalised, so these blocks have no Figure 7 responses.
+block) un-normalised, so these blocks have no Figure 7 responses. A class here is its layers and
+its end from models/anatomy.py: `Residual` + `PreActivation` (y = F(x) + shortcut(x)) or
+`PlainPreActivation` (y = F(x)).
 """
 
 from __future__ import annotations
@@ -16,18 +18,39 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import Pairs
-from .layers import PadShortcut, conv1x1, conv3x3, make_shortcut, maybe_drop_path, maybe_dropout
+from .anatomy import Pairs, PlainPreActivation, PreActivation, Residual, bottleneck_geometry
+from .layers import conv1x1, conv3x3, maybe_dropout
 
 
-class _PreActBasicLayers(nn.Module):
-    """A pre-activation basic block's layers, its normalised input and its branch F(x)."""
+class _PreActLayers(nn.Module):
+    """What both pre-activation layouts share: the normalised input and no Figure 7 responses."""
+
+    def preactivate(self, x: torch.Tensor) -> torch.Tensor:
+        """relu(bn1(x)): the normalised input that the branch and a projection read."""
+        out = self.bn1(x)
+        out = self.relu(out)
+        return out
+
+    def response_pairs(self) -> Pairs:
+        """None: the 3x3 outputs reach the addition (or the next 1x1) un-normalised."""
+        return []
+
+
+class _PreActBasicLayers(_PreActLayers):
+    """A pre-activation basic block's layers and its branch F(x)."""
 
     expansion = 1
-    preact = True
 
     def __init__(
-        self, cin, planes, stride, downsample, dilation, first_dilation, drop_rate
+        self,
+        cin: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        dilation: int = 1,
+        first_dilation: int | None = None,
+        drop_rate: float = 0.0,
+        downsample: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.downsample = downsample
@@ -38,12 +61,6 @@ class _PreActBasicLayers(nn.Module):
         self.conv2 = conv3x3(planes, planes, dilation=dilation)
         self.relu = nn.ReLU(inplace=True)
         self.stride, self.in_channels, self.out_channels = stride, cin, planes
-
-    def preactivate(self, x: torch.Tensor) -> torch.Tensor:
-        """relu(bn1(x)): the normalised input that the branch and a projection read."""
-        out = self.bn1(x)
-        out = self.relu(out)
-        return out
 
     def residual(self, x: torch.Tensor, pre: torch.Tensor | None = None) -> torch.Tensor:
         """F(x) = conv2(relu(bn2(conv1(relu(bn1(x)))))); `pre`: relu(bn1(x)) if computed."""
@@ -59,29 +76,33 @@ class _PreActBasicLayers(nn.Module):
         """The (conv, BN) pair inside the block: conv1 and bn2."""
         return [(self.conv1, self.bn2)]
 
-    def response_pairs(self) -> Pairs:
-        """None: the 3x3 outputs reach the addition un-normalised."""
-        return []
-
     def zero_init_last(self) -> None:
         """Zero the last conv: the branch starts as 0."""
         nn.init.zeros_(self.conv2.weight)
 
 
-class _PreActBottleneckLayers(nn.Module):
-    """A pre-activation bottleneck's layers, its normalised input and its branch F(x)."""
+class _PreActBottleneckLayers(_PreActLayers):
+    """A pre-activation bottleneck's layers and its branch F(x)."""
 
     expansion = 4
-    preact = True
 
     def __init__(
-        self, cin, planes, stride, downsample, groups, base_width, stride_in_1x1, dilation,
-        first_dilation, drop_rate,
-    ) -> None:  # fmt: skip
+        self,
+        cin: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        groups: int = 1,
+        base_width: int = 64,
+        stride_in_1x1: bool = False,
+        dilation: int = 1,
+        first_dilation: int | None = None,
+        drop_rate: float = 0.0,
+        downsample: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         cout = planes * self.expansion
-        width = int(planes * (base_width / 64.0)) * groups
-        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        width, s1, s3 = bottleneck_geometry(planes, stride, groups, base_width, stride_in_1x1)
         self.downsample = downsample
         self.drop = maybe_dropout(drop_rate)
         self.bn1 = nn.BatchNorm2d(cin)
@@ -92,12 +113,6 @@ class _PreActBottleneckLayers(nn.Module):
         self.conv3 = conv1x1(width, cout)
         self.relu = nn.ReLU(inplace=True)
         self.stride, self.in_channels, self.out_channels = stride, cin, cout
-
-    def preactivate(self, x: torch.Tensor) -> torch.Tensor:
-        """relu(bn1(x)): the normalised input that the branch and a projection read."""
-        out = self.bn1(x)
-        out = self.relu(out)
-        return out
 
     def residual(self, x: torch.Tensor, pre: torch.Tensor | None = None) -> torch.Tensor:
         """F(x): BN-ReLU-1x1, BN-ReLU-3x3, BN-ReLU-1x1; `pre`: relu(bn1(x)) if computed."""
@@ -116,138 +131,22 @@ class _PreActBottleneckLayers(nn.Module):
         """The (conv, BN) pairs inside the block: conv1 and bn2, conv2 and bn3."""
         return [(self.conv1, self.bn2), (self.conv2, self.bn3)]
 
-    def response_pairs(self) -> Pairs:
-        """None: the 3x3 output is normalised only as the next 1x1's input."""
-        return []
-
     def zero_init_last(self) -> None:
         """Zero the last conv: the branch starts as 0."""
         nn.init.zeros_(self.conv3.weight)
 
 
-def _shortcut(block: nn.Module, x: torch.Tensor, pre: torch.Tensor | None) -> torch.Tensor:
-    if block.downsample is None:
-        return x
-    if isinstance(block.downsample, PadShortcut):  # option A: the raw input, subsampled and padded
-        return block.downsample(x)
-    return block.downsample(block.preactivate(x) if pre is None else pre)
-
-
-class PreActBasicBlock(_PreActBasicLayers):
+class PreActBasicBlock(Residual, PreActivation, _PreActBasicLayers):
     """BN -> ReLU -> 3x3 -> BN -> ReLU -> 3x3, plus the shortcut: y = F(x) + shortcut(x)."""
 
-    plain = False
 
-    def __init__(
-        self,
-        cin: int,
-        planes: int,
-        stride: int = 1,
-        *,
-        shortcut: str = "B",
-        dilation: int = 1,
-        first_dilation: int | None = None,
-        drop_rate: float = 0.0,
-        drop_path: float = 0.0,
-    ) -> None:
-        downsample = make_shortcut(shortcut, cin, planes, stride, norm=False)
-        super().__init__(cin, planes, stride, downsample, dilation, first_dilation, drop_rate)
-        self.drop_path = maybe_drop_path(drop_path)
-
-    def shortcut(self, x: torch.Tensor, pre: torch.Tensor | None = None) -> torch.Tensor:
-        """x; option A's pad of x; or the projection of relu(bn1(x)) (`pre` if computed)."""
-        return _shortcut(self, x, pre)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.preactivate(x)
-        out = self.residual(x, pre)
-        out = self.drop_path(out)
-        out = out + self.shortcut(x, pre)
-        return out
-
-
-class PlainPreActBasicBlock(_PreActBasicLayers):
+class PlainPreActBasicBlock(PlainPreActivation, _PreActBasicLayers):
     """PreActBasicBlock's twin without the shortcut: y = F(x)."""
 
-    plain = True
-    shortcut = None
 
-    def __init__(
-        self,
-        cin: int,
-        planes: int,
-        stride: int = 1,
-        *,
-        dilation: int = 1,
-        first_dilation: int | None = None,
-        drop_rate: float = 0.0,
-    ) -> None:
-        super().__init__(cin, planes, stride, None, dilation, first_dilation, drop_rate)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.residual(x)
-        return out
-
-
-class PreActBottleneck(_PreActBottleneckLayers):
+class PreActBottleneck(Residual, PreActivation, _PreActBottleneckLayers):
     """BN -> ReLU -> 1x1, BN -> ReLU -> 3x3, BN -> ReLU -> 1x1 (x4), plus the shortcut."""
 
-    plain = False
 
-    def __init__(
-        self,
-        cin: int,
-        planes: int,
-        stride: int = 1,
-        *,
-        shortcut: str = "B",
-        groups: int = 1,
-        base_width: int = 64,
-        stride_in_1x1: bool = False,
-        dilation: int = 1,
-        first_dilation: int | None = None,
-        drop_rate: float = 0.0,
-        drop_path: float = 0.0,
-    ) -> None:
-        downsample = make_shortcut(shortcut, cin, planes * self.expansion, stride, norm=False)
-        super().__init__(cin, planes, stride, downsample, groups, base_width, stride_in_1x1,
-                         dilation, first_dilation, drop_rate)  # fmt: skip
-        self.drop_path = maybe_drop_path(drop_path)
-
-    def shortcut(self, x: torch.Tensor, pre: torch.Tensor | None = None) -> torch.Tensor:
-        """x; option A's pad of x; or the projection of relu(bn1(x)) (`pre` if computed)."""
-        return _shortcut(self, x, pre)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.preactivate(x)
-        out = self.residual(x, pre)
-        out = self.drop_path(out)
-        out = out + self.shortcut(x, pre)
-        return out
-
-
-class PlainPreActBottleneck(_PreActBottleneckLayers):
+class PlainPreActBottleneck(PlainPreActivation, _PreActBottleneckLayers):
     """PreActBottleneck's twin without the shortcut: y = F(x)."""
-
-    plain = True
-    shortcut = None
-
-    def __init__(
-        self,
-        cin: int,
-        planes: int,
-        stride: int = 1,
-        *,
-        groups: int = 1,
-        base_width: int = 64,
-        stride_in_1x1: bool = False,
-        dilation: int = 1,
-        first_dilation: int | None = None,
-        drop_rate: float = 0.0,
-    ) -> None:
-        super().__init__(cin, planes, stride, None, groups, base_width, stride_in_1x1,
-                         dilation, first_dilation, drop_rate)  # fmt: skip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.residual(x)
-        return out

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ..errors import ResnetlabError
-from .blocks import BasicBlock, Bottleneck, Pairs, PlainBasicBlock, PlainBottleneck
+from .anatomy import Pairs
+from .blocks import BasicBlock, Bottleneck, PlainBasicBlock, PlainBottleneck
 from .features import FeatureInfo, Indices, take_indices
 from .head import ClassifierHead, GlobalPool, check_pool
 from .layers import maybe_dropout
