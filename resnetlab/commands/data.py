@@ -33,24 +33,23 @@ def _fraction(text: str) -> float:
     return v
 
 
-def _seed(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if not 0 <= v < 2**32:  # what numpy's generators take
-        raise argparse.ArgumentTypeError(f"expected a whole number in [0, 2**32), got {text!r}")
-    return v
+def _whole(low: int, high: float, expected: str):
+    """An argparse type: a whole number in [low, high), else `expected` in the message."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = low - 1
+        if not low <= v < high:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return v
+
+    return parse
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return v
+_seed = _whole(0, 2**32, "a whole number in [0, 2**32)")  # what numpy's generators take
+_positive = _whole(1, math.inf, "a positive whole number")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -145,6 +144,16 @@ def _text(info: dict) -> str:
     return "\n".join(lines)
 
 
+def _report_skipped(skipped: list) -> None:
+    """One line on stderr for the unreadable image files passed over, if any."""
+    if skipped:
+        print(
+            f"resnetlab data: skipped {len(skipped)} unreadable image file(s); "
+            f"first: {one_line(skipped[0])}",
+            file=sys.stderr,
+        )
+
+
 def run_info(args: argparse.Namespace) -> int:
     """Print what a data source holds."""
     from ..data.sources import read_source
@@ -158,12 +167,7 @@ def run_info(args: argparse.Namespace) -> int:
         mode=args.mode,
         test_fraction=args.test_fraction,
     )
-    if skipped:
-        print(
-            f"resnetlab data: skipped {len(skipped)} unreadable image file(s); "
-            f"first: {one_line(skipped[0])}",
-            file=sys.stderr,
-        )
+    _report_skipped(skipped)
     info = describe(splits, len(skipped))
     print(json.dumps(info, indent=1) if args.json else _text(info))
     return 0
@@ -197,12 +201,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    if meta["skipped"]:
-        print(
-            f"resnetlab data: skipped {meta['skipped']} unreadable image file(s); "
-            f"first: {one_line(meta['skipped_files'][0])}",
-            file=sys.stderr,
-        )
+    _report_skipped(meta["skipped_files"])
     sizes = ", ".join(f"{k} {b - a}" for k, (a, b) in meta["splits"].items())
     n, c, h, w = meta["shape"]
     print(f"wrote {args.out}: {n} images ({sizes}), {c}x{h}x{w}, {len(meta['classes'])} classes")

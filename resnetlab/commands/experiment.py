@@ -179,6 +179,29 @@ def _machine() -> str:
     return machine_line()
 
 
+def _machine_settings(args: argparse.Namespace) -> dict:
+    """A study config's settings from `_machine_flags` and --compile."""
+    return dict(
+        precision=args.precision,
+        compile="on" if args.compile else "off",
+        device=args.device,
+        threads=args.threads,
+        workers=args.workers,
+        ray=args.ray,
+    )
+
+
+def _timed_study(run, config, name: str) -> int:
+    """Run a study, then say how long it took and where its figure, table and JSON are."""
+    t0 = time.time()
+    run(config)
+    print(
+        f"study done in {(time.time() - t0) / 60:.1f} min ({_machine()}) -> "
+        f"{config.out}/{name}.png, .md, .json"
+    )
+    return 0
+
+
 def run_degradation(args: argparse.Namespace) -> int:
     """`resnetlab experiment degradation`."""
     from ..experiments.degradation import DegradationConfig, run_study
@@ -198,20 +221,9 @@ def run_degradation(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         log_every=args.log_every,
-        precision=args.precision,
-        compile="on" if args.compile else "off",
-        device=args.device,
-        threads=args.threads,
-        workers=args.workers,
-        ray=args.ray,
+        **_machine_settings(args),
     )
-    t0 = time.time()
-    run_study(dc)
-    print(
-        f"study done in {(time.time() - t0) / 60:.1f} min ({_machine()}) -> "
-        f"{args.out}/degradation.png, .md, .json"
-    )
-    return 0
+    return _timed_study(run_study, dc, "degradation")
 
 
 def run_overfitting(args: argparse.Namespace) -> int:
@@ -236,20 +248,9 @@ def run_overfitting(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         batch_size=args.batch_size,
         lr=args.lr,
-        precision=args.precision,
-        compile="on" if args.compile else "off",
-        device=args.device,
-        threads=args.threads,
-        workers=args.workers,
-        ray=args.ray,
+        **_machine_settings(args),
     )
-    t0 = time.time()
-    run(oc)
-    print(
-        f"study done in {(time.time() - t0) / 60:.1f} min ({_machine()}) -> "
-        f"{args.out}/overfitting.png, .md, .json"
-    )
-    return 0
+    return _timed_study(run, oc, "overfitting")
 
 
 def run_gradients(args: argparse.Namespace) -> int:
