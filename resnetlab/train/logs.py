@@ -236,6 +236,11 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
+def say(text: str) -> None:
+    """Print a line of the run's log (callers print on rank 0 only)."""
+    print(text, flush=True)
+
+
 def warn(text: str) -> None:
     """One warning line on stderr (printed even with quiet: it says the run may not do what the
     user expects)."""

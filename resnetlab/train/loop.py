@@ -4,8 +4,8 @@
 `fit(model, train_data, val_data=None, **settings)` runs the same trainer on a model object the
 caller holds (trained in place) and data in memory, a name or a path, and returns a FitResult.
 Both check the settings once (config.check_config), then `train_model` locks the run's folder,
-joins the torchrun group if there is one and runs the Trainer (trainer.py), which reads top to
-bottom: set-up, epochs, evaluation, checkpoints.
+joins the torchrun group if there is one, sets the Trainer up (setup.py) and runs it (trainer.py,
+which reads top to bottom: epochs, evaluation, checkpoints).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from .callbacks import check_callbacks
 from .config import TrainConfig, check_config
 from .rundata import IN_MEMORY, as_splits, is_folder_source
 from .rundir import BEST_WEIGHTS, LAST_WEIGHTS, remove_stale_temporaries, run_lock
+from .setup import set_up
 from .trainer import Trainer
 
 
@@ -194,7 +195,7 @@ def _train(cfg, splits, resume, callbacks, model) -> Trainer:
         with run_lock(Path(cfg.out)) if info.is_main else contextlib.nullcontext():
             if info.is_main:
                 remove_stale_temporaries(Path(cfg.out))
-            trainer = Trainer.set_up(cfg, splits, resume, info, model, callbacks, t_start)
+            trainer = set_up(cfg, splits, resume, info, model, callbacks, t_start)
             trainer.run()
             return trainer
     finally:

@@ -1,4 +1,4 @@
-"""The set-up's steps, in the order `Trainer.set_up` (trainer.py) takes them.
+"""The set-up: `set_up` makes a checked run's Trainer (trainer.py) in named steps, defined below it.
 
 Each step is one decision of the run, given what the steps before it made: the checkpoint to
 resume, whether the data can be trained on, the model and its normalisation, the loaders, and the
@@ -9,6 +9,9 @@ compilation, threads and where the training images live are not decided here: th
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -19,19 +22,121 @@ from ..data.loader import BatchLoader
 from ..data.normalise import compute_mean_std
 from ..data.split import stratified_holdout
 from ..errors import ResnetlabError
-from ..models import read_metadata
+from ..models import get_entry, read_metadata
 from ..models.factory import model_for_data
 from ..policy import Plan, Settings, apply, resolve
 from . import checkpoint as ckpt
+from . import distributed, logs
+from . import resume as resuming
+from .callbacks import EpochState
 from .config import TrainConfig
 from .distributed import DistInfo
-from .finetune import check_model_fits, head_follows_classes, param_groups, weights_norm
-from .recipes import Recipe
+from .finetune import (
+    check_model_fits,
+    freeze,
+    head_follows_classes,
+    init_from,
+    param_groups,
+    weights_norm,
+)
+from .recipes import Recipe, auto_recipe, get_recipe, too_few_steps
+from .report import describe_run
 from .resume import check_same_folder, run_folder
+from .rundata import run_splits
+from .rundir import clear_run
 from .state import RunState
-from .step import EMA, Schedule, fused_sgd
+from .step import EMA, Schedule, TrainStep, fused_sgd
+from .trainer import READ_EVERY, Trainer
 
 EVAL_BATCH = 500
+
+
+def set_up(
+    cfg: TrainConfig,
+    splits: Any,
+    resume: str | None,
+    info: DistInfo,
+    model: nn.Module | None = None,
+    callbacks: Sequence[Any] = (),
+    t_start: float = 0.0,
+) -> Trainer:
+    """The run's parts, restored from the run's checkpoint when resuming; `model`: a ready
+    model to train in place instead of a fresh one of cfg.model."""
+    weights_ck, state_ck = checkpoint_to_resume(cfg, resume)
+    fresh = state_ck is None
+    cfg = replace(cfg, recipe=auto_recipe(cfg.recipe, info.device, cfg.batch_size))
+    recipe = get_recipe(cfg.recipe, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                        weight_decay=cfg.weight_decay)  # fmt: skip
+    if not cfg.augment:
+        recipe = replace(recipe, pad=0, flip=False, erase=0.0)
+    # settings given again: applied from the next step and recorded, or refused in one line
+    changes = [] if fresh else resuming.setting_changes(state_ck, cfg, recipe, resume)
+    entry = get_entry(cfg.model)  # an unknown name fails before the data is read
+    splits = run_splits(cfg, splits)
+    fingerprint = resuming.data_fingerprint(splits)
+    if not fresh:
+        resuming.check_data(state_ck, fingerprint, resume, say=info.is_main)
+    check_trainable(cfg, splits, recipe, info)
+
+    torch.manual_seed(cfg.seed)
+    user_model, mean, std, note = build_model(cfg, entry, splits, model, fresh=fresh)
+    model = distributed.convert_sync_bn(user_model, info, cfg.sync_bn)
+    if cfg.init_from and fresh:
+        note = init_from(model, cfg.init_from, splits.train.classes)
+    frozen = freeze(model, cfg.freeze)
+    plan = plan_run(cfg, recipe, entry, splits, info)  # resolved once, and applied
+    if plan.threads is not None:  # kept in the checkpoint: a resumed run uses as many
+        cfg = replace(cfg, threads=plan.threads)
+    model.to(plan.device)
+    if plan.channels_last:
+        model.to(memory_format=torch.channels_last)
+    train, every, part = make_loaders(cfg, recipe, splits, plan, info, mean, std)
+
+    state = new_state(cfg, recipe, model, entry.depth, plan, recipe.epochs * len(train))
+    state.data_fingerprint = fingerprint
+    if not fresh:
+        resuming.check_position((state_ck.get("loader") or {}).get("batch", 0), len(train), resume)
+        state.restore(weights_ck, state_ck, resume)
+        state.changes.extend(changes)
+    net = distributed.wrap(model, info, sync_bn=cfg.sync_bn)
+    loss = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    step_fn = TrainStep(net, state.optimizer, loss, device=plan.device, dtype=plan.dtype,
+                        compiled=plan.compiled, world_size=info.world_size,
+                        scaler=state.scaler)  # fmt: skip
+    meta = {"classes": list(splits.train.classes), "input_size": list(splits.train.image_shape),
+            "mean": list(mean), "std": list(std), "dataset": splits.name,
+            "tta": recipe.tta_flip}  # fmt: skip
+    events = EpochState(epochs=recipe.epochs, model=model, has_test="test" in every,
+                        has_val="val" in every, epoch=state.epoch, step=state.step,
+                        history=state.history)  # fmt: skip
+    trainer = Trainer(
+        cfg=cfg, plan=plan, info=info, recipe=recipe, splits=splits, meta=meta, model=model,
+        user_model=user_model, net=net, frozen=frozen, train_loader=train, eval_loaders=every,
+        epoch_loaders=part, step_fn=step_fn, state=state,
+        events=events, t_start=t_start, note_init=note, changes=changes,
+        read_every=READ_EVERY.get(torch.device(plan.device).type, 1),
+        last_checkpoint=time.time(),
+    )  # fmt: skip
+    begin(trainer, resume, list(callbacks))
+    return trainer
+
+
+def begin(t: Trainer, resume: str | None, callbacks: list[Any]) -> None:
+    """Clear an earlier run's files from a fresh run's folder, add the logs' callbacks and
+    say what the run is (rank 0)."""
+    t.callbacks = callbacks
+    if not t.info.is_main:
+        return
+    if resume is None:  # a fresh run leaves nothing of an earlier one
+        clear_run(t.out)  # (the command line asks for --overwrite first)
+    t.callbacks = [*logs.log_callbacks(t.cfg.log, t.out), *callbacks]
+    t.out.mkdir(parents=True, exist_ok=True)
+    for line in describe_run(t, resume) if not t.cfg.quiet else []:
+        logs.say(line)
+    # a fine-tune starts from trained weights: a short schedule is its normal case
+    short = too_few_steps(t.recipe, t.steps_per_epoch)
+    if short and resume is None and not t.cfg.init_from:
+        logs.warn(short)
 
 
 def checkpoint_to_resume(cfg: TrainConfig, resume: str | None) -> tuple[Any, Any]:

@@ -1,13 +1,13 @@
 """The trainer: one run, read top to bottom (nanoGPT's train.py and airbench are the models).
 
-`Trainer.set_up` makes a checked run's parts in named steps (each in setup.py): the checkpoint to
-resume, the recipe, the data, the model, the Plan (policy.resolve: device, precision,
-channels_last, compile, threads, data on the device), the loaders, the optimiser and the state.
-`run` then trains epoch by epoch: `train_epoch` (one step is this file, step.py and
-data/loader.py), `evaluate_epoch`, `log_epoch`, the callbacks, `save_checkpoint`; `finish` writes
-the summary (report.py). Everything the run holds is a typed field of the Trainer; what a
-checkpoint keeps is its RunState (state.py), so a resumed run replays exactly what an
-uninterrupted one computes. loop.py is the way in: fit checks the settings, locks the folder.
+setup.py's `set_up` makes a checked run's Trainer in named steps: the checkpoint to resume, the
+recipe, the data, the model, the Plan (policy.resolve: device, precision, channels_last, compile,
+threads, data on the device), the loaders, the optimiser and the state. `run` (this file) then
+trains epoch by epoch: `train_epoch` (one step is this file, step.py and data/loader.py),
+`evaluate_epoch`, `log_epoch`, the callbacks, `save_checkpoint`; `finish` writes the summary
+(report.py). Everything the run holds is a typed field of the Trainer; what a checkpoint keeps is
+its RunState (state.py), so a resumed run replays exactly what an uninterrupted one computes.
+loop.py is the way in: fit checks the settings, locks the folder, calls set_up, then run.
 
 Nothing inside an epoch waits for the device: the step keeps its tallies there, and the trainer
 reads them every `read_every` steps (every step on a CPU, where reading is free), at log and
@@ -22,29 +22,27 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..data import DataSplits
 from ..data.loader import BatchLoader
-from ..models import get_entry, save_weights
+from ..models import save_weights
 from ..policy import Plan
 from . import checkpoint as ckpt
-from . import distributed, logs, setup
+from . import distributed, logs
 from . import resume as resuming
 from .callbacks import EpochState, call
 from .config import TrainConfig
 from .evaluate import EvalResult, evaluate_splits
-from .finetune import describe_trained, freeze, init_from
+from .finetune import describe_trained
 from .logs import Progress
-from .recipes import Recipe, auto_recipe, get_recipe, too_few_steps
-from .report import describe_run, epoch_row, last_line, run_summary, selection_err
-from .rundata import run_splits
-from .rundir import BEST_WEIGHTS, LAST_WEIGHTS, Interrupted, clear_run, stop_on_signals
+from .recipes import Recipe
+from .report import epoch_row, last_line, run_summary, selection_err
+from .rundir import BEST_WEIGHTS, LAST_WEIGHTS, Interrupted, stop_on_signals
 from .state import RunState
 from .step import NonFiniteLoss, Tally, TrainStep
 
@@ -114,90 +112,6 @@ class Trainer:
         return len(self.meta["classes"])
 
     # ---------------------------------------------------------------------------------------
-    # set up (each step in setup.py)
-
-    @classmethod
-    def set_up(cls, cfg, splits, resume, info, model=None, callbacks=(), t_start=0.0) -> Trainer:
-        """The run's parts, restored from the run's checkpoint when resuming; `model`: a ready
-        model to train in place instead of a fresh one of cfg.model."""
-        weights_ck, state_ck = setup.checkpoint_to_resume(cfg, resume)
-        fresh = state_ck is None
-        cfg = replace(cfg, recipe=auto_recipe(cfg.recipe, info.device, cfg.batch_size))
-        recipe = get_recipe(cfg.recipe, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)  # fmt: skip
-        if not cfg.augment:
-            recipe = replace(recipe, pad=0, flip=False, erase=0.0)
-        # settings given again: applied from the next step and recorded, or refused in one line
-        changes = [] if fresh else resuming.setting_changes(state_ck, cfg, recipe, resume)
-        entry = get_entry(cfg.model)  # an unknown name fails before the data is read
-        splits = run_splits(cfg, splits)
-        fingerprint = resuming.data_fingerprint(splits)
-        if not fresh:
-            resuming.check_data(state_ck, fingerprint, resume, say=info.is_main)
-        setup.check_trainable(cfg, splits, recipe, info)
-
-        torch.manual_seed(cfg.seed)
-        user_model, mean, std, note = setup.build_model(cfg, entry, splits, model, fresh=fresh)
-        model = distributed.convert_sync_bn(user_model, info, cfg.sync_bn)
-        if cfg.init_from and fresh:
-            note = init_from(model, cfg.init_from, splits.train.classes)
-        frozen = freeze(model, cfg.freeze)
-        plan = setup.plan_run(cfg, recipe, entry, splits, info)  # resolved once, and applied
-        if plan.threads is not None:  # kept in the checkpoint: a resumed run uses as many
-            cfg = replace(cfg, threads=plan.threads)
-        model.to(plan.device)
-        if plan.channels_last:
-            model.to(memory_format=torch.channels_last)
-        train, every, part = setup.make_loaders(cfg, recipe, splits, plan, info, mean, std)
-
-        state = setup.new_state(cfg, recipe, model, entry.depth, plan, recipe.epochs * len(train))
-        state.data_fingerprint = fingerprint
-        if not fresh:
-            resuming.check_position(
-                (state_ck.get("loader") or {}).get("batch", 0), len(train), resume
-            )
-            state.restore(weights_ck, state_ck, resume)
-            state.changes.extend(changes)
-        net = distributed.wrap(model, info, sync_bn=cfg.sync_bn)
-        loss = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-        step_fn = TrainStep(net, state.optimizer, loss, device=plan.device, dtype=plan.dtype,
-                            compiled=plan.compiled, world_size=info.world_size,
-                            scaler=state.scaler)  # fmt: skip
-        meta = {"classes": list(splits.train.classes), "input_size": list(splits.train.image_shape),
-                "mean": list(mean), "std": list(std), "dataset": splits.name,
-                "tta": recipe.tta_flip}  # fmt: skip
-        events = EpochState(epochs=recipe.epochs, model=model, has_test="test" in every,
-                            has_val="val" in every, epoch=state.epoch, step=state.step,
-                            history=state.history)  # fmt: skip
-        trainer = cls(
-            cfg=cfg, plan=plan, info=info, recipe=recipe, splits=splits, meta=meta, model=model,
-            user_model=user_model, net=net, frozen=frozen, train_loader=train, eval_loaders=every,
-            epoch_loaders=part, step_fn=step_fn, state=state,
-            events=events, t_start=t_start, note_init=note, changes=changes,
-            read_every=READ_EVERY.get(torch.device(plan.device).type, 1),
-            last_checkpoint=time.time(),
-        )  # fmt: skip
-        trainer.begin(resume, list(callbacks))
-        return trainer
-
-    def begin(self, resume: str | None, callbacks: list[Any]) -> None:
-        """Clear an earlier run's files from a fresh run's folder, add the logs' callbacks and
-        say what the run is (rank 0)."""
-        self.callbacks = callbacks
-        if not self.info.is_main:
-            return
-        if resume is None:  # a fresh run leaves nothing of an earlier one
-            clear_run(self.out)  # (the command line asks for --overwrite first)
-        self.callbacks = [*logs.log_callbacks(self.cfg.log, self.out), *callbacks]
-        self.out.mkdir(parents=True, exist_ok=True)
-        for line in describe_run(self, resume) if not self.cfg.quiet else []:
-            say(line)
-        # a fine-tune starts from trained weights: a short schedule is its normal case
-        short = too_few_steps(self.recipe, self.steps_per_epoch)
-        if short and resume is None and not self.cfg.init_from:
-            logs.warn(short)
-
-    # ---------------------------------------------------------------------------------------
     # the run
 
     def run(self) -> None:
@@ -248,7 +162,7 @@ class Trainer:
             return None
         ev.stop_reason = ev.stop_reason or "a callback stopped the run"
         if not self.cfg.quiet:
-            say(f"stopping after epoch {row['epoch']}/{self.recipe.epochs}: {ev.stop_reason}")
+            logs.say(f"stopping after epoch {row['epoch']}/{self.recipe.epochs}: {ev.stop_reason}")
         return ev.stop_reason
 
     # ---------------------------------------------------------------------------------------
@@ -405,7 +319,7 @@ class Trainer:
         if row["epoch"] == self.recipe.epochs or time.time() - self.last_plot > PLOT_SECONDS:
             self.plot()
         if not self.cfg.quiet:
-            say(logs.epoch_line(row, self.recipe.epochs, self.num_classes))
+            logs.say(logs.epoch_line(row, self.recipe.epochs, self.num_classes))
 
     def save_weights(self, model: nn.Module, epoch: int, test_err: float | None, name: str) -> None:
         """`model`'s weights as out/NAME, with the run's metadata, the epoch and its test error."""
@@ -457,13 +371,4 @@ class Trainer:
         final = self.final_eval or {}
         self.summary = run_summary(self, final, final_seconds, time.time())
         logs.write_summary(self.out, self.summary)
-        say(last_line(self, final))
-
-
-# --------------------------------------------------------------------------------------------
-# small helpers
-
-
-def say(text: str) -> None:
-    """Print a line of the run's log (callers print on rank 0 only)."""
-    print(text, flush=True)
+        logs.say(last_line(self, final))
