@@ -1,10 +1,11 @@
 """Data: one reader per source format, and what turns uint8 images into a model's input.
 
 Readers (cifar, idx, npz, folders, prepared; sources picks one) return uint8 (N, C, H, W) images,
-labels and class names. transform.py resizes and crops one image; normalise.py holds the
-statistics and the normalisation; augment.py the random draws and their application; loader.py
-the one batch loader (an epoch's plan drawn on the host, applied in host or device memory);
-stream.py decodes on the fly for loops of your own; config.py is timm's data config on top.
+labels and class names; npyfile.py opens the prepared cache's array (read whole, or mapped under a
+read lease). transform.py resizes and crops one image; normalise.py holds the statistics and the
+normalisation; augment.py the random draws and their application; loader.py the one batch loader
+(an epoch's plan drawn on the host, applied in host or device memory); stream.py decodes on the
+fly for loops of your own; config.py is timm's data config on top.
 """
 
 from .augment import train_transform

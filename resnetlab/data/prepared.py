@@ -8,31 +8,22 @@ The directory is built under a temporary name beside OUT and renamed into place 
 so an interrupted run leaves no OUT behind; the disk space it needs is checked (and reserved)
 before decoding, and it decodes in chunks of at most CHUNK_BYTES.
 
-load_prepared checks images.npy's size against its header, then either reads it into memory (when
-it takes at most half the memory budget of resnetlab.data.memory: nothing done to the file later
-can reach the run) or maps it copy-on-write, nothing written back. A mapped file that another
-process truncates would kill the reader with SIGBUS, so the mapping is guarded by a read lease
-(Linux, the user's own file on a local disk): the truncation, or an open for writing, waits while
-this process stops with one line naming the cache (ResnetlabError, raised by the SIGIO handler).
-Where no lease can be taken the mapping is unguarded.
+load_prepared checks the metadata, then opens images.npy with npyfile.py: read into memory when it
+takes at most half the memory budget of resnetlab.data.memory (nothing done to the file later can
+reach the run), else mapped copy-on-write under a read lease (see npyfile.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import glob
 import json
 import os
 import shutil
-import signal
-import stat
 import struct
 import tempfile
-import threading
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,6 +42,7 @@ from ..files import (
 from .dataset import DataSplits, ImageDataset
 from .folders import GREY_MODES, _bad_error, _header, decode_files, tree_items
 from .memory import gigabytes, memory_budget
+from .npyfile import open_npy
 
 META_NAME = "resnetlab-data.json"
 IMAGES_NAME = "images.npy"
@@ -321,8 +313,10 @@ def load_prepared(path: str | os.PathLike, *, in_memory: bool | None = None) -> 
             f"{path}: prepared-data version {meta.get('version')}, this resnetlab reads {VERSION}"
         )
     _check_prepared_meta(meta, path / META_NAME)
-    arr = _open_images(path / IMAGES_NAME, tuple(meta["shape"]), in_memory)
     shape = tuple(meta["shape"])
+    if in_memory is None:  # read into memory when it takes at most half the budget, else map
+        in_memory = int(np.prod(shape)) <= memory_budget() // 2
+    arr = open_npy(path / IMAGES_NAME, shape, in_memory=in_memory)
     labels = meta["labels"]
     if len(labels) != shape[0]:
         raise ResnetlabError(
@@ -345,120 +339,3 @@ def load_prepared(path: str | os.PathLike, *, in_memory: bool | None = None) -> 
     if "train" not in parts or "test" not in parts:
         raise ResnetlabError(f"{path}: prepared data lacks a train or test split")
     return DataSplits(meta.get("name", path.name), parts["train"], parts["test"], parts.get("val"))
-
-
-def _open_images(file: Path, shape: tuple[int, ...], in_memory: bool | None) -> np.ndarray:
-    """images.npy as a uint8 array of `shape`, its size checked against the bytes present."""
-    try:  # O_NONBLOCK: a FIFO in its place must not hang the open (no effect on a file)
-        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        raise ResnetlabError(f"{file}: not readable ({e.strerror or e})") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ResnetlabError(f"{file}: not a regular file; prepare the cache again")
-        f = os.fdopen(fd, "rb", buffering=0, closefd=False)
-        try:
-            version = np.lib.format.read_magic(f)
-            if version != (1, 0):
-                raise ValueError(f"npy format version {version}, expected (1, 0)")
-            header = np.lib.format.read_array_header_1_0(f)
-        except (OSError, ValueError) as e:
-            raise ResnetlabError(f"{file}: not readable ({e})") from None
-        found, fortran, dtype = header
-        if dtype != np.uint8 or fortran or tuple(found) != shape:
-            raise ResnetlabError(
-                f"{file} is {dtype} {tuple(found)}, but the metadata says uint8 {shape}; "
-                "prepare it again"
-            )
-        offset, nbytes = f.tell(), int(np.prod(shape))
-        if in_memory is None:
-            in_memory = nbytes <= memory_budget() // 2
-        guarded = False if in_memory else _guard(fd, file)
-        size = os.fstat(fd).st_size  # after the lease: from here on it cannot shrink unseen
-        if size < offset + nbytes:
-            raise ResnetlabError(
-                f"{file} holds {size} bytes but its {shape} images need {offset + nbytes} "
-                "(truncated); prepare it again"
-            )
-        if in_memory:
-            arr = _read_whole(f, file, offset, shape)
-        else:
-            arr = np.memmap(f, dtype=np.uint8, mode="c", offset=offset, shape=shape)
-    except BaseException:
-        _release(fd)
-        raise
-    if guarded:
-        weakref.finalize(arr, _release, fd)  # the lease lasts as long as the mapping is used
-    else:
-        os.close(fd)  # a mapping keeps its own reference to the file
-    return arr
-
-
-def _read_whole(f, file: Path, offset: int, shape: tuple[int, ...]) -> np.ndarray:
-    out = np.empty(shape, dtype=np.uint8)
-    view = memoryview(out.reshape(-1))
-    f.seek(offset)
-    pos = 0
-    while pos < len(view):
-        got = f.readinto(view[pos : pos + (64 << 20)])
-        if not got:
-            raise ResnetlabError(
-                f"{file} ended after {offset + pos} bytes while being read (truncated meanwhile)"
-                "; prepare it again"
-            )
-        pos += got
-    return out
-
-
-# fds holding a read lease on a mapped cache -> the cache's path, for the SIGIO handler
-_GUARDED: dict[int, Path] = {}
-_previous_sigio: list = []
-
-
-def _guard(fd: int, file: Path) -> bool:
-    """Take a read lease on `fd` (see module doc); False where none can be taken: another thread
-    than the main one (which alone takes signals), a file of another user, a remote disk."""
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    if signal.getsignal(signal.SIGIO) is not _on_lease_break:
-        _previous_sigio[:] = [signal.getsignal(signal.SIGIO)]
-        signal.signal(signal.SIGIO, _on_lease_break)
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
-    except OSError:
-        _restore_sigio()
-        return False
-    _GUARDED[fd] = file
-    return True
-
-
-def _on_lease_break(signum, frame) -> None:
-    for fd, file in list(_GUARDED.items()):
-        try:
-            broken = fcntl.fcntl(fd, fcntl.F_GETLEASE) != fcntl.F_RDLCK
-        except OSError:
-            continue
-        if broken:  # the other process waits for this one to end (or for lease-break-time)
-            raise ResnetlabError(
-                f"{file}: another process is truncating or rewriting the prepared cache while "
-                "this one reads it; stopped here, before the change could crash it; leave a "
-                "cache alone while it is in use, or prepare a new one"
-            )
-    previous = _previous_sigio[0] if _previous_sigio else None
-    if callable(previous):
-        previous(signum, frame)
-
-
-def _release(fd: int) -> None:
-    _GUARDED.pop(fd, None)
-    with contextlib.suppress(OSError):
-        os.close(fd)
-    _restore_sigio()
-
-
-def _restore_sigio() -> None:
-    if _GUARDED or threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGIO) is _on_lease_break:
-        previous = _previous_sigio[0] if _previous_sigio else signal.SIG_DFL
-        signal.signal(signal.SIGIO, previous if previous is not None else signal.SIG_DFL)
