@@ -225,11 +225,12 @@ def check_batch_fits(model: torch.nn.Module, size: tuple[int, int, int], batch: 
 
 def run_bench(args: argparse.Namespace) -> int:
     """Benchmark every path and print a table (or JSON)."""
-    from ..infer.bench import bench, load_bench_target
+    from ..infer.bench import bench, bench_plan, load_bench_target
     from ..infer.bench_paths import default_paths, split_cpu_only
     from ..infer.bench_report import fast_path_choices, format_table, machine_line, rows_as_json
 
-    device = policy.pick_device(args.device)
+    plan = bench_plan(args.device, args.threads)  # device, precision, threads: resolved once
+    device = plan.device
     sizes = _batch_sizes(args.batch_size)
     given = args.paths is not None  # an empty --paths '' is refused below, not taken as unset
     asked = tuple(p.strip() for p in args.paths.split(",")) if given else default_paths(device)
@@ -242,8 +243,7 @@ def run_bench(args: argparse.Namespace) -> int:
         raise ResnetlabError(
             f"--rep-time {args.rep_time}: expected seconds in (0, {MAX_REP_TIME:g}]"
         )
-    if args.threads is not None:
-        torch.set_num_threads(policy.cpu_threads(args.threads))
+    policy.apply(plan)
     model, name, size, onnx_file = load_bench_target(args.model, args.image_size)
     if model is not None:  # an ONNX file naming no resnetlab model: its runtime allocates
         check_batch_fits(model, size, max(sizes))
@@ -262,7 +262,7 @@ def run_bench(args: argparse.Namespace) -> int:
         min_rep_s=args.rep_time,
         log=log,
         onnx_file=onnx_file,
-        device=device,
+        plan=plan,
     )
     if args.json:
         print(json.dumps(rows_as_json(rows), indent=1))

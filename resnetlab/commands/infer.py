@@ -9,9 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
-from .. import policy
 from ..errors import ResnetlabError, one_line
 
 
@@ -94,8 +91,6 @@ def run_predict(args: argparse.Namespace) -> int:
     """Predict and print; exit 1 if any image could not be read."""
     from ..infer.predict import predict
 
-    if args.threads is not None:  # an int8 (ONNX Runtime) file takes torch's count too
-        torch.set_num_threads(policy.cpu_threads(args.threads))
     result = predict(
         args.weights,
         args.images,
@@ -108,6 +103,7 @@ def run_predict(args: argparse.Namespace) -> int:
         backend=args.backend,
         overrides=overrides_from(args),
         log=lambda m: print(f"  {m}", file=sys.stderr, flush=True),
+        threads=args.threads,  # resolved with the rest of the plan (an ONNX file's runtime too)
     )
     if args.json:
         print(json.dumps([p.as_dict() for p in result.predictions], indent=1))

@@ -9,7 +9,9 @@ measurement it keeps the torch path. An ONNX file given to predict, eval or benc
 faster of ONNX Runtime and OpenVINO measured for its model and kind (fp32, or int8 of its form),
 else on ONNX Runtime. `quantize` records what it measured of the int8 file too. The record is a
 small JSON file (RESNETLAB_CACHE, else ~/.cache/resnetlab), written atomically; a damaged one is
-ignored.
+ignored, and one that cannot be written is said in one line (the measurement still served). The same
+file keeps other decisions measured here under a section of their own (`remembered`/`remember`:
+whether compiling pays, infer/compiling.py).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ BENCH_PATHS = {
 }
 # bench path -> runtime of an int8 file
 INT8_PATHS = {"int8": "onnxruntime", "int8-openvino": "openvino"}
+SECTION_PREFIX = "section: "  # top-level keys of other decisions, beside the machines' own
 NAMES = {
     ("torch", True): "torch, compiled",
     ("torch", False): "torch",
@@ -125,7 +128,26 @@ def record(
     data = _read()
     entry = data.setdefault(machine_key(), {}).setdefault(mk, {})
     entry.update({p: {**r, "when": time.strftime("%Y-%m-%d %H:%M")} for p, r in results.items()})
+    _write(data)
 
+
+def remembered(section: str, key: str) -> dict[str, Any] | None:
+    """What `remember` kept under `section` and `key` here, or None."""
+    got = _read().get(SECTION_PREFIX + section, {}).get(key)
+    return got if isinstance(got, dict) else None
+
+
+def remember(section: str, key: str, value: dict[str, Any]) -> None:
+    """Keep `value` under `section` and `key` (the key says what it depends on), atomically."""
+    data = _read()
+    table = data.get(SECTION_PREFIX + section)
+    table = table if isinstance(table, dict) else {}
+    table[key] = {**value, "when": time.strftime("%Y-%m-%d %H:%M")}
+    data[SECTION_PREFIX + section] = table
+    _write(data)
+
+
+def _write(data: dict[str, Any]) -> None:
     def write(tmp: str) -> None:
         Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True))
 

@@ -36,12 +36,14 @@ from .bench_paths import (
     PATHS,
     TORCH_PATHS,
     OnnxFiles,
+    fast_compiles,
     missing,
     no_sync,
     prepare_path,
     split_cpu_only,
     sync_for,
 )
+from .compiling import describe, learn
 from .onnxfile import graph_input_size, read_onnx
 from .onnxmodel import is_int8, is_onnx_file
 
@@ -184,6 +186,7 @@ def bench(
     onnx_file: str | None = None,
     remember: bool = True,
     device: str = "cpu",
+    plan: policy.Plan | None = None,
 ) -> list[BenchRow]:
     """Measure every path at every batch size; ratios are against eager-fp32 of the same run.
 
@@ -193,14 +196,18 @@ def bench(
     the candidates (infer/backends.py), so that `prepare_for_inference(backend="auto")` and the
     runtime choice for ONNX files pick the fastest for this model and batch (CPU only).
     device: "cpu", "cuda[:N]" or "auto"; on CUDA the CPU-only paths are skipped, with one line.
+    plan: the run's policy.Plan (`bench_plan`: device, precision of the fast path, threads);
+    without one it is resolved from `device` with torch's current thread count. The fast path
+    compiles on a CPU only where a call gains from it (infer/compiling.py); where it does not and
+    fast-nocompile is timed too, the two are one path, timed once. Each phase is one line on `log`.
     """
     bad = [p for p in paths if p not in PATHS]
     if bad:
         raise ResnetlabError(f"unknown bench path(s) {bad}; choose from {', '.join(PATHS)}")
     if any(b < 1 for b in batch_sizes):
         raise ResnetlabError(f"batch sizes {batch_sizes} must all be at least 1")
-    device = policy.pick_device(device)
-    cuda = policy.is_cuda(device)
+    plan = plan or bench_plan(device, threads=torch.get_num_threads())
+    device, cuda = plan.device, plan.cuda
     paths, skipped = split_cpu_only(tuple(paths), device)
     if skipped and log:
         log(skipped)
@@ -225,7 +232,7 @@ def bench(
     if model is not None:
         model = model.eval()
     rows: list[BenchRow] = []
-    threads = torch.get_num_threads()
+    threads = plan.threads or torch.get_num_threads()
     sync = sync_for(device)
     gpu = torch.cuda.get_device_name(device) if cuda else None
     cudnn_benchmark = torch.backends.cudnn.benchmark
@@ -238,7 +245,7 @@ def bench(
                 rows += _bench_batch(
                     model, name, input_size, x.to(device), tuple(kept), files,
                     repeats=repeats, warmup=warmup, min_rep_s=min_rep_s, log=log,
-                    onnx_file=onnx_file, remember=remember and not cuda, device=device,
+                    onnx_file=onnx_file, remember=remember and not cuda, plan=plan,
                     sync=sync, gpu=gpu, threads=threads,
                 )  # fmt: skip
     finally:
@@ -265,16 +272,27 @@ def _bench_batch(
     log: Callable[[str], None] | None,
     onnx_file: str | None,
     remember: bool,
-    device: str,
+    plan: policy.Plan,
     sync: Callable[[], None],
     gpu: str | None,
     threads: int,
 ) -> list[BenchRow]:
-    b = x.shape[0]
+    b, device = x.shape[0], plan.device
     rows: list[BenchRow] = []
     ready = []
     for path in paths:
-        ready_path = prepare_path(path, model, x, files, onnx_file, device)
+        compiled, decision = (False, None) if model is None else fast_compiles(
+            path, model, x, plan, log
+        )  # fmt: skip
+        if decision is not None and log:
+            log(f"batch {b} {path}: {describe(decision)}")
+        if path == "fast" and not compiled and "fast-nocompile" in paths:
+            if log:
+                log(f"batch {b} fast: not compiled, so the same path as fast-nocompile: timed once")
+            continue
+        if log:
+            log(f"batch {b} {path}: making it ready")
+        ready_path = prepare_path(path, model, x, files, onnx_file, plan, compiled)
         run, precision, setup_s, compile_s, form = ready_path
         for _ in range(warmup):
             run()
@@ -286,6 +304,8 @@ def _bench_batch(
     # repetitions take turns across the paths, so a burst of load elsewhere on the
     # machine hits every path alike instead of one path's whole measurement
     times: dict[str, list[float]] = {p: [] for p, *_ in ready}
+    if log:
+        log(f"batch {b}: timing {len(ready)} paths, {repeats} rounds")
     for _ in range(repeats):
         for path, run, *_, k in ready:
             times[path].append(_time_rep(run, k, sync))
@@ -303,11 +323,35 @@ def _bench_batch(
         )  # fmt: skip
         rows.append(row)
         if path in RECORDED:
-            candidates[path] = {"images_per_s": round(b / lat, 3), "precision": precision}
+            # a fast path that did not compile is recorded as what it is
+            as_ = "fast-nocompile" if path == "fast" and compile_s is None else path
+            candidates[as_] = {"images_per_s": round(b / lat, 3), "precision": precision}
             if form:
-                candidates[path]["form"] = form
+                candidates[as_]["form"] = form
         if log:
             log(f"batch {b} {path}: {row.images_per_s:.1f} images/s, {row.latency_ms:.1f} ms")
     if remember and model is not None:
         record(model, input_size, b, candidates)
+        _learn_compile(model, input_size, rows, threads)
     return rows
+
+
+def _learn_compile(
+    model: nn.Module, input_size: tuple[int, ...], rows: list[BenchRow], threads: int
+) -> None:
+    """Where the compiled fast path and the uncompiled one were both timed, the measurement
+    decides whether compiling pays for this model and batch here from now on."""
+    by_path = {r.path: r for r in rows}
+    fast, plain = by_path.get("fast"), by_path.get("fast-nocompile")
+    if fast is None or plain is None or fast.compile_s is None or fast.precision != plain.precision:
+        return
+    learn(model, tuple(input_size), fast.batch_size, fast.precision,
+          compiled=fast.images_per_s, uncompiled=plain.images_per_s, threads=threads)  # fmt: skip
+
+
+def bench_plan(device: str = "cpu", threads: int | None = None) -> policy.Plan:
+    """The Plan of a bench run (policy.resolve): its device, the fast path's precision, threads
+    (None: the cores other processes leave free), channels_last; compiling is per path."""
+    policy.check_settings(device=device, threads=threads)
+    return policy.resolve(policy.Settings(device=device, precision="auto", compile=False,
+                                          threads=threads, conv=True))  # fmt: skip

@@ -20,7 +20,6 @@ run's policy.Plan.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from torch import nn
 from .. import policy
 from ..errors import ResnetlabError
 from ..hardware import compiler_available
+from .compiling import CompileDecision, decide
 from .export import require_onnxruntime
 from .fastpath import prepare_for_inference
 from .int8 import FORMS, quantize_model
@@ -115,6 +115,9 @@ class OnnxFiles:
     def int8(self, model: nn.Module, x: torch.Tensor, form: str | None) -> str:
         path = os.path.join(self.tmpdir, f"model.{form or 'auto'}.int8.onnx")
         if not os.path.exists(path):
+            if self.log:
+                shown = form or " and ".join(FORMS) + " (the faster kept)"
+                self.log(f"int8: quantizing the model here as {shown}: export, calibrate, time")
             g = torch.Generator().manual_seed(1)
             calib = torch.randn((32, *x.shape[1:]), generator=g)
             check = torch.randn((32, *x.shape[1:]), generator=g)
@@ -124,17 +127,49 @@ class OnnxFiles:
         return path
 
 
+def path_plan(plan: policy.Plan, precision: str, compiled: bool) -> policy.Plan:
+    """The run's plan for one path: `precision` and compiled or not, the rest as it is."""
+    return policy.resolve(policy.Settings(device=plan.device, precision=precision,
+                                          compile=compiled, threads=plan.threads,
+                                          conv=plan.channels_last))  # fmt: skip
+
+
+def fast_compiles(
+    path: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    plan: policy.Plan,
+    log: Callable[[str], None] | None = None,
+) -> tuple[bool, CompileDecision | None]:
+    """Whether the fast path `path` compiles for this batch, and the CPU's decision (None on
+    CUDA, where it compiles wherever a compiler is: CUDA graphs pay at every size). On a CPU
+    compiling happens only where a call gains from it (infer/compiling.py: measured here, or
+    from its size; remembered)."""
+    if path not in ("fast", "fast-fp32") or not compiler_available():
+        return False, None
+    if plan.cuda:
+        return True, None
+    precision = "fp32" if path == "fast-fp32" else plan.precision
+    size, batch = tuple(x.shape[1:]), int(x.shape[0])
+    decision = decide(model, size, batch, precision, threads=plan.threads, log=log)
+    return decision.compile, decision
+
+
 def prepare_path(
     path: str,
     model: nn.Module | None,
     x: torch.Tensor,
     files: OnnxFiles,
     onnx_file: str | None,
-    device: str = "cpu",
+    plan: policy.Plan,
+    compiled: bool = False,
 ):
     """(callable on x, precision label, setup seconds, compile seconds or None, int8 form or
-    None) for one path. On CUDA `x` is already on the GPU."""
-    cuda = policy.is_cuda(device)
+    None) for one path, on the run's `plan` (its device, precision, channels_last, threads);
+    `compiled`: whether the fast and fast-fp32 paths compile (`fast_compiles`). On CUDA `x` is
+    already on the GPU."""
+    device = plan.device
+    cuda = plan.cuda
     sync = sync_for(device)
     t0 = time.perf_counter()
     if path == "eager-fp32":
@@ -147,7 +182,7 @@ def prepare_path(
         return run, "fp32", 0.0, None, None
     if path == "eager-bf16":
         if cuda:  # tensor cores want channels_last; bf16, or fp16 on GPUs without bf16
-            dtype = policy.resolve_precision("auto", device)
+            dtype = plan.dtype
             m = copy.deepcopy(model).to(device, memory_format=torch.channels_last)
             xc = x.contiguous(memory_format=torch.channels_last)
 
@@ -163,13 +198,10 @@ def prepare_path(
 
         return run, "bf16", 0.0, None, None
     if path in ("fast", "fast-nocompile", "fast-fp32"):
-        # the fast path compiles wherever it can: a benchmark is the large workload that pays
-        # (policy's rule with unbounded work); fast-fp32 is the fast path as a CPU without
-        # native bf16 runs it
-        asked = "off" if path == "fast-nocompile" else "auto"
-        compile_ = policy.resolve_compile(asked, device, macs=math.inf, compiler=compiler_available)
-        precision = "fp32" if path == "fast-fp32" else "auto"
-        fast = prepare_for_inference(model, precision=precision, compile=compile_, device=device)
+        # fast-fp32 is the fast path as a CPU without native bf16 runs it
+        precision = "fp32" if path == "fast-fp32" else plan.precision
+        fast_plan = path_plan(plan, precision, compiled and path != "fast-nocompile")
+        fast = prepare_for_inference(model, backend="torch", plan=fast_plan)
         sync()
         t1 = time.perf_counter()
         # compiles on the first call; CUDA graphs are recorded on the second and replayed after
@@ -181,8 +213,7 @@ def prepare_path(
         return (lambda: fast(x)), fast.precision, t2 - t0, compile_s, None
     if path in ("onnxruntime", "openvino", "openvino-fp32"):
         runtime = "onnxruntime" if path == "onnxruntime" else "openvino"
-        auto = policy.precision_name(policy.resolve_precision("auto", "cpu"))
-        precision = auto if path == "openvino" else "fp32"
+        precision = plan.precision if path == "openvino" else "fp32"
         if onnx_file is not None and not is_int8(files.meta(onnx_file)):
             m = OnnxModel(onnx_file, files.meta(onnx_file), runtime=runtime, precision=precision)
         else:

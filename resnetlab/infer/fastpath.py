@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -131,6 +132,55 @@ class InferenceModel(nn.Module):
         return out.clone() if self.cuda_graphs else out  # graph outputs live in reused memory
 
 
+def inference_plan(
+    model: nn.Module,
+    *,
+    device: str = "cpu",
+    precision: str = "auto",
+    compile: bool | None = None,
+    threads: int | None = None,
+    expected_images: int | None = None,
+    input_size: tuple[int, ...] | None = None,
+    batch_size: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> policy.Plan:
+    """The Plan of an inference run, resolved once by policy.resolve: device, precision,
+    channels_last (nets with convolutions), threads (None: policy's rule, the cores not kept busy)
+    and compiling: True/False as asked; None to compile where it pays, which needs both that the
+    work ahead, `expected_images` x the multiply-adds of one `input_size` image, repays the
+    compile time (policy: COMPILE_MIN_MACS) and, on a CPU, that a call of `batch_size` images runs
+    faster compiled here (infer/compiling.py: measured or from its size, remembered)."""
+    conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    auto = compile is None
+    macs = _work(model, expected_images, input_size) if auto else None
+    settings = policy.Settings(device=device, precision=precision,
+                               compile="auto" if auto else bool(compile), threads=threads,
+                               conv=conv, macs=macs)  # fmt: skip
+    plan = policy.resolve(settings)
+    if auto and plan.compiled and not plan.cuda and input_size and batch_size:
+        from .compiling import decide
+
+        threads = plan.threads or torch.get_num_threads()
+        if not decide(model, tuple(input_size), batch_size, plan.precision, threads=threads,
+                      log=log).compile:  # fmt: skip
+            plan = policy.resolve(replace(settings, compile=False, threads=plan.threads))
+    return plan
+
+
+def _work(
+    model: nn.Module, expected_images: int | None, input_size: tuple[int, ...] | None
+) -> float:
+    """Multiply-adds of the work ahead (0 when unknown: nothing repays compiling)."""
+    if not expected_images or not input_size:
+        return 0.0
+    from ..models.stats import count_macs
+
+    try:
+        return float(expected_images * count_macs(model, tuple(input_size)))
+    except Exception:  # a shape the model rejects: let the real call report it
+        return 0.0
+
+
 def prepare_for_inference(
     model: nn.Module,
     *,
@@ -141,14 +191,18 @@ def prepare_for_inference(
     backend: str = "auto",
     batch_size: int | None = None,
     device: str = "cpu",
+    plan: policy.Plan | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The model folded, channels_last, in the chosen precision and optionally compiled.
 
+    plan: the run's policy.Plan (`inference_plan`), taken as it is: its device, precision,
+    channels_last and compile mode; without one, it is resolved here from the settings below
+    (torch's current thread count kept):
     precision: "auto" (bf16 on CUDA and on CPUs with native bf16, else fp32), "fp32", "bf16", or
     "fp16" (CUDA only); policy.resolve_precision decides.
-    compile: True / False, or None to compile when it pays: a C++ compiler is present and the
-    work ahead, `expected_images` x the multiply-adds of one `input_size` (C, H, W) image, is at
-    least COMPILE_MIN_MACS (compiling costs about a minute; see docs/inference.md).
+    compile: True / False, or None to compile where it pays (`inference_plan`: the work ahead,
+    `expected_images` of `input_size` (C, H, W), repays the compile time, about a minute, and a
+    call of `batch_size` runs faster compiled here; see docs/inference.md).
     backend: "torch", "onnxruntime" (fp32, needs `input_size`), "openvino" (fp32 or bf16, needs
     `input_size` and the openvino extra), or "auto": the fastest of them as `resnetlab bench`
     measured them on this machine for this model, `input_size` and `batch_size`
@@ -160,6 +214,9 @@ def prepare_for_inference(
     """
     from .onnxmodel import OnnxModel
 
+    if plan is not None:
+        device, precision = plan.device, plan.precision
+        compile = plan.compiled
     policy.check_settings(device=device, precision=precision, compile=compile)
     cuda = policy.is_cuda(device)
     if isinstance(model, OnnxModel):
@@ -199,28 +256,29 @@ def prepare_for_inference(
         prepared = runtime_model(backend, model, tuple(input_size), runtime_precision)
         prepared.why = why
         return _NoGrad(prepared)
+    if plan is None:
+        plan = inference_plan(model, device=device, precision=asked, compile=compile,
+                              threads=torch.get_num_threads(), expected_images=expected_images,
+                              input_size=input_size, batch_size=batch_size)  # fmt: skip
     folded, n = fold_batchnorm(model)
     for p in folded.parameters():
         p.requires_grad_(False)
     is_conv = any(isinstance(m, nn.Conv2d) for m in folded.modules())
-    folded = folded.to(device)
-    if is_conv:
+    folded = folded.to(plan.device)
+    if plan.channels_last and is_conv:
         folded = folded.to(memory_format=torch.channels_last)
-    prepared = InferenceModel(
-        folded, precision=precision, channels_last=is_conv, device=device
-    ).eval()
+    prepared = InferenceModel(folded, precision=plan.precision,
+                              channels_last=plan.channels_last and is_conv,
+                              device=plan.device).eval()  # fmt: skip
     prepared.folded_bn = n
     prepared.why = why
-    if compile is None:
-        compile = compile_pays(model, expected_images, input_size)
-    if compile:
+    if plan.compiled:
         if not compiler_available():
             raise ResnetlabError("torch.compile needs a C++ compiler (g++ or clang++) on the PATH")
         policy.use_compile_cache()
-        mode = policy.compile_mode(device)
-        if mode is not None:  # CUDA graphs; torch.compile takes a mode or options, not both
-            prepared.model = torch.compile(prepared.model, dynamic=False, mode=mode)
-            prepared.cuda_graphs = mode == "reduce-overhead"
+        if plan.compile_mode != "default":  # CUDA graphs; torch.compile takes a mode or options
+            prepared.model = torch.compile(prepared.model, dynamic=False, mode=plan.compile_mode)
+            prepared.cuda_graphs = plan.cuda_graphs
         else:
             # frozen weights: constants folded into the graph, oneDNN weight prepacking
             prepared.model = torch.compile(
@@ -233,17 +291,9 @@ def prepare_for_inference(
 def compile_pays(
     model: nn.Module, expected_images: int | None, input_size: tuple[int, ...] | None
 ) -> bool:
-    """Whether compiling is worth it for `expected_images` images of `input_size` (C, H, W):
-    policy.resolve_compile decides from the multiply-adds of that work (COMPILE_MIN_MACS)."""
-    if not expected_images or not input_size:
-        return False
-    from ..models.stats import count_macs
-
-    try:
-        macs = count_macs(model, tuple(input_size))
-    except Exception:  # a shape the model rejects: let the real call report it
-        return False
-    work = expected_images * macs
+    """Whether the work ahead, `expected_images` images of `input_size` (C, H, W), repays
+    compiling: policy.resolve_compile decides from its multiply-adds (COMPILE_MIN_MACS)."""
+    work = _work(model, expected_images, input_size)
     return policy.resolve_compile("auto", "cpu", macs=work, compiler=compiler_available)
 
 

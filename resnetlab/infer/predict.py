@@ -15,7 +15,7 @@ from .. import policy
 from ..data.classmap import class_names
 from ..errors import ResnetlabError
 from ..models.factory import load_model
-from .fastpath import prepare_for_inference
+from .fastpath import inference_plan, prepare_for_inference
 from .preprocess import Preprocess, find_images
 
 
@@ -136,6 +136,7 @@ def predict(
     backend: str = "auto",
     overrides: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
+    threads: int | None = None,
 ) -> PredictResult:
     """Predict every image file (and every image in each directory) of `inputs` with `weights`.
 
@@ -143,9 +144,12 @@ def predict(
     backend: "auto" (the fastest measured here: infer/backends.py), "torch", "onnxruntime" or
     "openvino"; for an ONNX file the runtime ("torch" does not apply). overrides: classes, mean
     and std for an ONNX file without resnetlab metadata. log: told which backend runs and why.
+    device, precision, compile and threads (None: the cores other processes leave free) are
+    resolved once into a policy.Plan (infer.fastpath.inference_plan) and applied.
     """
     from .onnxmodel import OnnxModel, is_onnx_file
 
+    policy.check_settings(device=device, precision=precision, compile=compile, threads=threads)
     if is_onnx_file(weights) and backend == "torch":
         raise ResnetlabError(
             f"backend torch: {weights} is an ONNX file; use auto, onnxruntime or openvino",
@@ -160,12 +164,21 @@ def predict(
     model, meta, prep = load_for_inference(
         weights, runtime=backend, precision=precision, batch_size=batch_size, overrides=overrides
     )
-    device = "cpu" if device == "auto" and isinstance(model, OnnxModel) else device
-    device = policy.pick_device(device)
+    onnx = isinstance(model, OnnxModel)
+    device = "cpu" if device == "auto" and onnx else device
     paths = find_images(inputs)
     if not paths:
         raise ResnetlabError(f"no image files in {', '.join(str(i) for i in inputs)}")
     batch = min(batch_size, len(paths))
+    if onnx:  # its runtime computes in the precision it was loaded with, on the CPU
+        plan = policy.resolve(policy.Settings(device=device, precision="fp32", compile=False,
+                                              threads=threads, conv=False))  # fmt: skip
+    else:
+        plan = inference_plan(model, device=device, precision=precision, compile=compile,
+                              threads=threads, expected_images=len(paths),
+                              input_size=prep.input_size, batch_size=batch)  # fmt: skip
+    policy.apply(plan)
+    # backend auto: the fastest measured here decides torch or a runtime (and compiled or not)
     fast = prepare_for_inference(
         model,
         precision=precision,
@@ -173,8 +186,9 @@ def predict(
         expected_images=len(paths),
         input_size=prep.input_size,
         batch_size=batch,
-        device=device,
-        backend="auto" if isinstance(model, OnnxModel) else backend,
+        device=plan.device,
+        backend="auto" if onnx else backend,
+        plan=plan if backend == "torch" and not onnx else None,
     )
     if log is not None and "measured here" in str(getattr(fast, "why", "")):
         log(f"backend {fast.backend} ({fast.precision}): {fast.why}")
