@@ -1,7 +1,15 @@
 """The studies that show why residual learning works: degradation (conv and MLP twins),
 overfitting, gradient flow and layer responses, lesions. Built on train/ and models/; each net of a
-study is an ordinary run, run in sequence, on local workers or on Ray (runner.py); each study
-writes its figures, tables and JSON."""
+study is an ordinary run; each study writes its figures, tables and JSON.
+
+- degradation.py: plain nets against ResNets (or MLP twins) of growing depth, its table and figure;
+- overfitting.py: the depth x training-set size x regularisation grid and its nets;
+  overfitting_report.py: its JSON, table and figure;
+- gradients.py, lesion.py: probes of trained (or fresh) nets, built on the blocks' anatomy;
+- nets.py: the study nets' names and checks; figures.py: matplotlib on Agg;
+- runner.py: a study's nets in sequence, on local worker processes, or on Ray (on_ray.py);
+  estimate.py: the study's time, measured per net before it starts.
+"""
 
 from .degradation import DegradationConfig, run_study
 from .gradients import probe, run_gradients

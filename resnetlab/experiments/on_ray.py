@@ -21,15 +21,8 @@ from pathlib import Path
 
 from ..data import DataSplits
 from ..errors import ResnetlabError
-from .runner import (
-    NETS_PER_GPU,
-    NetTask,
-    estimate,
-    fmt_time,
-    import_ray,
-    train_remote,
-    with_threads,
-)
+from .estimate import estimate, fmt_time
+from .runner import NETS_PER_GPU, NetTask, import_ray, train_remote, with_threads
 
 
 def _ray_start(ray, address: str) -> bool:

@@ -19,7 +19,8 @@ often as a 10,000-image one. The training error reported is measured after train
 evaluation mode, on the net's own training images without augmentation (so dropout and
 stochastic depth do not inflate it); the gap is test error minus that. Each net is an ordinary
 run in `OUT/resnet<depth>-n<size>-<regularisation>-s<seed>/`, run by runner.py in sequence, on
-local workers or on Ray, and a killed study resumes every unfinished net.
+local workers or on Ray, and a killed study resumes every unfinished net. This file is the grid,
+its checks and the nets; overfitting_report.py writes the JSON, the table and the figure.
 """
 
 from __future__ import annotations
@@ -40,14 +41,10 @@ from ..models.factory import model_for_data
 from ..models.weights import read_metadata
 from ..train.config import TrainConfig, check_config
 from ..train.logs import METRICS_FILE, SUMMARY_FILE, read_metrics
-from .degradation import mean_std, pm, summarise
-from .figures import pyplot, save_png
 from .nets import check_study_net, cifar_net, parse_depths
+from .overfitting_report import write_results
 from .runner import NetTask, check_workers, plan_tasks, read_json, run_tasks, source_data
 
-JSON_FILE = "overfitting.json"
-TABLE_FILE = "overfitting.md"
-FIGURE_FILE = "overfitting.png"
 TRAIN_EVAL_FILE = "train_eval.json"  # in each run's folder: the error on its training images
 MAX_SEEDS = 100
 EVALS = 4  # test evaluations per net during training (on EVAL_IMAGES); the last is on all
@@ -63,7 +60,6 @@ REGULARISATION: dict[str, tuple[float | None, bool, dict[str, float]]] = {
 # the fields a run in a study folder must share with the study to count as one of its nets
 MATCH_KEYS = ("model", "data", "recipe", "epochs", "batch_size", "lr", "seed", "subset",
               "model_options", "augment", "weight_decay", "log_every")  # fmt: skip
-METRICS = ("final_train_err", "final_test_err", "gap")
 
 
 @dataclass
@@ -308,7 +304,14 @@ def run_overfitting(oc: OverfittingConfig, say=print) -> list[dict[str, Any]]:
     run_tasks(tasks, data, oc.out, workers=oc.workers, ray=oc.ray, threads=oc.threads, say=say,
               on_done=done)  # fmt: skip
     records = [read_net(t, data) for t in tasks]
-    write_results(records, Path(oc.out), oc, data.name)
+    study = {k: v for k, v in asdict(oc).items() if k not in ("out", "workers", "ray", "threads")}
+    seeds = f", mean ± std of {oc.seeds} seeds" if oc.seeds > 1 else ""
+    title = (
+        f"Overfitting on {data.name}: {oc.steps:,} steps of {oc.batch_size} images per net{seeds}"
+    )
+    write_results(
+        records, Path(oc.out), {**study, "dataset": data.name}, title, tuple(REGULARISATION)
+    )
     return records
 
 
@@ -347,94 +350,3 @@ def read_net(task: OverfitTask, data: DataSplits) -> dict[str, Any]:
         "train_seconds": summary["train_seconds"],
         "run_dir": str(out),
     }
-
-
-# --------------------------------------------------------------------------------------------
-# results
-
-
-def table_markdown(records: list[dict[str, Any]], title: str) -> str:
-    """The grid's table: errors in percent, the gap in points, mean ± std over seeds."""
-    rows = summarise(records, ("depth", "train_size", "regularisation"), METRICS)
-    lines = [
-        f"# {title}",
-        "",
-        "| depth | training images | regularisation | parameters | seeds | train err % | "
-        "test err % | gap (points) |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in _order(rows):
-        lines.append(
-            f"| {r['depth']} | {r['train_size']:,} | {r['regularisation']} | {r['params']:,} | "
-            f"{r['seeds']} | " + " | ".join(pm(r, m) for m in METRICS) + " |"
-        )
-    lines += [
-        "",
-        "Train error: the trained net (evaluation mode, no augmentation) on its own training "
-        "images; test error: the whole test split; gap: test minus train. Mean ± sample std "
-        "over seeds.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rank = {r: i for i, r in enumerate(REGULARISATION)}
-    return sorted(rows, key=lambda r: (r["train_size"], r["depth"], rank[r["regularisation"]]))
-
-
-def write_results(records: list[dict[str, Any]], out: Path, oc: OverfittingConfig,
-                  dataset: str) -> None:  # fmt: skip
-    """overfitting.json (the grid, every net, the mean and std over seeds), .md and .png."""
-    study = {k: v for k, v in asdict(oc).items() if k not in ("out", "workers", "ray", "threads")}
-    study["dataset"] = dataset
-    summary = _order(summarise(records, ("depth", "train_size", "regularisation"), METRICS))
-    text = json.dumps({"study": study, "nets": records, "summary": summary}, indent=1) + "\n"
-    atomic_write(out / JSON_FILE, lambda tmp: Path(tmp).write_text(text))
-    seeds = f", mean ± std of {oc.seeds} seeds" if oc.seeds > 1 else ""
-    title = f"Overfitting on {dataset}: {oc.steps:,} steps of {oc.batch_size} images per net{seeds}"
-    md = table_markdown(records, title)
-    atomic_write(out / TABLE_FILE, lambda tmp: Path(tmp).write_text(md))
-    plot_overfitting(records, out / FIGURE_FILE, title)
-
-
-def plot_overfitting(records: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Top: train (dashed) and test (solid) error against depth, one panel per training-set size,
-    one colour per regularisation; bottom: the gap. Bars: ± one std over seeds."""
-    plt = pyplot()
-
-    sizes = sorted({r["train_size"] for r in records})
-    regs = [r for r in REGULARISATION if any(x["regularisation"] == r for x in records)]
-    fig, axes = plt.subplots(2, len(sizes), figsize=(5.5 * len(sizes), 7.5), dpi=120,
-                             sharex=True, sharey="row", squeeze=False)  # fmt: skip
-    for col, size in enumerate(sizes):
-        top, bottom = axes[0][col], axes[1][col]
-        for k, reg in enumerate(regs):
-            group = [r for r in records if r["train_size"] == size and r["regularisation"] == reg]
-            depths = sorted({r["depth"] for r in group})
-            stats = {
-                m: [mean_std([100 * r[m] for r in group if r["depth"] == d]) for d in depths]
-                for m in METRICS
-            }
-            c = f"C{k}"
-            for metric, style, ax, label in (
-                ("final_test_err", "o-", top, f"{reg}: test"),
-                ("final_train_err", "s--", top, f"{reg}: train"),
-                ("gap", "o-", bottom, reg),
-            ):
-                means = [m for m, _ in stats[metric]]
-                stds = [s for _, s in stats[metric]]
-                ax.errorbar(depths, means, yerr=stds if any(stds) else None, fmt=style, color=c,
-                            markersize=4, capsize=3, label=label)  # fmt: skip
-        top.set_title(f"{size:,} training images")
-        bottom.set_xlabel("depth (layers)")
-        for ax in (top, bottom):
-            ax.set_xticks(sorted({r["depth"] for r in records}))
-            ax.grid(alpha=0.3)
-        top.legend(fontsize=8)
-        bottom.axhline(0, color="grey", linewidth=0.8)
-    axes[0][0].set_ylabel("error (%)")
-    axes[1][0].set_ylabel("gap: test - train error (points)")
-    fig.suptitle(title)
-    fig.tight_layout()
-    save_png(fig, path)

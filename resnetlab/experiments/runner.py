@@ -5,10 +5,7 @@ A study is a list of independent `NetTask`s, each an ordinary training run in it
 (`resnetlab.fit(TrainConfig)`), so whatever runs them, a killed study resumes the same way: a
 folder with `summary.json` is done and read back, one with a checkpoint resumes from it, the
 others start. `run_tasks` first prints the plan (what is done, what resumes, what starts) with
-an estimated time that is measured, not guessed: each distinct net trains a few steps through
-`fit` on random images of the data's shape, at the threads it will have, and the remaining steps
-are divided by that speed and spread over the workers (longest first); the speeds are kept in
-OUT/speeds.json, so a rerun does not measure again. Then it trains what is left:
+an estimated time that is measured, not guessed (estimate.py). Then it trains what is left:
 
 - in sequence (`workers=1`), in this process;
 - on `workers=N` spawned processes of this machine, each training nets one after another: the
@@ -27,14 +24,11 @@ against a sequential one.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import operator
 import os
-import platform
 import signal
 import sys
-import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -46,19 +40,16 @@ from typing import Any
 import torch
 
 from .. import TrainConfig
-from ..data import DataSplits, ImageDataset, load_source
+from ..data import DataSplits, load_source
 from ..errors import ResnetlabError
-from ..files import atomic_write
 from ..hardware import usable_cores
 from ..train import checkpoint as ckpt
-from ..train.logs import METRICS_FILE, SUMMARY_FILE, read_metrics
+from ..train.logs import SUMMARY_FILE
 from ..train.resume import same_source
+from .estimate import estimate, fmt_time
 
 RAY_HINT = "pip install 'resnetlab[ray]'"
 NETS_PER_GPU = 4  # default share of a GPU per net on CUDA (a CIFAR net leaves most of one idle)
-CALIBRATION_STEPS = 3  # per epoch of the speed measurement: one epoch to warm up, one measured
-SPEEDS_FILE = "speeds.json"  # in the study folder: the measured speeds, for the next estimate
-EVAL_COST = 1 / 3  # a forward pass on an image costs about a third of a training step's work
 
 
 @dataclass
@@ -189,94 +180,6 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         if os.getppid() == 1:  # the study died before the line above ran
             os._exit(1)
-
-
-# --------------------------------------------------------------------------------------------
-# the estimate
-
-
-def measure_speed(cfg: TrainConfig, data: DataSplits) -> float:
-    """Training images per second of cfg's net here: CALIBRATION_STEPS steps to warm up, then as
-    many measured, through fit on random images of the data's shape, nothing written to keep."""
-    batch = cfg.batch_size or 128
-    n = batch * CALIBRATION_STEPS
-    g = torch.Generator().manual_seed(0)
-    shape = tuple(data.train.image_shape)
-    classes = list(data.train.classes)
-    images = torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
-    labels = torch.arange(n) % len(classes)
-    splits = DataSplits("calibration", ImageDataset(images, labels, classes), None)
-    with tempfile.TemporaryDirectory(prefix="resnetlab-calibrate-") as tmp:
-        probe = replace(cfg, data="calibration", out=tmp, epochs=2, batch_size=batch, subset=None,
-                        val_split=0.0, quiet=True, log_every=0, eval_every=1, eval_images=None,
-                        checkpoint_every=0, log=[])  # fmt: skip
-        quiet = io.StringIO()
-        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-            fit(probe, splits)
-        rows = read_metrics(Path(tmp) / METRICS_FILE)
-    return float(rows[-1]["images_per_s"])
-
-
-def _makespan(costs: list[float], slots: int) -> float:
-    """Wall time of `costs` on `slots` workers, each taking the longest job left (LPT)."""
-    loads = [0.0] * max(1, slots)
-    for c in sorted(costs, reverse=True):
-        i = loads.index(min(loads))
-        loads[i] += c
-    return max(loads)
-
-
-def estimate(tasks: list[NetTask], data: DataSplits, slots: int, threads: int | None,
-             out: Path, say=print) -> float:  # fmt: skip
-    """Seconds the unfinished tasks should take on `slots` workers of `threads` threads each,
-    from a speed measured here per distinct net (kept in OUT/speeds.json for the next run of
-    the study on this machine); prints the speeds."""
-    left = [t for t in tasks if t.state != "done"]
-    if not left:
-        return 0.0
-    kept_file = out / SPEEDS_FILE
-    try:
-        kept = json.loads(kept_file.read_text()) if kept_file.is_file() else {}
-    except (OSError, ValueError):
-        kept = {}
-    kept = kept if isinstance(kept, dict) else {}
-    speeds: dict[str, float] = {}
-    for t in left:
-        cfg = replace(t.cfg, threads=threads or t.cfg.threads)
-        key = _cost_key(cfg)
-        if key not in speeds:
-            got = kept.get(key)
-            fresh = not (isinstance(got, (int, float)) and got > 0)
-            speeds[key] = measure_speed(cfg, data) if fresh else float(got)
-    if any(kept.get(k) != v for k, v in speeds.items()):
-        text = json.dumps({**kept, **speeds}, indent=1) + "\n"
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(kept_file, lambda tmp: Path(tmp).write_text(text))
-    batch = left[0].cfg.batch_size or 128
-    costs = []
-    for t in left:
-        ips = speeds[_cost_key(replace(t.cfg, threads=threads or t.cfg.threads))]
-        steps = max(0, t.total_steps - t.step)
-        costs.append(steps * batch / ips + EVAL_COST * t.eval_images / ips)
-    shown = ", ".join(f"{k.split('|')[0]} {v:,.0f} img/s" for k, v in speeds.items())
-    say(f"measured here ({threads or 'auto'} thread(s) per net, batch {batch}): {shown}")
-    return _makespan(costs, slots)
-
-
-def _cost_key(cfg: TrainConfig) -> str:
-    """What a net's speed depends on, on this machine: 'resnet20|batch 100|fp32|cpu|2 threads|
-    host'; an MLP's depth joins its name."""
-    depth = (cfg.model_options or {}).get("depth")
-    name = cfg.model if depth is None else f"{cfg.model}-{depth}"
-    return (f"{name}|batch {cfg.batch_size}|{cfg.precision}|{cfg.device}|{cfg.threads or 'auto'} "
-            f"threads|{platform.node()}")  # fmt: skip
-
-
-def fmt_time(seconds: float) -> str:
-    """'41 min', '1.3 h' or '12 s'."""
-    if seconds >= 5400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 # --------------------------------------------------------------------------------------------
