@@ -165,12 +165,13 @@ def _machine_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _threads(n: int | None) -> None:
-    import torch
+def _probe_plan(threads: int | None):
+    """The probes' Plan (experiments/gradients.py's probe_plan) with --threads, checked first."""
+    from ..experiments.gradients import probe_plan
+    from ..policy import check_settings
 
-    from ..policy import cpu_threads
-
-    torch.set_num_threads(cpu_threads(n))
+    check_settings(threads=threads)
+    return probe_plan(threads)
 
 
 def _machine() -> str:
@@ -279,10 +280,10 @@ def run_gradients(args: argparse.Namespace) -> int:
             )
     families = families or ("plain", "resnet")
     depths = depths or parse_depths("20,56,110", families)
-    _threads(args.threads)
+    plan = _probe_plan(args.threads)
     t0 = time.time()
     run(args.data, args.out, depths, families, study=args.study, batches=args.batches,
-        batch_size=args.batch_size, seed=args.seed)  # fmt: skip
+        batch_size=args.batch_size, seed=args.seed, plan=plan)  # fmt: skip
     print(f"done in {time.time() - t0:.1f} s ({_machine()})")
     print(f"-> {args.out}/gradients.png, responses.png, gradients.json")
     return 0
@@ -292,10 +293,10 @@ def run_lesion(args: argparse.Namespace) -> int:
     """`resnetlab experiment lesion`."""
     from ..experiments.lesion import run_lesion as run
 
-    _threads(args.threads)
+    plan = _probe_plan(args.threads)
     t0 = time.time()
     run(args.weights, args.data, args.out, images=None if args.all_images else args.images,
-        draws=args.draws, max_k=args.max_k, seed=args.seed)  # fmt: skip
+        draws=args.draws, max_k=args.max_k, seed=args.seed, plan=plan)  # fmt: skip
     print(f"done in {time.time() - t0:.1f} s ({_machine()})")
     print(f"-> {args.out}/lesion.png, lesion.json")
     return 0

@@ -5,12 +5,16 @@ gradient of the loss with respect to each block's output (the signal flowing bac
 standard deviation of each 3x3 layer's response after BN and before the nonlinearity. The MLP
 twins (plain_mlp, residual_mlp) are probed alike, their Linear layers in place of convs; they have
 no 3x3 responses.
+
+How the probes compute comes from a policy.Plan (device, autocast dtype, channels_last, threads),
+resolved once by the caller; `probe_plan` is the one the command line uses: fp32 and eager on the
+CPU, where gradient norms and responses are measured as they always were here.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +31,28 @@ from ..errors import ResnetlabError
 from ..files import atomic_write, check_output_dir
 from ..models import load_model
 from ..models.factory import model_for_data
+from ..policy import Plan, Settings, apply, resolve
 from .figures import pyplot, save_png
 from .nets import check_study_net, study_net
 
 JSON_FILE = "gradients.json"
 GRADIENTS_FIGURE = "gradients.png"
 RESPONSES_FIGURE = "responses.png"
+PROBE_SETTINGS = Settings(device="cpu", precision="fp32", compile="off")
+
+
+def probe_plan(threads: int | None = None) -> Plan:
+    """The Plan of the probes (gradients and lesions) unless given one: PROBE_SETTINGS with
+    `threads` (None: the cores other processes leave free)."""
+    return resolve(replace(PROBE_SETTINGS, threads=threads))
+
+
+def on_plan(model: nn.Module, plan: Plan) -> nn.Module:
+    """The model moved to the plan's device and memory format."""
+    model.to(plan.device)
+    if plan.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
 
 
 @dataclass
@@ -175,19 +195,23 @@ class NetProbe:
         return d
 
 
-def probe_batches(data, mean, std, batch_size: int, count: int, seed: int):
-    """`count` batches of training images, seeded, without augmentation."""
+def probe_batches(
+    data, mean, std, batch_size: int, count: int, seed: int, plan: Plan | None = None
+):
+    """`count` batches of training images, seeded, without augmentation; on the plan's device and
+    in its memory format (contiguous on the CPU without a plan)."""
     if len(data) < batch_size:
         raise ResnetlabError(
             f"batch_size {batch_size}: {len(data)} training images make no batch; lower it",
             argument="batch_size",
         )
     loader = BatchLoader(data, batch_size, train=True, mean=mean, std=std, pad=0, flip=False,
-                         seed=seed)  # fmt: skip
+                         seed=seed, channels_last=plan is not None and plan.channels_last,
+                         device=None if plan is None else plan.device)  # fmt: skip
     loader.set_epoch(0)
     batches = []
     for x, y in loader:
-        batches.append((x.contiguous(), y))
+        batches.append((x if plan is not None and plan.channels_last else x.contiguous(), y))
         if len(batches) == count:
             break
     return batches
@@ -203,8 +227,10 @@ def run_gradients(
     batch_size: int = 128,
     seed: int = 0,
     say=print,
+    plan: Plan | None = None,
 ) -> list[NetProbe]:
-    """Probe every (family, depth) at initialisation and, from a degradation study, trained."""
+    """Probe every (family, depth) at initialisation and, from a degradation study, trained;
+    computing as `plan` says (None: probe_plan())."""
     if batches < 1 or batch_size < 1:
         raise ResnetlabError(
             f"batches and batch size must be at least 1, got {batches}, {batch_size}"
@@ -216,19 +242,22 @@ def run_gradients(
         raise ResnetlabError(
             f"{study} is not a directory (expected the output directory of a degradation study)"
         )
+    plan = plan or probe_plan()
+    apply(plan)
     splits = load_source(data)
     train = splits.train
     mean, std = compute_mean_std(train.images)
-    xs = probe_batches(train, mean, std, batch_size, batches, seed)
+    xs = probe_batches(train, mean, std, batch_size, batches, seed, plan)
     classes = len(train.classes)
     results = []
     for depth in depths:
         for family in families:
             name, options = study_net(family, depth)
             torch.manual_seed(seed)  # twins start from the same conv weights
-            model = model_for_data(name, tuple(train.image_shape), classes, options)
-            results.append(NetProbe(family, depth, "init", None, "batch statistics",
-                                    probe(model, xs, train_mode=True)))  # fmt: skip
+            model = on_plan(model_for_data(name, tuple(train.image_shape), classes, options), plan)
+            with plan.autocast():
+                init = probe(model, xs, train_mode=True)
+            results.append(NetProbe(family, depth, "init", None, "batch statistics", init))
             say(_line(results[-1]))
             if study is not None:
                 w = Path(study) / f"{family}{depth}-s{seed}" / "last.safetensors"
@@ -241,10 +270,13 @@ def run_gradients(
                 net_train, match = data_for_weights(meta, train, weights=str(w), source=str(data))
                 if match.note:
                     say(f"{family}-{depth}: {match.note}")
-                txs = probe_batches(net_train, meta["mean"], meta["std"], batch_size, batches, seed)
-                p = probe(trained, txs, train_mode=False)
-                # gradients as in training (batch statistics); responses as the net is used
-                g = probe(trained, txs, train_mode=True)
+                txs = probe_batches(net_train, meta["mean"], meta["std"], batch_size, batches, seed,
+                                    plan)  # fmt: skip
+                on_plan(trained, plan)
+                with plan.autocast():
+                    p = probe(trained, txs, train_mode=False)
+                    # gradients as in training (batch statistics); responses as the net is used
+                    g = probe(trained, txs, train_mode=True)
                 p.conv_grad_norms, p.block_grad_norms = g.conv_grad_norms, g.block_grad_norms
                 results.append(NetProbe(family, depth, "trained", str(w), "running statistics", p))
                 say(_line(results[-1]))

@@ -8,7 +8,8 @@ knowing which. With the CIFAR nets' option-A shortcut that works for every block
 ones included (the shortcut subsamples and zero-pads). A plain block has no shortcut (its
 `shortcut` is None): deleting it means skipping it, which only blocks whose input and output shapes
 agree allow; its downsampling blocks stay. The random k-block deletions draw from the blocks that
-keep their shape in both kinds of net, so plain and ResNet curves compare like with like.
+keep their shape in both kinds of net, so plain and ResNet curves compare like with like. The
+nets compute as a policy.Plan says (gradients.probe_plan unless given one).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from ..data.loader import BatchLoader
 from ..errors import ResnetlabError
 from ..files import atomic_write, check_output_dir
 from ..models import load_model
+from ..policy import Plan, apply
 from .figures import pyplot, save_png
-from .gradients import residual_blocks
+from .gradients import on_plan, probe_plan, residual_blocks
 
 JSON_FILE = "lesion.json"
 FIGURE_FILE = "lesion.png"
@@ -155,8 +157,10 @@ def run_lesion(
     max_k: int | None = None,
     seed: int = 0,
     say=print,
+    plan: Plan | None = None,
 ) -> list[Lesion]:
-    """Lesion every given weights file on the test split of `data`; write lesion.json/.png."""
+    """Lesion every given weights file on the test split of `data`; write lesion.json/.png;
+    computing as `plan` says (None: gradients.probe_plan())."""
     if draws < 1:
         raise ResnetlabError(f"draws must be at least 1, got {draws}", argument="draws")
     if max_k is not None and max_k < 1:
@@ -164,6 +168,8 @@ def run_lesion(
     if images is not None and images < 1:
         raise ResnetlabError(f"images must be at least 1, got {images}", argument="images")
     check_output_dir(out, (data, *weights))
+    plan = plan or probe_plan()
+    apply(plan)
     models = []
     for w in weights:
         model, meta = load_model(w)
@@ -187,14 +193,15 @@ def run_lesion(
     for (w, model, meta, blocks), (net_test, match) in zip(models, matched):
         if match.note:
             say(f"{meta['name']}: {match.note}")
-        model.to(memory_format=torch.channels_last)
+        on_plan(model, plan)
         loader = BatchLoader(net_test, 500, train=False, mean=meta["mean"], std=meta["std"],
-                             channels_last=True)  # fmt: skip
+                             channels_last=plan.channels_last, device=plan.device)  # fmt: skip
         batches = list(loader)
         pool = [i for i, (_, b) in enumerate(blocks) if keeps_shape(b)]
-        base, single, ks, means, stds = lesion_model(
-            model, batches, pool=pool, draws=draws, seed=seed, max_k=max_k
-        )
+        with plan.autocast():
+            base, single, ks, means, stds = lesion_model(
+                model, batches, pool=pool, draws=draws, seed=seed, max_k=max_k
+            )
         family = "plain" if all(b.shortcut is None for _, b in blocks) else "resnet"
         res = Lesion(meta["name"], str(w), family, base, [n for n, _ in blocks], single, ks,
                      means, stds, draws)  # fmt: skip
