@@ -147,3 +147,28 @@ def test_the_shared_storage_probe_names_what_a_node_saw(tmp_path):
     assert _sees_file(str(f), "token") is None
     assert _sees_file(str(f), "other") == "it holds other content"
     assert _sees_file(str(tmp_path / "absent"), "token").startswith("cannot read it")
+
+
+def test_sigterm_stops_a_study_on_workers_in_one_line_and_leaves_no_process(data, tmp_path):
+    # `timeout 25 resnetlab experiment ... --workers 2`: SIGTERM to the study's process group
+    out = tmp_path / "term"
+    argv = ["experiment", "degradation", "--data", str(data), "--out", str(out), "--depths", "8",
+            "--epochs", "200", "--batch-size", "50", "--precision", "fp32",
+            "--threads", "1", "--device", "cpu", "--workers", "2"]  # fmt: skip
+    p = run_cli(argv, env_extra={"PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    deadline = time.time() + 60
+    while not list(out.glob("*/checkpoint")):
+        assert p.poll() is None and time.time() < deadline, "the study ended before SIGTERM"
+        time.sleep(0.01)
+    os.killpg(p.pid, signal.SIGTERM)
+    stdout, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "study interrupted: run the same command again to resume it" in err
+    assert "leaked" not in err and "Traceback" not in err, err
+    workers = [int(line.rsplit("(process ", 1)[1].split(")")[0])
+               for line in stdout.splitlines() if "(process " in line]  # fmt: skip
+    assert workers
+    time.sleep(0.5)
+    for pid in workers:  # each worker stopped with the study
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -29,6 +29,7 @@ import operator
 import os
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -166,10 +167,13 @@ def train_remote(task: NetTask) -> tuple[float, str | None]:
 
 
 def _die_with_parent() -> None:
-    """Worker start-up: lines out as they are printed, and be killed when the study's process
-    dies (Linux). Ctrl-C reaches the whole process group: a worker that is training takes it
-    through the trainer's own handler (checkpoint, then stop); an idle one leaves it to the
-    study, which shuts the pool down."""
+    """Worker start-up: lines out as they are printed, be killed when the study's process dies
+    (Linux), and take no signal meant for the study's process group: Ctrl-C, or the SIGTERM of
+    `timeout`, reach the study alone, which passes one Ctrl-C to each worker (`_stop_workers`).
+    A worker that is training takes it through the trainer's own handler (checkpoint, then
+    stop); an idle one ignores it, and the study shuts the pool down."""
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer installs its own while it runs
     with contextlib.suppress(AttributeError, ValueError):
         sys.stdout.reconfigure(line_buffering=True)
@@ -241,22 +245,43 @@ def run_tasks(
     per = worker_threads(workers, threads)
     if per is not None:
         left = [with_threads(t, per) for t in left]
+    try:
+        with _sigterm_as_interrupt():
+            _run_left(left, data, out, workers, per, say, on_done)
+    except KeyboardInterrupt:
+        print("study interrupted: run the same command again to resume it", file=sys.stderr)
+        raise
+
+
+def _run_left(left, data, out, workers, per, say, on_done) -> None:
+    """The estimate, then the unfinished nets: in this process, or on `workers` processes."""
     secs = estimate(left, data, workers, per, out, say)
     how = "in this process" if workers == 1 else f"on {workers} worker processes"
     say(f"estimated time: {fmt_time(secs)} {how}")
     t0 = time.time()
+    if workers > 1:
+        _run_local(left, workers, t0, say, on_done)
+        return
+    for t in left:
+        say(_start_line(t) + f" (study elapsed {fmt_time(time.time() - t0)})")
+        train_task(t)
+        if on_done:
+            on_done(t)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While inside, SIGTERM stops the study as Ctrl-C does (KeyboardInterrupt here; a trainer
+    running in this process takes it through its own handler), so the workers are stopped and
+    joined and the study ends with its one line, not killed mid-way with its semaphores leaked."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        if workers > 1:
-            _run_local(left, workers, t0, say, on_done)
-            return
-        for t in left:
-            say(_start_line(t) + f" (study elapsed {fmt_time(time.time() - t0)})")
-            train_task(t)
-            if on_done:
-                on_done(t)
-    except KeyboardInterrupt:
-        print("study interrupted: run the same command again to resume it", file=sys.stderr)
-        raise
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def with_threads(task: NetTask, threads: int) -> NetTask:
@@ -312,10 +337,20 @@ def _run_local(left: list[NetTask], workers: int, t0: float, say, on_done) -> No
                     f"{fmt_time(time.time() - t0)}, {left_now} net(s) left)")  # fmt: skip
                 if on_done:
                     on_done(t)
+    except KeyboardInterrupt:
+        _stop_workers(pool)
+        raise
     finally:  # on Ctrl-C too: each running trainer saves its checkpoint first
         pool.shutdown(wait=True, cancel_futures=True)
     if errors:
         raise ResnetlabError(errors[0] + (f" (and {len(errors) - 1} more)" if errors[1:] else ""))
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Pass the study's Ctrl-C (or SIGTERM) on to each worker process, once, as a Ctrl-C."""
+    for pid in list(getattr(pool, "_processes", None) or {}):  # the pool's own table of workers
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
 
 
 def import_ray():
