@@ -6,6 +6,7 @@ Building blocks below, workflows above; a module imports only modules above it i
 - openvino.py, export.py    the runtimes' entry points: OpenVINO's compiled model, ONNX and
                             torch.export files checked against PyTorch, ONNX Runtime sessions
 - backends.py               which backend runs fastest here: the measurements `bench` records
+- compiling.py              whether a call gains from compiling here: size or measured, kept
 - onnxfile.py, onnxmodel.py an ONNX file read and checked (metadata, graph), and run as a model
 - int8.py                   int8 files: the QDQ form this machine runs fastest, written and loaded
 - preprocess.py             an image file to the tensor the weights expect
