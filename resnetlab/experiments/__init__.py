@@ -7,8 +7,9 @@ study is an ordinary run; each study writes its figures, tables and JSON.
   overfitting_report.py: its JSON, table and figure;
 - gradients.py, lesion.py: probes of trained (or fresh) nets, built on the blocks' anatomy;
 - nets.py: the study nets' names and checks; figures.py: matplotlib on Agg;
-- runner.py: a study's nets in sequence, on local worker processes, or on Ray (on_ray.py);
-  estimate.py: the study's time, measured per net before it starts.
+- tasks.py: one net of a study (NetTask), what is left of it, and the work of training it;
+  runner.py runs the tasks in sequence or on local worker processes, on_ray.py as Ray tasks
+  (neither imports the other's module); estimate.py: the study's time, measured per net first.
 """
 
 from .degradation import DegradationConfig, run_study

@@ -26,7 +26,8 @@ from ..train.logs import METRICS_FILE, STEPS_FILE, SUMMARY_FILE, plural, read_me
 from ..train.recipes import auto_recipe, get_recipe
 from .figures import pyplot, save_png
 from .nets import FAMILIES, check_depth, check_study_net, is_mlp, net_label, study_net
-from .runner import NetTask, check_workers, plan_tasks, read_json, run_tasks, source_data
+from .runner import check_workers, run_tasks
+from .tasks import NetTask, plan_tasks, read_json, source_data
 
 JSON_FILE = "degradation.json"
 TABLE_FILE = "degradation.md"

@@ -27,7 +27,7 @@ from ..train import loop
 from ..train.logs import METRICS_FILE, read_metrics
 
 if TYPE_CHECKING:
-    from .runner import NetTask
+    from .tasks import NetTask
 
 CALIBRATION_STEPS = 3  # per epoch of the speed measurement: one epoch to warm up, one measured
 SPEEDS_FILE = "speeds.json"  # in the study folder: the measured speeds, for the next estimate

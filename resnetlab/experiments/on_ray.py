@@ -22,7 +22,7 @@ from pathlib import Path
 from ..data import DataSplits
 from ..errors import ResnetlabError
 from .estimate import estimate, fmt_time
-from .runner import NETS_PER_GPU, NetTask, import_ray, train_remote, with_threads
+from .tasks import NETS_PER_GPU, NetTask, import_ray, train_remote, with_threads
 
 
 def _ray_start(ray, address: str) -> bool:

@@ -43,7 +43,8 @@ from ..train.config import TrainConfig, check_config
 from ..train.logs import METRICS_FILE, SUMMARY_FILE, read_metrics
 from .nets import check_study_net, cifar_net, parse_depths
 from .overfitting_report import write_results
-from .runner import NetTask, check_workers, plan_tasks, read_json, run_tasks, source_data
+from .runner import check_workers, run_tasks
+from .tasks import NetTask, plan_tasks, read_json, source_data
 
 TRAIN_EVAL_FILE = "train_eval.json"  # in each run's folder: the error on its training images
 MAX_SEEDS = 100

@@ -24,8 +24,6 @@ against a sequential one.
 from __future__ import annotations
 
 import contextlib
-import json
-import operator
 import os
 import signal
 import sys
@@ -33,137 +31,25 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from .. import TrainConfig
-from ..data import DataSplits, load_source
+from ..data import DataSplits
 from ..errors import ResnetlabError
 from ..hardware import usable_cores
-from ..train import checkpoint as ckpt
-from ..train.logs import SUMMARY_FILE
-from ..train.resume import same_source
 from .estimate import estimate, fmt_time
-
-RAY_HINT = "pip install 'resnetlab[ray]'"
-NETS_PER_GPU = 4  # default share of a GPU per net on CUDA (a CIFAR net leaves most of one idle)
-
-
-@dataclass
-class NetTask:
-    """One net of a study: its run's settings and how it is shown; subclasses may train on a part
-    of the data (`splits`) and add work after training (`after`), in the process that trains."""
-
-    label: str  # as messages show it: "resnet-20 seed 0"
-    cfg: TrainConfig
-    total_steps: int  # optimiser steps of the whole run (for the estimate)
-    eval_images: int = 0  # images evaluated over the run (for the estimate)
-    state: str = "new"  # "done", "partial" or "new" (plan_tasks fills it in)
-    step: int = 0  # steps a partial run has done
-
-    def splits(self) -> DataSplits | None:
-        """The data this net trains on; None: the trainer reads cfg.data (with cfg.subset)."""
-        return None
-
-    def after(self, splits: DataSplits | None) -> None:
-        """Work after training, in the same process: none."""
-
-
-# --------------------------------------------------------------------------------------------
-# what is left
-
-
-def run_state(cfg: TrainConfig, match_keys: tuple[str, ...]) -> tuple[str, int]:
-    """('done'|'partial'|'new', steps done) of the run in cfg.out; a run there of other settings
-    (one of `match_keys` differs) fails in one line."""
-    out = Path(cfg.out)
-    summary = out / SUMMARY_FILE
-    if summary.is_file():
-        saved = read_json(summary).get("config", {})
-        state, step = "done", 0
-    else:
-        try:
-            _, st = ckpt.load_checkpoint(out)
-        except ResnetlabError:
-            return "new", 0
-        saved, state, step = st["config"], "partial", int(st.get("step", 0))
-    if not isinstance(saved, dict):
-        raise ResnetlabError(f"{out}: its run configuration is not a mapping; remove the folder")
-    want = cfg.to_dict()
-    for key in match_keys:
-        same = same_source if key == "data" else operator.eq  # a checkpoint keeps paths absolute
-        old = saved.get(key, TrainConfig.__dataclass_fields__[key].default)
-        if not same(old, want[key]):
-            raise ResnetlabError(
-                f"{out} holds a run of other settings ({key} {old!r}, not {want[key]!r}); remove "
-                "it or choose another study directory"
-            )
-    return state, step
-
-
-def plan_tasks(tasks: list[NetTask], match_keys: tuple[str, ...]) -> list[NetTask]:
-    """Each task with its state and steps done filled in."""
-    for t in tasks:
-        t.state, t.step = run_state(t.cfg, match_keys)
-    return tasks
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from `path`; one line if it is unreadable or not an object."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ResnetlabError(f"{path}: unreadable ({e})") from None
-    if not isinstance(value, dict):
-        raise ResnetlabError(f"{path}: expected a JSON object")
-    return value
-
-
-# --------------------------------------------------------------------------------------------
-# the data, once per process
-
-
-_SOURCES: dict[str, DataSplits] = {}
-
-
-def source_data(data: str) -> DataSplits:
-    """The splits of a data source (resnetlab.data.load_source), read once per process."""
-    if data not in _SOURCES:
-        _SOURCES[data] = load_source(data)
-    return _SOURCES[data]
-
-
-# --------------------------------------------------------------------------------------------
-# one net, wherever it runs
-
-
-def fit(*args: Any, **kwargs: Any) -> Any:
-    """resnetlab.fit, looked up when called (so a fault a test plants there reaches the study)."""
-    from ..train import loop
-
-    return loop.fit(*args, **kwargs)
-
-
-def train_task(task: NetTask) -> float:
-    """Train (or resume) the task's net and do its after-work here; returns the seconds taken."""
-    t0 = time.time()
-    splits = task.splits()
-    fit(task.cfg, splits, resume=task.cfg.out if task.state == "partial" else None)
-    task.after(splits)
-    return time.time() - t0
-
-
-def train_remote(task: NetTask) -> tuple[float, str | None]:
-    """train_task in a worker: (seconds, None), or (0, the error's line) for bad input."""
-    print(_start_line(task) + f" (process {os.getpid()})", flush=True)
-    try:
-        return train_task(task), None
-    except ResnetlabError as e:
-        return 0.0, f"{task.label}: {e.for_command_line()}"
+from .tasks import (
+    NetTask,
+    import_ray,
+    start_line,
+    train_remote,
+    train_task,
+    with_threads,
+)
 
 
 def _die_with_parent() -> None:
@@ -263,7 +149,7 @@ def _run_left(left, data, out, workers, per, say, on_done) -> None:
         _run_local(left, workers, t0, say, on_done)
         return
     for t in left:
-        say(_start_line(t) + f" (study elapsed {fmt_time(time.time() - t0)})")
+        say(start_line(t) + f" (study elapsed {fmt_time(time.time() - t0)})")
         train_task(t)
         if on_done:
             on_done(t)
@@ -282,17 +168,6 @@ def _sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def with_threads(task: NetTask, threads: int) -> NetTask:
-    """The task, set to train with `threads` CPU threads."""
-    task.cfg = replace(task.cfg, threads=threads)
-    return task
-
-
-def _start_line(t: NetTask) -> str:
-    how = f"resuming at step {t.step}" if t.state == "partial" else "training"
-    return f"{t.label}: {how} in {t.cfg.out}"
 
 
 def _gpu_device(cfg: TrainConfig, k: int) -> str:
@@ -351,12 +226,3 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
     for pid in list(getattr(pool, "_processes", None) or {}):  # the pool's own table of workers
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGINT)
-
-
-def import_ray():
-    """The ray module, or one line saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise ResnetlabError(f"--ray needs Ray, which is not installed: {RAY_HINT}") from None
-    return ray

@@ -1,7 +1,7 @@
 """Inference: predict, the fast path, export, quantize, bench and Grad-CAM explanations.
 
 Building blocks below, workflows above; a module imports only modules above it in this list
-(tests/test_infer_imports.py checks that no import circle forms):
+(tests/test_package_layout.py checks that no import circle forms):
 
 - openvino.py, export.py    the runtimes' entry points: OpenVINO's compiled model, ONNX and
                             torch.export files checked against PyTorch, ONNX Runtime sessions
