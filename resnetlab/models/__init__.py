@@ -1,4 +1,17 @@
-"""Residual networks: blocks, the ResNet body, residual MLPs, the name registry and weights I/O."""
+"""Residual networks: blocks, the ResNet body, residual MLPs, the name registry and weights I/O.
+
+- anatomy.py: what every block shares, once: the shortcut (options A, B, C) and stochastic depth
+  (`Residual`), and the four ends that join F(x) and the shortcut (post- and pre-activation, each
+  with its plain twin, whose shortcut is None);
+- blocks.py, preact.py, mlp.py: each block its layers (`residual(x)`, `conv_bn_pairs()`,
+  `response_pairs()`) plus an end; layers.py: shortcuts and drop path;
+- resnet.py: the body (stem, stages, head; timm's forward_features/forward_head/intermediates);
+- registry.py: the table of names; builder.py: the one builder (build_model_with_cfg);
+  factory.py: create_model, load_model, model_for_data, each looking the table up once;
+- head.py: global pooling and the classifier; cfg.py: pretrained_cfg; stats.py: parameters,
+  FLOPs and shapes; features.py: backbones (FeatureInfo); adapt.py: input channels;
+  weights.py, pretrained.py: safetensors files with checked metadata, shipped weights.
+"""
 
 from .adapt import adapt_input_conv
 from .blocks import BasicBlock, Bottleneck, PlainBasicBlock, PlainBottleneck
