@@ -73,10 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("RESNETLAB_DEBUG") == "1"
     _print_any_file_name()
     try:
-        with _lost_interrupts() as interrupted:
+        with _lost_interrupts() as lost:
             code = int(args.func(args) or 0)
-        if interrupted:  # Ctrl-C landed where Python could not raise it: report it now
-            raise KeyboardInterrupt
+        if lost:  # a Ctrl-C or a stop landed where Python could not raise it: report it now
+            raise lost[0]
         return code
     except BrokenPipeError:
         # the reader went away (`resnetlab models --json | head -3`): not an error; keep the
@@ -110,16 +110,17 @@ UNEXPECTED_HINT = " (unexpected; RESNETLAB_DEBUG=1 shows the traceback)"
 
 
 @contextlib.contextmanager
-def _lost_interrupts() -> Iterator[list[bool]]:
+def _lost_interrupts() -> Iterator[list[BaseException]]:
     """A Ctrl-C that lands in a callback (a weakref finaliser inside matplotlib) is printed by
-    Python as 'Exception ignored in ...' with a traceback, and the command goes on to exit 0:
-    while inside, such an interrupt is noted in the list instead, for main to report."""
-    caught: list[bool] = []
+    Python as 'Exception ignored in ...' with a traceback, and the command goes on to exit 0; so
+    is the error a signal handler raises there (a prepared cache changed under a run): while
+    inside, such an interrupt or error is noted in the list instead, for main to report."""
+    caught: list[BaseException] = []
     previous = sys.unraisablehook
 
     def hook(unraisable) -> None:
-        if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            caught.append(True)
+        if isinstance(unraisable.exc_value, (KeyboardInterrupt, ResnetlabError)):
+            caught.append(unraisable.exc_value)
         else:
             previous(unraisable)
 

@@ -519,3 +519,37 @@ def test_created_folders_and_files_follow_the_umask(tmp_path, umask):
         tmp_path / "cache" / IMAGES_NAME,
     ]:
         assert mode(f) == 0o666 & ~umask, f
+
+
+def test_a_lost_lease_break_still_stops_the_run_at_the_next_batch(tmp_path, monkeypatch, capsys):
+    # the SIGIO handler's error can land in a finaliser, where Python only prints it: the break
+    # is remembered, the loader refuses the next batch, and the command reports it in one line
+    from resnetlab.cli import main
+    from resnetlab.commands import models as models_cmd
+    from resnetlab.data import npyfile
+    from resnetlab.data.dataset import ImageDataset
+    from resnetlab.data.loader import BatchLoader
+
+    ds = ImageDataset(
+        torch.zeros(8, 1, 4, 4, dtype=torch.uint8), torch.zeros(8, dtype=torch.int64), ["a"]
+    )
+    loader = BatchLoader(ds, 4, train=False, mean=(0.5,), std=(0.5,))
+    assert len(list(loader)) == 2
+    monkeypatch.setattr(npyfile, "_BROKEN", [tmp_path / "cache" / "images.npy"])
+    with pytest.raises(ResnetlabError, match="another process is truncating or rewriting"):
+        next(iter(loader))
+
+    class Finaliser:  # where a signal handler's error is only printed
+        def __del__(self):
+            npyfile.raise_if_changed()
+
+    def run_models(args):
+        Finaliser()
+        return 0
+
+    monkeypatch.setattr(models_cmd, "run_models", run_models)
+    rc = main(["models"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("resnetlab models: error: ") and len(err.strip().splitlines()) == 1
+    assert "images.npy: another process is truncating" in err

@@ -24,6 +24,7 @@ from ..errors import ResnetlabError
 from .augment import apply_crop_flip, apply_erase, draw_crop_flip, draw_erase, seeded_generator
 from .dataset import ImageDataset
 from .normalise import apply_normaliser, normaliser
+from .npyfile import raise_if_changed
 
 
 @dataclass
@@ -144,6 +145,7 @@ class BatchLoader:
 
     def batch(self, plan: EpochPlan, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch `b` of an epoch's plan, assembled where the images are."""
+        raise_if_changed()  # a mapped cache that another process changes stops the run here
         if self.device.type != "cpu":
             return self._assemble(plan, b)
         # on one intra-op thread: a batch is ~1e5 pixels, too small to gain from threads, and on a

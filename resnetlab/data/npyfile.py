@@ -89,6 +89,7 @@ def _read_whole(f, file: Path, offset: int, shape: tuple[int, ...]) -> np.ndarra
 
 # fds holding a read lease on a mapped cache -> the cache's path, for the SIGIO handler
 _GUARDED: dict[int, Path] = {}
+_BROKEN: list[Path] = []  # caches whose lease another process has broken
 _previous_sigio: list = []
 
 
@@ -116,18 +117,30 @@ def _on_lease_break(signum, frame) -> None:
         except OSError:
             continue
         if broken:  # the other process waits for this one to end (or for lease-break-time)
-            raise ResnetlabError(
-                f"{file}: another process is truncating or rewriting the prepared cache while "
-                "this one reads it; stopped here, before the change could crash it; leave a "
-                "cache alone while it is in use, or prepare a new one"
-            )
+            _BROKEN.append(file)
+            raise_if_changed()
     previous = _previous_sigio[0] if _previous_sigio else None
     if callable(previous):
         previous(signum, frame)
 
 
+def raise_if_changed() -> None:
+    """Stop, in one line, if another process has started to change a mapped cache. The SIGIO
+    handler raises this at once, but a signal that lands inside a finaliser or a callback is only
+    printed by Python ('Exception ignored'); the batch loader calls this before each batch, so the
+    run still stops within one batch, long before the kernel lets the change through."""
+    if _BROKEN:
+        raise ResnetlabError(
+            f"{_BROKEN[0]}: another process is truncating or rewriting the prepared cache while "
+            "this one reads it; stopped here, before the change could crash it; leave a "
+            "cache alone while it is in use, or prepare a new one"
+        )
+
+
 def _release(fd: int) -> None:
-    _GUARDED.pop(fd, None)
+    file = _GUARDED.pop(fd, None)
+    if file in _BROKEN:  # its mapping is gone: nothing reads the changed file any more
+        _BROKEN.remove(file)
     with contextlib.suppress(OSError):
         os.close(fd)
     _restore_sigio()
