@@ -80,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="none,standard,strong",
         help="none, standard, strong (default all three)",
     )
-    o.add_argument("--steps", type=int, default=2000, help="optimiser steps per net (default 2000)")
+    o.add_argument("--steps", type=int, default=1000, help="optimiser steps per net (default 1000)")
     o.add_argument("--seeds", type=int, default=1, help="seeds 0..K-1 per net (default 1)")
     o.add_argument(
         "--batch-size",
@@ -268,8 +268,10 @@ def run_gradients(args: argparse.Namespace) -> int:
             nets = [n for n in nets if n.family in families]
         if depths is not None:
             nets = [n for n in nets if n.depth in depths]
-        shown = ", ".join(net_label(n.family, n.depth) for n in nets) or "none"
-        print(f"trained nets of seed {args.seed} found in {args.study}: {shown}")
+        shown = ", ".join(net_label(n.family, n.depth) for n in nets if not n.diverged)
+        gone = ", ".join(net_label(n.family, n.depth) for n in nets if n.diverged)
+        gone = f" (diverged, probed at initialisation only: {gone})" if gone else ""
+        print(f"trained nets of seed {args.seed} found in {args.study}: {shown or 'none'}{gone}")
         families = families or tuple(dict.fromkeys(n.family for n in nets))
         depths = depths or tuple(sorted({n.depth for n in nets}))
         if not nets and (not families or not depths):

@@ -5,7 +5,9 @@ one seed each, their training and test error side by side.
 Each net is an ordinary training run in `OUT/<family><depth>-s<seed>/`, run by runner.py in
 sequence, on local worker processes or on Ray, so a killed study picks up where it stopped
 (finished nets are read back, interrupted ones resume from their checkpoints). With several seeds
-the JSON, the table and the figure give the mean and a band of one standard deviation.
+the JSON, the table and the figure give the mean and a band of one standard deviation. A net whose
+loss became non-finite is a result too (tasks.py): the table counts it beside the seeds, and the
+means, bands and curves are of the nets that trained.
 """
 
 from __future__ import annotations
@@ -27,7 +29,16 @@ from ..train.recipes import auto_recipe, get_recipe
 from .figures import pyplot, save_png
 from .nets import FAMILIES, check_depth, check_study_net, is_mlp, net_label, study_net
 from .runner import check_workers, run_tasks
-from .tasks import NetTask, plan_tasks, read_json, source_data
+from .tasks import (
+    DIVERGED_FILE,
+    NetTask,
+    diverged_fields,
+    diverged_line,
+    plan_tasks,
+    read_diverged,
+    read_json,
+    source_data,
+)
 
 JSON_FILE = "degradation.json"
 TABLE_FILE = "degradation.md"
@@ -76,9 +87,16 @@ class NetRun:
     epochs: list[dict[str, Any]]  # metrics.jsonl
     steps: list[dict[str, Any]]  # steps.jsonl
     summary: dict[str, Any]
+    diverged: dict[str, Any] | None = None  # its diverged.json: the loss became non-finite
 
     def record(self) -> dict[str, Any]:
-        """The net's entry in degradation.json (errors as fractions)."""
+        """The net's entry in degradation.json (errors as fractions; None for a net that
+        diverged, with the step it diverged at)."""
+        if self.diverged is not None:
+            d = self.diverged
+            return {"family": self.family, "depth": self.depth, "seed": self.seed,
+                    "model": d["config"].get("model"), "epochs": len(self.epochs),
+                    **diverged_fields(d, METRICS), "run_dir": str(self.run_dir)}  # fmt: skip
         train = [r["train_top1_err"] for r in self.epochs]
         test = [r["test_top1_err"] for r in self.epochs if "test_top1_err" in r]
         return {
@@ -91,6 +109,7 @@ class NetRun:
             "best_train_err": min(train),
             "final_test_err": test[-1],
             "best_test_err": min(test),
+            "diverged": False,
             "epochs": len(self.epochs),
             "steps": self.summary["steps"],
             "train_seconds": self.summary["train_seconds"],
@@ -169,6 +188,9 @@ def run_study(dc: DegradationConfig, say=print) -> list[NetRun]:
     def done(task: NetTask) -> None:
         i = tasks.index(task)
         rec = read_run(task.cfg, *plan[i]).record()
+        if rec["diverged"]:
+            say(diverged_line(task.label, task.cfg.out))
+            return
         say(
             f"{task.label}: final train err {100 * rec['final_train_err']:.2f}%, test err "
             f"{100 * rec['final_test_err']:.2f}% (best {100 * rec['best_test_err']:.2f}%)"
@@ -182,8 +204,14 @@ def run_study(dc: DegradationConfig, say=print) -> list[NetRun]:
 
 
 def read_run(cfg: TrainConfig, family: str, depth: int, seed: int) -> NetRun:
-    """A finished run's metrics, step log and summary, and its parameter count."""
+    """A finished run's metrics, step log and summary, and its parameter count; or a net that
+    diverged: its record, and what curves it logged before."""
     out = Path(cfg.out)
+    if not (out / SUMMARY_FILE).is_file() and (out / DIVERGED_FILE).is_file():
+        d = read_diverged(out)
+        epochs = read_metrics(out / METRICS_FILE) if (out / METRICS_FILE).is_file() else []
+        steps = read_metrics(out / STEPS_FILE) if (out / STEPS_FILE).is_file() else []
+        return NetRun(family, depth, seed, d["params"], out, epochs, steps, {}, d)
     summary = read_json(out / SUMMARY_FILE)
     epochs = read_metrics(out / METRICS_FILE)
     steps = read_metrics(out / STEPS_FILE) if (out / STEPS_FILE).is_file() else []
@@ -201,8 +229,10 @@ def read_run(cfg: TrainConfig, family: str, depth: int, seed: int) -> NetRun:
 # results
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (0 for one value; None and None for none)."""
+    if not values:
+        return None, None
     mean = sum(values) / len(values)
     var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
     return mean, math.sqrt(var)
@@ -210,24 +240,41 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def summarise(records: list[dict[str, Any]], by: tuple[str, ...] = ("family", "depth"),
               metrics: tuple[str, ...] = METRICS) -> list[dict[str, Any]]:  # fmt: skip
-    """One row per group of `by` over seeds: `seeds`, `params`, and `<metric>_mean`/`_std`."""
+    """One row per group of `by` over seeds: `seeds`, `diverged` (how many of them), `params`,
+    and `<metric>_mean`/`_std` over the nets that did not diverge (None if none did not)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in records:
         groups.setdefault(tuple(r[k] for k in by), []).append(r)
     rows = []
     for key, rs in groups.items():
         row = dict(zip(by, key))
-        row.update(seeds=len(rs), params=rs[0]["params"])
+        trained = [r for r in rs if not r.get("diverged")]
+        row.update(seeds=len(rs), diverged=len(rs) - len(trained), params=rs[0]["params"])
         for m in metrics:
-            row[f"{m}_mean"], row[f"{m}_std"] = mean_std([r[m] for r in rs])
+            row[f"{m}_mean"], row[f"{m}_std"] = mean_std([r[m] for r in trained])
         rows.append(row)
     return rows
 
 
 def pm(row: dict[str, Any], metric: str) -> str:
-    """'9.13' or '9.13 ± 0.21' (percent; the band only with more than one seed)."""
+    """'9.13' or '9.13 ± 0.21' (percent; the band only over more than one trained net);
+    'diverged' where every seed diverged."""
+    if row[metric + "_mean"] is None:
+        return "diverged"
     text = f"{100 * row[metric + '_mean']:.2f}"
-    return text + (f" ± {100 * row[metric + '_std']:.2f}" if row["seeds"] > 1 else "")
+    trained = row["seeds"] - row.get("diverged", 0)
+    return text + (f" ± {100 * row[metric + '_std']:.2f}" if trained > 1 else "")
+
+
+def seeds_cell(row: dict[str, Any]) -> str:
+    """'3', or '3 (1 diverged)'."""
+    return f"{row['seeds']}" + (f" ({row['diverged']} diverged)" if row.get("diverged") else "")
+
+
+DIVERGED_NOTE = (
+    "A net that diverged (its loss became non-finite; `diverged.json` in its folder) is counted "
+    "under seeds and left out of the means."
+)
 
 
 def _order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -246,7 +293,7 @@ def table_markdown(records: list[dict[str, Any]], title: str) -> str:
     ]
     for r in _order(summarise(records)):
         lines.append(
-            f"| {r['family']} | {r['depth']} | {r['params']:,} | {r['seeds']} | "
+            f"| {r['family']} | {r['depth']} | {r['params']:,} | {seeds_cell(r)} | "
             + " | ".join(pm(r, m) for m in METRICS)
             + " |"
         )
@@ -254,6 +301,7 @@ def table_markdown(records: list[dict[str, Any]], title: str) -> str:
         "",
         "Training error: the batches as trained (with augmentation), averaged over the epoch; "
         "test error: the whole test split after each epoch. Mean ± sample std over seeds.",
+        *(["", DIVERGED_NOTE] if any(r.get("diverged") for r in records) else []),
         "",
     ]
     return "\n".join(lines)
@@ -267,7 +315,7 @@ def write_results(runs: list[NetRun], out: Path, dc: DegradationConfig) -> None:
     value = {"study": study, "nets": records, "summary": _order(summarise(records))}
     text = json.dumps(value, indent=1) + "\n"
     atomic_write(out / JSON_FILE, lambda tmp: Path(tmp).write_text(text))
-    dataset = runs[0].summary.get("dataset", dc.data)
+    dataset = next((r.summary["dataset"] for r in runs if "dataset" in r.summary), dc.data)
     seeds = f", mean ± std of {dc.seeds} seeds" if dc.seeds > 1 else ""
     title = (
         f"Degradation study on {dataset}: {dc.recipe} recipe, {plural(dc.epochs, 'epoch')}{seeds}"
@@ -301,11 +349,20 @@ def plot_degradation(runs: list[NetRun], path: Path, title: str) -> None:
     finals = []
     for ax, family in zip(axes[0], families):
         for depth in depths:
-            group = [r for r in runs if r.family == family and r.depth == depth]
+            every = [r for r in runs if r.family == family and r.depth == depth]
+            group = [r for r in every if r.diverged is None]
+            c = colours[depth]
+            if every and not group:  # a legend entry, no curve
+                ax.plot([], [], "x", color=c, label=f"{net_label(family, depth)}: diverged "
+                        f"({len(every)} of {len(every)})")  # fmt: skip
             if not group:
                 continue
-            c = colours[depth]
-            label = net_label(family, depth) + (f" ({len(group)} seeds)" if len(group) > 1 else "")
+            gone = len(every) - len(group)
+            label = net_label(family, depth) + (
+                f" ({len(every)} seeds{f', {gone} diverged' if gone else ''})"
+                if len(every) > 1
+                else ""
+            )
             if all(r.steps for r in group):
                 x, y, s = mean_curve([r.steps for r in group], "train_top1_err")
                 ax.plot(x, y, "--", color=c, linewidth=0.8, alpha=0.9)

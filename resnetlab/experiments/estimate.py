@@ -31,12 +31,15 @@ if TYPE_CHECKING:
 
 CALIBRATION_STEPS = 3  # per epoch of the speed measurement: one epoch to warm up, one measured
 SPEEDS_FILE = "speeds.json"  # in the study folder: the measured speeds, for the next estimate
+CALIBRATION_LR = 1e-3
 EVAL_COST = 1 / 3  # a forward pass on an image costs about a third of a training step's work
 
 
 def measure_speed(cfg: TrainConfig, data: DataSplits) -> float:
     """Training images per second of cfg's net here: CALIBRATION_STEPS steps to warm up, then as
-    many measured, through fit on random images of the data's shape, nothing written to keep."""
+    many measured, through fit on random images of the data's shape, nothing written to keep. A
+    small learning rate (CALIBRATION_LR; the speed does not depend on it) keeps a study that will
+    diverge, a result it is to report, from diverging here."""
     batch = cfg.batch_size or 128
     n = batch * CALIBRATION_STEPS
     g = torch.Generator().manual_seed(0)
@@ -47,6 +50,7 @@ def measure_speed(cfg: TrainConfig, data: DataSplits) -> float:
     splits = DataSplits("calibration", ImageDataset(images, labels, classes), None)
     with tempfile.TemporaryDirectory(prefix="resnetlab-calibrate-") as tmp:
         probe = replace(cfg, data="calibration", out=tmp, epochs=2, batch_size=batch, subset=None,
+                        lr=CALIBRATION_LR,
                         val_split=0.0, quiet=True, log_every=0, eval_every=1, eval_images=None,
                         checkpoint_every=0, log=[])  # fmt: skip
         quiet = io.StringIO()

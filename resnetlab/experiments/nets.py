@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import ResnetlabError
 from ..models import get_entry
 from ..models.mlp import ResidualMLP
+from .tasks import DIVERGED_FILE
 
 CONV_FAMILIES = ("plain", "resnet")
 MLP_FAMILIES = ("plain_mlp", "residual_mlp")
@@ -145,17 +146,20 @@ def check_study_net(meta: dict[str, Any], family: str, depth: int, path: str) ->
 
 @dataclass(frozen=True)
 class StudyNet:
-    """A trained net of a degradation study: which twin, which seed, where its weights are."""
+    """A net of a degradation study: which twin, which seed, where its weights are; or one that
+    diverged (its folder holds diverged.json; no weights to probe)."""
 
     family: str
     depth: int
     seed: int
     weights: Path
+    diverged: bool = False
 
 
 def study_nets(study: str | Path, json_name: str = "degradation.json") -> list[StudyNet]:
-    """The trained nets of a degradation study: from its JSON when it has one, else from its
-    folders `<family><depth>-s<seed>/last.safetensors`; in (depth, family, seed) order."""
+    """The nets of a degradation study, trained or diverged: from its JSON when it has one, else
+    from its folders `<family><depth>-s<seed>/` with last.safetensors or diverged.json; in
+    (depth, family, seed) order."""
     root = Path(study)
     if not root.is_dir():
         raise ResnetlabError(
@@ -173,9 +177,11 @@ def study_nets(study: str | Path, json_name: str = "degradation.json") -> list[S
                 found[key] = root / folder / "last.safetensors"
     for sub in sorted(root.iterdir()) if not found else []:
         m = _FOLDER.fullmatch(sub.name)
-        if m and (sub / "last.safetensors").is_file():
+        if m and ((sub / "last.safetensors").is_file() or (sub / DIVERGED_FILE).is_file()):
             found[(m.group(1), int(m.group(2)), int(m.group(3)))] = sub / "last.safetensors"
-    nets = [StudyNet(f, d, s, w) for (f, d, s), w in found.items() if w.is_file()]
+    gone = {k for k, w in found.items() if (w.parent / DIVERGED_FILE).is_file()}
+    nets = [StudyNet(f, d, s, w, (f, d, s) in gone) for (f, d, s), w in found.items()
+            if w.is_file() or (f, d, s) in gone]  # fmt: skip
     order = {f: i for i, f in enumerate(FAMILIES)}
     return sorted(nets, key=lambda n: (is_mlp(n.family), n.depth, order[n.family], n.seed))
 

@@ -124,7 +124,7 @@ def run_on_ray(left: list[NetTask], data: DataSplits, out: Path, address: str,
             if err:
                 errors.append(err)
                 continue
-            say(f"{t.label}: trained in {fmt_time(secs)} on Ray (study elapsed "
+            say(f"{t.label}: finished in {fmt_time(secs)} on Ray (study elapsed "
                 f"{fmt_time(time.time() - t0)}, {len(refs)} net(s) left)")  # fmt: skip
             if on_done:
                 on_done(t)

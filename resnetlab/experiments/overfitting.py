@@ -44,7 +44,16 @@ from ..train.logs import METRICS_FILE, SUMMARY_FILE, read_metrics
 from .nets import check_study_net, cifar_net, parse_depths
 from .overfitting_report import write_results
 from .runner import check_workers, run_tasks
-from .tasks import NetTask, plan_tasks, read_json, source_data
+from .tasks import (
+    DIVERGED_FILE,
+    NetTask,
+    diverged_fields,
+    diverged_line,
+    plan_tasks,
+    read_diverged,
+    read_json,
+    source_data,
+)
 
 TRAIN_EVAL_FILE = "train_eval.json"  # in each run's folder: the error on its training images
 MAX_SEEDS = 100
@@ -72,7 +81,7 @@ class OverfittingConfig:
     depths: tuple[int, ...] = (20, 56)
     sizes: tuple[int, ...] = (1000, 10000)
     regularisation: tuple[str, ...] = ("none", "standard", "strong")
-    steps: int = 2000
+    steps: int = 1000
     seeds: int = 1
     batch_size: int = 100
     lr: float | None = None  # None: the paper recipe's 0.1
@@ -297,6 +306,9 @@ def run_overfitting(oc: OverfittingConfig, say=print) -> list[dict[str, Any]]:
 
     def done(task: OverfitTask) -> None:
         r = read_net(task, data)
+        if r["diverged"]:
+            say(diverged_line(task.label, task.cfg.out))
+            return
         say(
             f"{task.label}: train err {100 * r['final_train_err']:.2f}% (its own images), test "
             f"err {100 * r['final_test_err']:.2f}%, gap {100 * r['gap']:.2f} points"
@@ -317,8 +329,18 @@ def run_overfitting(oc: OverfittingConfig, say=print) -> list[dict[str, Any]]:
 
 
 def read_net(task: OverfitTask, data: DataSplits) -> dict[str, Any]:
-    """The net's entry in overfitting.json (errors as fractions)."""
+    """The net's entry in overfitting.json (errors as fractions; None for a net that diverged,
+    with the step it diverged at)."""
     out = Path(task.cfg.out)
+    weight_decay, augment, extra = REGULARISATION[task.regularisation]
+    grid = {"depth": task.depth, "family": "resnet", "model": task.cfg.model,
+            "train_size": task.size, "regularisation": task.regularisation,
+            "seed": task.seed}  # fmt: skip
+    if not (out / SUMMARY_FILE).is_file() and (out / DIVERGED_FILE).is_file():
+        d = read_diverged(out)
+        return {**grid, **diverged_fields(d, ("final_train_err", "final_test_err", "gap",
+                "train_batch_err")), "epochs": d["epoch"] - 1, "augment": augment,
+                "options": extra, "run_dir": str(out)}  # fmt: skip
     summary = read_json(out / SUMMARY_FILE)
     rows = read_metrics(out / METRICS_FILE)
     tested = [r for r in rows if "test_top1_err" in r]
@@ -330,15 +352,11 @@ def read_net(task: OverfitTask, data: DataSplits) -> dict[str, Any]:
     shape = tuple(int(v) for v in meta["input_size"])
     model = model_for_data(task.cfg.model, shape, int(meta["num_classes"]), task.cfg.model_options)
     test_err = tested[-1]["test_top1_err"]
-    weight_decay, augment, extra = REGULARISATION[task.regularisation]
     return {
-        "depth": task.depth,
-        "family": "resnet",
+        **grid,
         "model": summary["model"],
-        "train_size": task.size,
-        "regularisation": task.regularisation,
-        "seed": task.seed,
         "params": sum(p.numel() for p in model.parameters()),
+        "diverged": False,
         "final_train_err": train_err,
         "final_test_err": test_err,
         "gap": test_err - train_err,

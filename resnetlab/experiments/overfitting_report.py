@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write
-from .degradation import mean_std, pm, summarise
+from .degradation import DIVERGED_NOTE, mean_std, pm, seeds_cell, summarise
 from .figures import pyplot, save_png
 
 JSON_FILE = "overfitting.json"
@@ -36,13 +36,14 @@ def table_markdown(records: list[dict[str, Any]], title: str, order: Sequence[st
     for r in _order(rows, order):
         lines.append(
             f"| {r['depth']} | {r['train_size']:,} | {r['regularisation']} | {r['params']:,} | "
-            f"{r['seeds']} | " + " | ".join(pm(r, m) for m in METRICS) + " |"
+            f"{seeds_cell(r)} | " + " | ".join(pm(r, m) for m in METRICS) + " |"
         )
     lines += [
         "",
         "Train error: the trained net (evaluation mode, no augmentation) on its own training "
         "images; test error: the whole test split; gap: test minus train. Mean ± sample std "
         "over seeds.",
+        *(["", DIVERGED_NOTE] if any(r.get("diverged") for r in records) else []),
         "",
     ]
     return "\n".join(lines)
@@ -79,7 +80,8 @@ def plot_overfitting(
     for col, size in enumerate(sizes):
         top, bottom = axes[0][col], axes[1][col]
         for k, reg in enumerate(regs):
-            group = [r for r in records if r["train_size"] == size and r["regularisation"] == reg]
+            group = [r for r in records if r["train_size"] == size and r["regularisation"] == reg
+                     and not r.get("diverged")]  # fmt: skip
             depths = sorted({r["depth"] for r in group})
             stats = {
                 m: [mean_std([100 * r[m] for r in group if r["depth"] == d]) for d in depths]

@@ -43,7 +43,9 @@ from ..errors import ResnetlabError
 from ..hardware import usable_cores
 from .estimate import estimate, fmt_time
 from .tasks import (
+    DIVERGED_FILE,
     NetTask,
+    diverged_line,
     import_ray,
     start_line,
     train_remote,
@@ -119,7 +121,9 @@ def run_tasks(
     say(f"plan: {len(tasks)} net(s): {counts['done']} done, {counts['partial']} to resume, "
         f"{counts['new']} to start")  # fmt: skip
     for t in tasks:
-        if t.state == "done":
+        if t.state == "done" and (Path(t.cfg.out) / DIVERGED_FILE).is_file():
+            say(diverged_line(t.label, t.cfg.out))
+        elif t.state == "done":
             say(f"{t.label}: already trained in {t.cfg.out}")
     if not left:
         return
@@ -208,7 +212,7 @@ def _run_local(left: list[NetTask], workers: int, t0: float, say, on_done) -> No
                     errors.append(err)
                     continue
                 left_now = len(pending) + len(queue)
-                say(f"{t.label}: trained in {fmt_time(secs)} (study elapsed "
+                say(f"{t.label}: finished in {fmt_time(secs)} (study elapsed "
                     f"{fmt_time(time.time() - t0)}, {left_now} net(s) left)")  # fmt: skip
                 if on_done:
                     on_done(t)

@@ -1,11 +1,17 @@
 """A study's nets as tasks: what one net is (`NetTask`), what is left of it (done, partial or
 new), and the work of training it, wherever that runs: in the study's process, in a local worker
 (runner.py) or as a Ray task (on_ray.py). Both runners import this module and not each other.
+
+A net whose loss becomes non-finite (a plain 64-block MLP at lr 0.1 can) is a result of the
+study, not a fault: its folder gets `diverged.json` (the step, epoch and learning rate, the
+parameter count and the run's settings), the study goes on, and a rerun counts the net as done.
+The reports show it as diverged and leave it out of the means.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import operator
 import os
 import time
@@ -16,12 +22,16 @@ from typing import Any
 from .. import TrainConfig
 from ..data import DataSplits, load_source
 from ..errors import ResnetlabError
+from ..files import atomic_write
+from ..models.factory import model_for_data
 from ..train import checkpoint as ckpt
 from ..train.logs import SUMMARY_FILE
 from ..train.resume import same_source
+from ..train.step import NonFiniteLoss
 
 RAY_HINT = "pip install 'resnetlab[ray]'"
 NETS_PER_GPU = 4  # default share of a GPU per net on CUDA (a CIFAR net leaves most of one idle)
+DIVERGED_FILE = "diverged.json"  # in a run's folder: its loss became non-finite (a result)
 
 
 @dataclass
@@ -56,6 +66,8 @@ def run_state(cfg: TrainConfig, match_keys: tuple[str, ...]) -> tuple[str, int]:
     if summary.is_file():
         saved = read_json(summary).get("config", {})
         state, step = "done", 0
+    elif (out / DIVERGED_FILE).is_file():
+        saved, state, step = read_diverged(out)["config"], "done", 0
     else:
         try:
             _, st = ckpt.load_checkpoint(out)
@@ -120,12 +132,90 @@ def fit(*args: Any, **kwargs: Any) -> Any:
 
 
 def train_task(task: NetTask) -> float:
-    """Train (or resume) the task's net and do its after-work here; returns the seconds taken."""
+    """Train (or resume) the task's net and do its after-work here; returns the seconds taken. A
+    net whose loss becomes non-finite is kept as diverged (`diverged.json`), with no after-work."""
     t0 = time.time()
     splits = task.splits()
-    fit(task.cfg, splits, resume=task.cfg.out if task.state == "partial" else None)
+    try:
+        fit(task.cfg, splits, resume=task.cfg.out if task.state == "partial" else None)
+    except NonFiniteLoss as e:
+        write_diverged(task.cfg, splits, e)
+        return time.time() - t0
     task.after(splits)
     return time.time() - t0
+
+
+# --------------------------------------------------------------------------------------------
+# a net that diverged
+
+
+def write_diverged(cfg: TrainConfig, splits: DataSplits | None, e: NonFiniteLoss) -> None:
+    """Keep the divergence in the run's folder: where it happened, the error's line, the net's
+    parameter count (nothing else of it may be left) and the run's settings."""
+    train = (splits or source_data(cfg.data)).train
+    model = model_for_data(cfg.model, tuple(train.image_shape), len(train.classes),
+                           cfg.model_options)  # fmt: skip
+    value = {
+        "step": e.step,
+        "epoch": e.epoch,
+        "lr": e.lr,
+        "params": sum(p.numel() for p in model.parameters()),
+        "error": e.for_command_line(),
+        "config": cfg.to_dict(),
+    }
+    text = json.dumps(value, indent=1) + "\n"
+    atomic_write(Path(cfg.out) / DIVERGED_FILE, lambda tmp: Path(tmp).write_text(text))
+
+
+def read_diverged(out: Path) -> dict[str, Any]:
+    """The checked `diverged.json` of the run in `out`; one line if it is not what
+    write_diverged writes."""
+    path = Path(out) / DIVERGED_FILE
+    value = read_json(path)
+    ok = (
+        _count(value.get("step"))
+        and _count(value.get("epoch"))
+        and _count(value.get("params"))
+        and isinstance(value.get("lr"), (int, float))
+        and not isinstance(value.get("lr"), bool)
+        and math.isfinite(value["lr"])
+        and isinstance(value.get("error"), str)
+        and isinstance(value.get("config"), dict)
+    )
+    if not ok:
+        raise ResnetlabError(
+            f"{path}: not a divergence record of this study (step, epoch, lr, params, error, "
+            "config); remove the folder to train the net again"
+        )
+    return value
+
+
+def diverged_line(label: str, out: str | Path) -> str:
+    """'<label>: diverged at step N (epoch E, lr L): kept as a result in <out>'."""
+    d = read_diverged(Path(out))
+    return (
+        f"{label}: diverged at step {d['step']} (epoch {d['epoch']}, lr {d['lr']:.3g}): kept as "
+        f"a result in {out}; remove that folder to train the net again"
+    )
+
+
+def diverged_fields(d: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, Any]:
+    """The keys a diverged net's entry in a study's JSON shares: `diverged`, where it diverged,
+    `params`, the steps it took, and None for each of `metrics`."""
+    return {
+        "params": d["params"],
+        "diverged": True,
+        "diverged_step": d["step"],
+        "diverged_epoch": d["epoch"],
+        "diverged_lr": d["lr"],
+        **dict.fromkeys(metrics),
+        "steps": d["step"] - 1,
+        "train_seconds": None,
+    }
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 def train_remote(task: NetTask) -> tuple[float, str | None]:

@@ -30,7 +30,12 @@ TALLY = ("loss", "correct", "count", "bad")  # the per-epoch sums, in this order
 
 
 class NonFiniteLoss(ResnetlabError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite: at `step` (1-based), in `epoch`, at learning rate `lr`
+    (each None when not known)."""
+
+    step: int | None = None
+    epoch: int | None = None
+    lr: float | None = None
 
     @classmethod
     def at(cls, tally: Tally, step: int, lrs: dict[int, float], lr: float, steps_per_epoch: int,
@@ -42,11 +47,14 @@ class NonFiniteLoss(ResnetlabError):
         lr = lrs.get(at, lr)
         v = tally.first_bad_loss
         loss = str(v) if not math.isfinite(v) else f"{v:.4g} with non-finite gradients"
-        return cls(
-            f"loss became {loss} at epoch {(at - 1) // steps_per_epoch + 1}, step {at} "
-            f"(lr {lr:.3g}); the update was skipped and the last good checkpoint is kept in "
-            f"{checkpoint_path(where)}; try a lower learning rate"
+        epoch = (at - 1) // steps_per_epoch + 1
+        err = cls(
+            f"loss became {loss} at epoch {epoch}, step {at} (lr {lr:.3g}); the update was "
+            f"skipped and the last good checkpoint is kept in {checkpoint_path(where)}; try a "
+            "lower learning rate"
         )
+        err.step, err.epoch, err.lr = at, epoch, lr
+        return err
 
 
 @dataclass
