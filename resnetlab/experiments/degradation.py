@@ -33,7 +33,6 @@ from .tasks import (
     DIVERGED_FILE,
     NetTask,
     diverged_fields,
-    diverged_line,
     plan_tasks,
     read_diverged,
     read_json,
@@ -188,9 +187,6 @@ def run_study(dc: DegradationConfig, say=print) -> list[NetRun]:
     def done(task: NetTask) -> None:
         i = tasks.index(task)
         rec = read_run(task.cfg, *plan[i]).record()
-        if rec["diverged"]:
-            say(diverged_line(task.label, task.cfg.out))
-            return
         say(
             f"{task.label}: final train err {100 * rec['final_train_err']:.2f}%, test err "
             f"{100 * rec['final_test_err']:.2f}% (best {100 * rec['best_test_err']:.2f}%)"

@@ -48,7 +48,6 @@ from .tasks import (
     DIVERGED_FILE,
     NetTask,
     diverged_fields,
-    diverged_line,
     plan_tasks,
     read_diverged,
     read_json,
@@ -306,9 +305,6 @@ def run_overfitting(oc: OverfittingConfig, say=print) -> list[dict[str, Any]]:
 
     def done(task: OverfitTask) -> None:
         r = read_net(task, data)
-        if r["diverged"]:
-            say(diverged_line(task.label, task.cfg.out))
-            return
         say(
             f"{task.label}: train err {100 * r['final_train_err']:.2f}% (its own images), test "
             f"err {100 * r['final_test_err']:.2f}%, gap {100 * r['gap']:.2f} points"

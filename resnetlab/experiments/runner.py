@@ -113,7 +113,8 @@ def run_tasks(
     on_done=None,
 ) -> None:
     """Print the plan and its estimate, then train every unfinished task: in this process, on
-    `workers` processes or on Ray. `on_done(task)` is called here as each net ends."""
+    `workers` processes or on Ray. `on_done(task)` is called here as each net ends trained; a
+    net that diverged is said so instead."""
     check_workers(workers, ray)
     out = Path(out)
     left = [t for t in tasks if t.state != "done"]
@@ -127,6 +128,14 @@ def run_tasks(
             say(f"{t.label}: already trained in {t.cfg.out}")
     if not left:
         return
+
+    def ended(t: NetTask, trained=on_done) -> None:
+        if (Path(t.cfg.out) / DIVERGED_FILE).is_file():
+            say(diverged_line(t.label, t.cfg.out))
+        elif trained:
+            trained(t)
+
+    on_done = ended
     if ray is not None:
         from .on_ray import run_on_ray
 
@@ -155,8 +164,7 @@ def _run_left(left, data, out, workers, per, say, on_done) -> None:
     for t in left:
         say(start_line(t) + f" (study elapsed {fmt_time(time.time() - t0)})")
         train_task(t)
-        if on_done:
-            on_done(t)
+        on_done(t)
 
 
 @contextlib.contextmanager
@@ -214,8 +222,7 @@ def _run_local(left: list[NetTask], workers: int, t0: float, say, on_done) -> No
                 left_now = len(pending) + len(queue)
                 say(f"{t.label}: finished in {fmt_time(secs)} (study elapsed "
                     f"{fmt_time(time.time() - t0)}, {left_now} net(s) left)")  # fmt: skip
-                if on_done:
-                    on_done(t)
+                on_done(t)
     except KeyboardInterrupt:
         _stop_workers(pool)
         raise
