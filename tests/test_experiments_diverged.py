@@ -106,8 +106,12 @@ def test_one_diverged_seed_is_left_out_of_the_mean(data, tmp_path):
             "resnet", "--seeds", "2", *STUDY]  # fmt: skip
     assert main(args) == 0
     trained = study_json(out)["nets"]
-    # make seed 1 a diverged net: its folder holds the record a divergence leaves, no summary
     seed1 = Path(trained[1]["run_dir"])
+    # a record beside a summary (a run finished later, say by train --resume): trained wins
+    (seed1 / tasks.DIVERGED_FILE).write_text("junk")
+    assert main(args) == 0
+    assert study_json(out)["summary"][0]["diverged"] == 0
+    # make seed 1 a diverged net: its folder holds the record a divergence leaves, no summary
     config = json.loads((seed1 / "summary.json").read_text())["config"]
     (seed1 / "summary.json").unlink()
     record = {"step": 3, "epoch": 1, "lr": 0.1, "params": trained[1]["params"],
@@ -123,28 +127,36 @@ def test_one_diverged_seed_is_left_out_of_the_mean(data, tmp_path):
     assert "| 2 (1 diverged) |" in table and " ± " not in table.split("|---")[1]
 
 
+RECORD = {"step": 3, "epoch": 1, "lr": 0.1, "params": 100, "error": "x", "config": {}}
+NOT_A_RECORD = "diverged.json: not a divergence record of this study"
+
+
 @pytest.mark.parametrize(
-    "change",
+    "text, message",
     [
-        {"step": 0},
-        {"step": "3"},
-        {"lr": float("nan")},
-        {"params": True},
-        {"config": ["not", "a", "mapping"]},
+        (json.dumps({**RECORD, "step": 0}), NOT_A_RECORD),
+        (json.dumps({**RECORD, "step": "3"}), NOT_A_RECORD),
+        (json.dumps({**RECORD, "lr": float("nan")}), NOT_A_RECORD),
+        (json.dumps({**RECORD, "lr": 0}), NOT_A_RECORD),
+        (json.dumps(RECORD).replace("0.1", "1" + "0" * 400), NOT_A_RECORD),  # overflows a float
+        (json.dumps({**RECORD, "params": True}), NOT_A_RECORD),
+        (json.dumps({**RECORD, "config": ["not", "a", "mapping"]}), NOT_A_RECORD),
+        ("[" * 100_000 + "]" * 100_000, "diverged.json: unreadable (RecursionError"),
+        ("[1, 2]", "diverged.json: expected a JSON object"),
+        (json.dumps(RECORD), "holds a run of other settings (model missing, not 'resnet8')"),
     ],
 )
-def test_a_crafted_divergence_record_is_refused_in_one_line(data, tmp_path, capsys, change):
+def test_a_crafted_divergence_record_is_refused_in_one_line(data, tmp_path, capsys, text,
+                                                            message):  # fmt: skip
     out = tmp_path / "deg"
     args = ["experiment", "degradation", "--data", str(data), "--out", str(out), "--families",
             "resnet", *STUDY]  # fmt: skip
     folder = out / "resnet8-s0"
     folder.mkdir(parents=True)
-    record = {"step": 3, "epoch": 1, "lr": 0.1, "params": 100, "error": "x", "config": {}}
-    (folder / tasks.DIVERGED_FILE).write_text(json.dumps({**record, **change}))
+    (folder / tasks.DIVERGED_FILE).write_text(text)
     assert main(args) != 0
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1
-    assert "diverged.json: not a divergence record of this study" in err
+    assert len(err.splitlines()) == 1 and message in err
 
 
 def test_a_diverged_net_of_the_overfitting_grid(data, tmp_path, capsys):
@@ -156,7 +168,20 @@ def test_a_diverged_net_of_the_overfitting_grid(data, tmp_path, capsys):
     (net,) = study_json(out, "overfitting.json")["nets"]
     assert net["diverged"] is True and net["gap"] is None and net["final_train_err"] is None
     assert net["regularisation"] == "none" and net["train_size"] == 40 and net["params"] > 0
+    assert net["weight_decay"] == 0.0 and net["epochs"] == net["diverged_epoch"] - 1
     assert "resnet-8 on 40 images, none, seed 0: diverged at step" in said
     table = (out / "overfitting.md").read_text()
     assert "| 1 (1 diverged) | diverged | diverged | diverged |" in table
     assert (out / "overfitting.png").is_file()
+
+
+def test_nets_that_diverge_on_worker_processes_are_kept_too(data, tmp_path, capsys):
+    out = tmp_path / "deg"
+    args = ["experiment", "degradation", "--data", str(data), "--out", str(out), "--workers", "2",
+            "--lr", "1e30", *STUDY]  # fmt: skip
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    nets = study_json(out)["nets"]
+    assert [(r["family"], r["diverged"]) for r in nets] == [("plain", True), ("resnet", True)]
+    assert all((Path(r["run_dir"]) / tasks.DIVERGED_FILE).is_file() for r in nets)
+    assert "plain-8 seed 0: diverged at step" in said and "resnet-8 seed 0: diverged at" in said

@@ -30,9 +30,9 @@ from .figures import pyplot, save_png
 from .nets import FAMILIES, check_depth, check_study_net, is_mlp, net_label, study_net
 from .runner import check_workers, run_tasks
 from .tasks import (
-    DIVERGED_FILE,
     NetTask,
     diverged_fields,
+    is_diverged,
     plan_tasks,
     read_diverged,
     read_json,
@@ -94,8 +94,8 @@ class NetRun:
         if self.diverged is not None:
             d = self.diverged
             return {"family": self.family, "depth": self.depth, "seed": self.seed,
-                    "model": d["config"].get("model"), "epochs": len(self.epochs),
-                    **diverged_fields(d, METRICS), "run_dir": str(self.run_dir)}  # fmt: skip
+                    "model": d["config"].get("model"), **diverged_fields(d, METRICS),
+                    "run_dir": str(self.run_dir)}  # fmt: skip
         train = [r["train_top1_err"] for r in self.epochs]
         test = [r["test_top1_err"] for r in self.epochs if "test_top1_err" in r]
         return {
@@ -203,7 +203,7 @@ def read_run(cfg: TrainConfig, family: str, depth: int, seed: int) -> NetRun:
     """A finished run's metrics, step log and summary, and its parameter count; or a net that
     diverged: its record, and what curves it logged before."""
     out = Path(cfg.out)
-    if not (out / SUMMARY_FILE).is_file() and (out / DIVERGED_FILE).is_file():
+    if is_diverged(out):
         d = read_diverged(out)
         epochs = read_metrics(out / METRICS_FILE) if (out / METRICS_FILE).is_file() else []
         steps = read_metrics(out / STEPS_FILE) if (out / STEPS_FILE).is_file() else []

@@ -34,7 +34,7 @@ from ..models.factory import model_for_data
 from ..policy import Plan, Settings, apply, resolve
 from .figures import pyplot, save_png
 from .nets import check_study_net, study_net
-from .tasks import DIVERGED_FILE
+from .tasks import DIVERGED_FILE, is_diverged
 
 JSON_FILE = "gradients.json"
 GRADIENTS_FIGURE = "gradients.png"
@@ -262,7 +262,7 @@ def run_gradients(
             say(_line(results[-1]))
             if study is not None:
                 w = Path(study) / f"{family}{depth}-s{seed}" / "last.safetensors"
-                if (w.parent / DIVERGED_FILE).is_file():
+                if is_diverged(w.parent):
                     say(f"{family}-{depth}: diverged in the study ({w.parent / DIVERGED_FILE}); "
                         "initialisation only")  # fmt: skip
                     continue

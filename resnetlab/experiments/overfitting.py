@@ -41,13 +41,14 @@ from ..models.factory import model_for_data
 from ..models.weights import read_metadata
 from ..train.config import TrainConfig, check_config
 from ..train.logs import METRICS_FILE, SUMMARY_FILE, read_metrics
+from ..train.recipes import get_recipe
 from .nets import check_study_net, cifar_net, parse_depths
 from .overfitting_report import write_results
 from .runner import check_workers, run_tasks
 from .tasks import (
-    DIVERGED_FILE,
     NetTask,
     diverged_fields,
+    is_diverged,
     plan_tasks,
     read_diverged,
     read_json,
@@ -332,10 +333,11 @@ def read_net(task: OverfitTask, data: DataSplits) -> dict[str, Any]:
     grid = {"depth": task.depth, "family": "resnet", "model": task.cfg.model,
             "train_size": task.size, "regularisation": task.regularisation,
             "seed": task.seed}  # fmt: skip
-    if not (out / SUMMARY_FILE).is_file() and (out / DIVERGED_FILE).is_file():
+    if is_diverged(out):
         d = read_diverged(out)
+        decay = get_recipe(task.cfg.recipe).weight_decay if weight_decay is None else weight_decay
         return {**grid, **diverged_fields(d, ("final_train_err", "final_test_err", "gap",
-                "train_batch_err")), "epochs": d["epoch"] - 1, "augment": augment,
+                "train_batch_err")), "weight_decay": decay, "augment": augment,
                 "options": extra, "run_dir": str(out)}  # fmt: skip
     summary = read_json(out / SUMMARY_FILE)
     rows = read_metrics(out / METRICS_FILE)

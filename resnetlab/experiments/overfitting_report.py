@@ -80,14 +80,19 @@ def plot_overfitting(
     for col, size in enumerate(sizes):
         top, bottom = axes[0][col], axes[1][col]
         for k, reg in enumerate(regs):
-            group = [r for r in records if r["train_size"] == size and r["regularisation"] == reg
-                     and not r.get("diverged")]  # fmt: skip
+            every = [r for r in records if r["train_size"] == size and r["regularisation"] == reg]
+            group = [r for r in every if not r.get("diverged")]
             depths = sorted({r["depth"] for r in group})
+            c = f"C{k}"
+            for d in sorted({r["depth"] for r in every} - set(depths)):  # every seed diverged
+                n = sum(r["depth"] == d for r in every)
+                top.plot([], [], "x", color=c, label=f"{reg}: depth {d} diverged ({n} of {n})")
+            if not depths:
+                continue
             stats = {
                 m: [mean_std([100 * r[m] for r in group if r["depth"] == d]) for d in depths]
                 for m in METRICS
             }
-            c = f"C{k}"
             for metric, style, ax, label in (
                 ("final_test_err", "o-", top, f"{reg}: test"),
                 ("final_train_err", "s--", top, f"{reg}: train"),

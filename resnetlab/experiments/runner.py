@@ -43,10 +43,10 @@ from ..errors import ResnetlabError
 from ..hardware import usable_cores
 from .estimate import estimate, fmt_time
 from .tasks import (
-    DIVERGED_FILE,
     NetTask,
     diverged_line,
     import_ray,
+    is_diverged,
     start_line,
     train_remote,
     train_task,
@@ -122,7 +122,7 @@ def run_tasks(
     say(f"plan: {len(tasks)} net(s): {counts['done']} done, {counts['partial']} to resume, "
         f"{counts['new']} to start")  # fmt: skip
     for t in tasks:
-        if t.state == "done" and (Path(t.cfg.out) / DIVERGED_FILE).is_file():
+        if t.state == "done" and is_diverged(t.cfg.out):
             say(diverged_line(t.label, t.cfg.out))
         elif t.state == "done":
             say(f"{t.label}: already trained in {t.cfg.out}")
@@ -130,7 +130,7 @@ def run_tasks(
         return
 
     def ended(t: NetTask, trained=on_done) -> None:
-        if (Path(t.cfg.out) / DIVERGED_FILE).is_file():
+        if is_diverged(t.cfg.out):
             say(diverged_line(t.label, t.cfg.out))
         elif trained:
             trained(t)

@@ -15,7 +15,7 @@ import math
 import operator
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import MISSING, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ def run_state(cfg: TrainConfig, match_keys: tuple[str, ...]) -> tuple[str, int]:
     if summary.is_file():
         saved = read_json(summary).get("config", {})
         state, step = "done", 0
-    elif (out / DIVERGED_FILE).is_file():
+    elif is_diverged(out):
         saved, state, step = read_diverged(out)["config"], "done", 0
     else:
         try:
@@ -81,8 +81,9 @@ def run_state(cfg: TrainConfig, match_keys: tuple[str, ...]) -> tuple[str, int]:
         same = same_source if key == "data" else operator.eq  # a checkpoint keeps paths absolute
         old = saved.get(key, TrainConfig.__dataclass_fields__[key].default)
         if not same(old, want[key]):
+            shown = "missing" if old is MISSING else repr(old)
             raise ResnetlabError(
-                f"{out} holds a run of other settings ({key} {old!r}, not {want[key]!r}); remove "
+                f"{out} holds a run of other settings ({key} {shown}, not {want[key]!r}); remove "
                 "it or choose another study directory"
             )
     return state, step
@@ -99,8 +100,8 @@ def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from `path`; one line if it is unreadable or not an object."""
     try:
         value = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ResnetlabError(f"{path}: unreadable ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nesting too deep
+        raise ResnetlabError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
     if not isinstance(value, dict):
         raise ResnetlabError(f"{path}: expected a JSON object")
     return value
@@ -151,7 +152,10 @@ def train_task(task: NetTask) -> float:
 
 def write_diverged(cfg: TrainConfig, splits: DataSplits | None, e: NonFiniteLoss) -> None:
     """Keep the divergence in the run's folder: where it happened, the error's line, the net's
-    parameter count (nothing else of it may be left) and the run's settings."""
+    parameter count (nothing else of it may be left) and the run's settings. An error that does
+    not say where it happened stops the study, as any other error."""
+    if not (_count(e.step) and _count(e.epoch) and _positive(e.lr)):
+        raise e
     train = (splits or source_data(cfg.data)).train
     model = model_for_data(cfg.model, tuple(train.image_shape), len(train.classes),
                            cfg.model_options)  # fmt: skip
@@ -176,9 +180,7 @@ def read_diverged(out: Path) -> dict[str, Any]:
         _count(value.get("step"))
         and _count(value.get("epoch"))
         and _count(value.get("params"))
-        and isinstance(value.get("lr"), (int, float))
-        and not isinstance(value.get("lr"), bool)
-        and math.isfinite(value["lr"])
+        and _positive(value.get("lr"))
         and isinstance(value.get("error"), str)
         and isinstance(value.get("config"), dict)
     )
@@ -201,7 +203,8 @@ def diverged_line(label: str, out: str | Path) -> str:
 
 def diverged_fields(d: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, Any]:
     """The keys a diverged net's entry in a study's JSON shares: `diverged`, where it diverged,
-    `params`, the steps it took, and None for each of `metrics`."""
+    `params`, the steps and whole epochs before the divergence, and None for each of
+    `metrics`."""
     return {
         "params": d["params"],
         "diverged": True,
@@ -210,12 +213,30 @@ def diverged_fields(d: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, An
         "diverged_lr": d["lr"],
         **dict.fromkeys(metrics),
         "steps": d["step"] - 1,
+        "epochs": d["epoch"] - 1,
         "train_seconds": None,
     }
 
 
+def is_diverged(out: str | Path) -> bool:
+    """Whether the run in `out` ended diverged: diverged.json and no summary.json (a run
+    finished later, say by `train --resume`, counts as trained)."""
+    out = Path(out)
+    return (out / DIVERGED_FILE).is_file() and not (out / SUMMARY_FILE).is_file()
+
+
 def _count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v < 2**63
+
+
+def _positive(v: Any) -> bool:
+    """A real number > 0 and finite as a float (a 400-digit integer is not)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(v)) and v > 0
+    except OverflowError:
+        return False
 
 
 def train_remote(task: NetTask) -> tuple[float, str | None]:
