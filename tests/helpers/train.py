@@ -76,7 +76,8 @@ def run_cli(args: list[str], env_extra: dict | None = None, signal_at: str | Non
     """Run `python -m resnetlab ARGS` in a fresh single-threaded process; returns the Popen.
 
     signal_at: "KILL:N" or "INT:N" sends the process that signal right after training step N
-    (see signal_at.py)."""
+    (see signal_at.py). The process takes Ctrl-C as a terminal's would, even where the suite
+    itself was started in the background (`make test &`), which leaves SIGINT ignored."""
     import os
     import subprocess
     from pathlib import Path
@@ -92,5 +93,11 @@ def run_cli(args: list[str], env_extra: dict | None = None, signal_at: str | Non
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        **kw,
+        **{"preexec_fn": _sigint_as_default, **kw},
     )
+
+
+def _sigint_as_default() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
