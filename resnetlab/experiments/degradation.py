@@ -201,13 +201,11 @@ def run_study(dc: DegradationConfig, say=print) -> list[NetRun]:
 
 def read_run(cfg: TrainConfig, family: str, depth: int, seed: int) -> NetRun:
     """A finished run's metrics, step log and summary, and its parameter count; or a net that
-    diverged: its record, and what curves it logged before."""
+    diverged: its record alone (its curves are left out of the figure)."""
     out = Path(cfg.out)
     if is_diverged(out):
         d = read_diverged(out)
-        epochs = read_metrics(out / METRICS_FILE) if (out / METRICS_FILE).is_file() else []
-        steps = read_metrics(out / STEPS_FILE) if (out / STEPS_FILE).is_file() else []
-        return NetRun(family, depth, seed, d["params"], out, epochs, steps, {}, d)
+        return NetRun(family, depth, seed, d["params"], out, [], [], {}, d)
     summary = read_json(out / SUMMARY_FILE)
     epochs = read_metrics(out / METRICS_FILE)
     steps = read_metrics(out / STEPS_FILE) if (out / STEPS_FILE).is_file() else []

@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import ResnetlabError
 from ..models import get_entry
 from ..models.mlp import ResidualMLP
-from .tasks import DIVERGED_FILE, is_diverged
+from .tasks import is_diverged
 
 CONV_FAMILIES = ("plain", "resnet")
 MLP_FAMILIES = ("plain_mlp", "residual_mlp")
@@ -177,7 +177,7 @@ def study_nets(study: str | Path, json_name: str = "degradation.json") -> list[S
                 found[key] = root / folder / "last.safetensors"
     for sub in sorted(root.iterdir()) if not found else []:
         m = _FOLDER.fullmatch(sub.name)
-        if m and ((sub / "last.safetensors").is_file() or (sub / DIVERGED_FILE).is_file()):
+        if m and ((sub / "last.safetensors").is_file() or is_diverged(sub)):
             found[(m.group(1), int(m.group(2)), int(m.group(3)))] = sub / "last.safetensors"
     gone = {k for k, w in found.items() if is_diverged(w.parent)}
     nets = [StudyNet(f, d, s, w, (f, d, s) in gone) for (f, d, s), w in found.items()
