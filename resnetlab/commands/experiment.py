@@ -101,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Probe plain and residual twins on real training batches: the gradient norm "
         "of every conv layer's weights and of every block's output, and the std of every 3x3 "
         "layer's response; at initialisation, and trained when --from names a degradation study. "
-        "Writes OUT/gradients.png, responses.png and gradients.json.",
+        "Writes OUT/gradients.png, responses.png, gradients.json and gradients.md.",
     )
     g.add_argument("--data", required=True, help="dataset (as for train)")
     g.add_argument("--out", required=True, help="output directory")
@@ -114,6 +114,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batches", type=int, default=2, help="probe batches (default 2)")
     g.add_argument("--batch-size", type=int, default=128, help="images per batch (default 128)")
     g.add_argument("--seed", type=int, default=0, help="initialisation and batch seed (default 0)")
+    g.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="probe N seeds, --seed to --seed + N - 1 (with --from: the study's nets of those "
+        "seeds); figures show the mean and a band, gradients.md the range (default 1)",
+    )
     g.add_argument("--threads", type=int, help="CPU threads (default: the cores not already busy)")
     g.set_defaults(func=run_gradients)
 
@@ -121,7 +128,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "lesion",
         help="delete blocks of trained nets at test time (Veit et al. 2016)",
         description="Delete one block at a time, then k random blocks, from each trained net and "
-        "measure the test error. Writes OUT/lesion.png and lesion.json.",
+        "measure the test error. Weights files of the same model (a net's seeds) are taken "
+        "together: their mean, with a band. Writes OUT/lesion.png, lesion.json and lesion.md.",
     )
     le.add_argument("weights", nargs="+", help="weights files: a ResNet and, say, its plain twin")
     le.add_argument("--data", required=True, help="dataset (as for train)")
@@ -257,26 +265,30 @@ def run_overfitting(args: argparse.Namespace) -> int:
 def run_gradients(args: argparse.Namespace) -> int:
     """`resnetlab experiment gradients`."""
     from ..experiments.gradients import run_gradients as run
-    from ..experiments.nets import net_label, parse_depths, parse_families, study_nets
+    from ..experiments.nets import parse_depths, parse_families, study_nets
 
     families = parse_families(args.families) if args.families is not None else None
     asked = args.depths  # an empty --depths '' is refused by parse_depths, not taken as unset
     depths = parse_depths(asked, families or ("plain", "resnet")) if asked is not None else None
+    if args.seeds < 1:
+        raise ResnetlabError(f"--seeds must be at least 1, got {args.seeds}", argument="seeds")
+    seeds = range(args.seed, args.seed + args.seeds)
+    which = f"seed {args.seed}" if args.seeds == 1 else f"seeds {seeds[0]} to {seeds[-1]}"
     if args.study is not None:
-        nets = [n for n in study_nets(args.study) if n.seed == args.seed]
+        nets = [n for n in study_nets(args.study) if n.seed in seeds]
         if families is not None:
             nets = [n for n in nets if n.family in families]
         if depths is not None:
             nets = [n for n in nets if n.depth in depths]
-        shown = ", ".join(net_label(n.family, n.depth) for n in nets if not n.diverged)
-        gone = ", ".join(net_label(n.family, n.depth) for n in nets if n.diverged)
+        shown = ", ".join(_seeded(n, args.seeds) for n in nets if not n.diverged)
+        gone = ", ".join(_seeded(n, args.seeds) for n in nets if n.diverged)
         gone = f" (diverged, probed at initialisation only: {gone})" if gone else ""
-        print(f"trained nets of seed {args.seed} found in {args.study}: {shown or 'none'}{gone}")
+        print(f"trained nets of {which} found in {args.study}: {shown or 'none'}{gone}")
         families = families or tuple(dict.fromkeys(n.family for n in nets))
         depths = depths or tuple(sorted({n.depth for n in nets}))
         if not nets and (not families or not depths):
             raise ResnetlabError(
-                f"{args.study} holds no trained net of seed {args.seed} (folders "
+                f"{args.study} holds no trained net of {which} (folders "
                 "<family><depth>-s<seed>/last.safetensors of a degradation study); give --depths "
                 "and --families to probe nets at initialisation"
             )
@@ -285,10 +297,17 @@ def run_gradients(args: argparse.Namespace) -> int:
     plan = _probe_plan(args.threads)
     t0 = time.time()
     run(args.data, args.out, depths, families, study=args.study, batches=args.batches,
-        batch_size=args.batch_size, seed=args.seed, plan=plan)  # fmt: skip
+        batch_size=args.batch_size, seed=args.seed, seeds=args.seeds, plan=plan)  # fmt: skip
     print(f"done in {time.time() - t0:.1f} s ({_machine()})")
-    print(f"-> {args.out}/gradients.png, responses.png, gradients.json")
+    print(f"-> {args.out}/gradients.png, responses.png, gradients.json, gradients.md")
     return 0
+
+
+def _seeded(net, seeds: int) -> str:
+    """A study net's label, with its seed when several are probed."""
+    from ..experiments.nets import net_label
+
+    return net_label(net.family, net.depth) + (f" seed {net.seed}" if seeds > 1 else "")
 
 
 def run_lesion(args: argparse.Namespace) -> int:
@@ -300,5 +319,5 @@ def run_lesion(args: argparse.Namespace) -> int:
     run(args.weights, args.data, args.out, images=None if args.all_images else args.images,
         draws=args.draws, max_k=args.max_k, seed=args.seed, plan=plan)  # fmt: skip
     print(f"done in {time.time() - t0:.1f} s ({_machine()})")
-    print(f"-> {args.out}/lesion.png, lesion.json")
+    print(f"-> {args.out}/lesion.png, lesion.json, lesion.md")
     return 0

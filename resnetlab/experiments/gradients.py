@@ -34,9 +34,11 @@ from ..models.factory import model_for_data
 from ..policy import Plan, Settings, apply, resolve
 from .figures import pyplot, save_png
 from .nets import check_study_net, study_net
+from .probe_report import band, gradients_markdown, grouped
 from .tasks import DIVERGED_FILE, is_diverged
 
 JSON_FILE = "gradients.json"
+TABLE_FILE = "gradients.md"
 GRADIENTS_FIGURE = "gradients.png"
 RESPONSES_FIGURE = "responses.png"
 PROBE_SETTINGS = Settings(device="cpu", precision="fp32", compile="off")
@@ -175,6 +177,7 @@ class NetProbe:
     weights: str | None
     response_mode: str  # "batch statistics" (train mode) or "running statistics" (eval mode)
     probe: Probe
+    seed: int = 0  # of the initialisation, the probe batches and (trained) the study's net
 
     def record(self) -> dict[str, Any]:
         """The row of gradients.json."""
@@ -182,6 +185,7 @@ class NetProbe:
         d = {
             "family": self.family,
             "depth": self.depth,
+            "seed": self.seed,
             "state": self.state,
             "weights": self.weights,
             "response_mode": self.response_mode,
@@ -229,15 +233,23 @@ def run_gradients(
     seed: int = 0,
     say=print,
     plan: Plan | None = None,
+    seeds: int = 1,
 ) -> list[NetProbe]:
     """Probe every (family, depth) at initialisation and, from a degradation study, trained;
-    computing as `plan` says (None: probe_plan())."""
+    for each of the seeds seed, seed + 1, ..., seed + seeds - 1 (its initialisation, its probe
+    batches and the study's net of that seed); computing as `plan` says (None: probe_plan())."""
     if batches < 1 or batch_size < 1:
         raise ResnetlabError(
             f"batches and batch size must be at least 1, got {batches}, {batch_size}"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise ResnetlabError(f"seed {seed}: expected a whole number in [0, 2**32)", argument="seed")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ResnetlabError(f"seeds {seeds}: expected a whole number >= 1", argument="seeds")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**32 - seeds:
+        raise ResnetlabError(
+            f"seed {seed}: expected a whole number in [0, 2**32)"
+            + (f" that leaves room for {seeds} seeds" if seeds > 1 else ""),
+            argument="seed",
+        )
     check_output_dir(out, (data, study))
     if study is not None and not Path(study).is_dir():
         raise ResnetlabError(
@@ -248,51 +260,58 @@ def run_gradients(
     splits = load_source(data)
     train = splits.train
     mean, std = compute_mean_std(train.images)
-    xs = probe_batches(train, mean, std, batch_size, batches, seed, plan)
-    classes = len(train.classes)
     results = []
-    for depth in depths:
-        for family in families:
-            name, options = study_net(family, depth)
-            torch.manual_seed(seed)  # twins start from the same conv weights
-            model = on_plan(model_for_data(name, tuple(train.image_shape), classes, options), plan)
-            with plan.autocast():
-                init = probe(model, xs, train_mode=True)
-            results.append(NetProbe(family, depth, "init", None, "batch statistics", init))
-            say(_line(results[-1]))
-            if study is not None:
-                w = Path(study) / f"{family}{depth}-s{seed}" / "last.safetensors"
-                if is_diverged(w.parent):
-                    say(f"{family}-{depth}: diverged in the study ({w.parent / DIVERGED_FILE}); "
-                        "initialisation only")  # fmt: skip
-                    continue
-                if not w.is_file():
-                    say(f"{family}-{depth}: no trained weights at {w}; initialisation only")
-                    continue
-                trained, meta = load_model(w)
-                check_study_net(meta, family, depth, str(w))
-                check_input_size(meta, train, str(w), data)
-                net_train, match = data_for_weights(meta, train, weights=str(w), source=str(data))
-                if match.note:
-                    say(f"{family}-{depth}: {match.note}")
-                txs = probe_batches(net_train, meta["mean"], meta["std"], batch_size, batches, seed,
-                                    plan)  # fmt: skip
-                on_plan(trained, plan)
-                with plan.autocast():
-                    p = probe(trained, txs, train_mode=False)
-                    # gradients as in training (batch statistics); responses as the net is used
-                    g = probe(trained, txs, train_mode=True)
-                p.conv_grad_norms, p.block_grad_norms = g.conv_grad_norms, g.block_grad_norms
-                results.append(NetProbe(family, depth, "trained", str(w), "running statistics", p))
-                say(_line(results[-1]))
+    for s in range(seed, seed + seeds):
+        xs = probe_batches(train, mean, std, batch_size, batches, s, plan)
+        for depth in depths:
+            for family in families:
+                results += _probe_net(family, depth, s, xs, train, data, study, batch_size,
+                                      batches, plan, say)  # fmt: skip
     write_gradients(results, Path(out), splits.name)
     return results
+
+
+def _probe_net(family, depth, seed, xs, train, data, study, batch_size, batches, plan, say):
+    """The net at initialisation (seeded) and, where the study holds it, trained."""
+    name, options = study_net(family, depth)
+    torch.manual_seed(seed)  # twins start from the same conv weights
+    model = model_for_data(name, tuple(train.image_shape), len(train.classes), options)
+    with plan.autocast():
+        init = probe(on_plan(model, plan), xs, train_mode=True)
+    found = [NetProbe(family, depth, "init", None, "batch statistics", init, seed)]
+    say(_line(found[-1]))
+    if study is None:
+        return found
+    w = Path(study) / f"{family}{depth}-s{seed}" / "last.safetensors"
+    label = f"{family}-{depth} seed {seed}"
+    if is_diverged(w.parent):
+        say(f"{label}: diverged in the study ({w.parent / DIVERGED_FILE}); initialisation only")
+        return found
+    if not w.is_file():
+        say(f"{label}: no trained weights at {w}; initialisation only")
+        return found
+    trained, meta = load_model(w)
+    check_study_net(meta, family, depth, str(w))
+    check_input_size(meta, train, str(w), data)
+    net_train, match = data_for_weights(meta, train, weights=str(w), source=str(data))
+    if match.note:
+        say(f"{label}: {match.note}")
+    txs = probe_batches(net_train, meta["mean"], meta["std"], batch_size, batches, seed, plan)
+    on_plan(trained, plan)
+    with plan.autocast():
+        p = probe(trained, txs, train_mode=False)
+        # gradients as in training (batch statistics); responses as the net is used
+        g = probe(trained, txs, train_mode=True)
+    p.conv_grad_norms, p.block_grad_norms = g.conv_grad_norms, g.block_grad_norms
+    found.append(NetProbe(family, depth, "trained", str(w), "running statistics", p, seed))
+    say(_line(found[-1]))
+    return found
 
 
 def _line(r: NetProbe) -> str:
     d = r.record()
     return (
-        f"{r.family}-{r.depth} ({r.state}): first/last conv weight gradient "
+        f"{r.family}-{r.depth} seed {r.seed} ({r.state}): first/last conv weight gradient "
         f"{d['first_to_last_conv_grad']:.3g}x, first/last block output gradient "
         f"{d['first_to_last_block_grad']:.3g}x, mean 3x3 response std "
         + (f"{sum(s) / len(s):.3g}" if (s := r.probe.response_stds) else "none (no 3x3 layers)")
@@ -300,9 +319,12 @@ def _line(r: NetProbe) -> str:
 
 
 def write_gradients(results: list[NetProbe], out: Path, dataset: str) -> None:
-    """gradients.json, gradients.png and responses.png in `out`."""
-    text = json.dumps([r.record() for r in results], indent=1) + "\n"
+    """gradients.json, gradients.md, gradients.png and responses.png in `out`."""
+    records = [r.record() for r in results]
+    text = json.dumps(records, indent=1) + "\n"
     atomic_write(out / JSON_FILE, lambda tmp: Path(tmp).write_text(text))
+    table = gradients_markdown(records, dataset)
+    atomic_write(out / TABLE_FILE, lambda tmp: Path(tmp).write_text(table))
     plot_gradients(results, out / GRADIENTS_FIGURE, dataset)
     plot_responses(results, out / RESPONSES_FIGURE, dataset)
 
@@ -313,9 +335,32 @@ def _style(results: list[NetProbe]):
     return lambda r: dict(color=colours[r.depth], linestyle="--" if "plain" in r.family else "-")
 
 
+def _nets(results: list[NetProbe], state: str) -> list[list[NetProbe]]:
+    """The results of one state, grouped by net over seeds."""
+    return grouped((r for r in results if r.state == state), lambda r: (r.family, r.depth))
+
+
+def _draw(ax, group: list[NetProbe], values, style, geometric: bool) -> None:
+    """One net's curve: its one seed, or the (geometric) mean over seeds with a range band."""
+    r = group[0]
+    centre, low, high = band([values(g) for g in group], geometric)
+    xs = range(1, len(centre) + 1)
+    seeds = f" ({len(group)} seeds)" if len(group) > 1 else ""
+    ax.plot(xs, centre, label=f"{r.family}-{r.depth}{seeds}", **style(r))
+    if len(group) > 1:
+        ax.fill_between(xs, low, high, color=style(r)["color"], alpha=0.15, linewidth=0)
+
+
+def _seeds_note(results: list[NetProbe]) -> str:
+    seeds = sorted({r.seed for r in results})
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    return f"{len(seeds)} seeds: mean, band from min to max"
+
+
 def plot_gradients(results: list[NetProbe], path: Path, dataset: str) -> None:
     """Log-scale gradient norms against layer index: conv weights (left), block outputs (right);
-    one row per state (initialisation, trained)."""
+    one row per state (initialisation, trained); over seeds, the geometric mean and a band."""
     plt = pyplot()
 
     states = [s for s in ("init", "trained") if any(r.state == s for r in results)]
@@ -324,13 +369,9 @@ def plot_gradients(results: list[NetProbe], path: Path, dataset: str) -> None:
                              squeeze=False)  # fmt: skip
     for row, state in zip(axes, states):
         when = "at initialisation" if state == "init" else "trained"
-        for r in (r for r in results if r.state == state):
-            label = f"{r.family}-{r.depth}"
-            p = r.probe
-            row[0].plot(range(1, len(p.conv_grad_norms) + 1), p.conv_grad_norms, label=label,
-                        **style(r))  # fmt: skip
-            row[1].plot(range(1, len(p.block_grad_norms) + 1), p.block_grad_norms, label=label,
-                        **style(r))  # fmt: skip
+        for group in _nets(results, state):
+            _draw(row[0], group, lambda r: r.probe.conv_grad_norms, style, geometric=True)
+            _draw(row[1], group, lambda r: r.probe.block_grad_norms, style, geometric=True)
         row[0].set_title(f"conv weight gradient norm ||dL/dW||, {when}")
         row[0].set_xlabel("conv layer (1 = stem, input side)")
         for ax in row:
@@ -342,25 +383,25 @@ def plot_gradients(results: list[NetProbe], path: Path, dataset: str) -> None:
             ax.set_ylabel("gradient norm (log scale)")
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize=8, title="dashed: plain, solid: ResNet", title_fontsize=8)
-    fig.suptitle(f"Gradient flow on {dataset} (real training batches)")
+    fig.suptitle(f"Gradient flow on {dataset} (real training batches; {_seeds_note(results)})")
     fig.tight_layout()
     save_png(fig, path)
 
 
 def plot_responses(results: list[NetProbe], path: Path, dataset: str) -> None:
     """Figure 7 of the paper: std of each 3x3 layer's response, in layer order (top) and sorted
-    by magnitude (bottom); the trained nets when there are any, else at initialisation."""
+    by magnitude (bottom); the trained nets when there are any, else at initialisation; over
+    seeds, the mean and a band."""
     plt = pyplot()
 
     state = "trained" if any(r.state == "trained" for r in results) else "init"
     chosen = [r for r in results if r.state == state]
     style = _style(chosen)
     fig, axes = plt.subplots(2, 1, figsize=(8, 7), dpi=120)
-    for r in chosen:
-        s = r.probe.response_stds
-        label = f"{r.family}-{r.depth}"
-        axes[0].plot(range(1, len(s) + 1), s, label=label, **style(r))
-        axes[1].plot(range(1, len(s) + 1), sorted(s, reverse=True), label=label, **style(r))
+    for group in _nets(chosen, state):
+        _draw(axes[0], group, lambda r: r.probe.response_stds, style, geometric=False)
+        _draw(axes[1], group, lambda r: sorted(r.probe.response_stds, reverse=True), style,
+              geometric=False)  # fmt: skip
     when = (
         "trained nets, BN running statistics"
         if state == "trained"
@@ -378,6 +419,6 @@ def plot_responses(results: list[NetProbe], path: Path, dataset: str) -> None:
         ax.set_ylabel("std (log scale)" if wide else "std")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="dashed: plain, solid: ResNet", title_fontsize=8)
-    fig.suptitle(f"Layer responses on {dataset}")
+    fig.suptitle(f"Layer responses on {dataset} ({_seeds_note(chosen)})")
     fig.tight_layout()
     save_png(fig, path)

@@ -34,8 +34,10 @@ from ..models import load_model
 from ..policy import Plan, apply
 from .figures import pyplot, save_png
 from .gradients import on_plan, probe_plan, residual_blocks
+from .probe_report import band, grouped, lesion_markdown, median
 
 JSON_FILE = "lesion.json"
+TABLE_FILE = "lesion.md"
 FIGURE_FILE = "lesion.png"
 
 
@@ -159,8 +161,9 @@ def run_lesion(
     say=print,
     plan: Plan | None = None,
 ) -> list[Lesion]:
-    """Lesion every given weights file on the test split of `data`; write lesion.json/.png;
-    computing as `plan` says (None: gradients.probe_plan())."""
+    """Lesion every given weights file on the test split of `data`; write lesion.json, .md and
+    .png, where files of the same model (seeds of one net) are taken together; computing as
+    `plan` says (None: gradients.probe_plan())."""
     if draws < 1:
         raise ResnetlabError(f"draws must be at least 1, got {draws}", argument="draws")
     if max_k is not None and max_k < 1:
@@ -211,45 +214,56 @@ def run_lesion(
         say(
             f"{res.name}: baseline err {100 * base:.2f}% on {len(test)} test images; one block "
             f"deleted ({n_del} of {len(blocks)} deletable): median "
-            f"{100 * _median([e for e in single if e is not None]):.2f}%, worst {100 * worst:.2f}%;"
+            f"{100 * median([e for e in single if e is not None]):.2f}%, worst {100 * worst:.2f}%;"
             f" {ks[-1]} blocks deleted: {100 * means[-1]:.2f}%"
         )
-    text = json.dumps([r.record() for r in results], indent=1) + "\n"
+    records = [r.record() for r in results]
+    text = json.dumps(records, indent=1) + "\n"
+    table = lesion_markdown(records, splits.name, len(test))
     outp = Path(out)
     atomic_write(outp / JSON_FILE, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(outp / TABLE_FILE, lambda tmp: Path(tmp).write_text(table))
     plot_lesion(results, outp / FIGURE_FILE, splits.name, len(test))
     return results
 
 
-def _median(v: list[float]) -> float:
-    s = sorted(v)
-    n = len(s)
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
-
-
 def plot_lesion(results: list[Lesion], path: Path, dataset: str, n_images: int) -> None:
     """Left: test error with one block deleted, per block; right: mean error against the number
-    of blocks deleted at random (band: +- one std over draws)."""
+    of blocks deleted at random. A net given once: band ± one std over draws; a net given as
+    several weights files of one model (its seeds): the mean over them, band from min to max."""
     plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), dpi=120)
-    for i, r in enumerate(results):
-        c = f"C{i}"
+    groups = grouped(results, lambda r: (r.name, r.family))
+    several = any(len(g) > 1 for g in groups)
+    for i, g in enumerate(groups):
+        r, c = g[0], f"C{i}"
         ls = "--" if r.family == "plain" else "-"
-        xs = [j + 1 for j, e in enumerate(r.single) if e is not None]
-        ys = [100 * e for e in r.single if e is not None]
-        axes[0].plot(xs, ys, ls, color=c, marker="o", markersize=3, label=f"{r.name}")
-        axes[0].axhline(100 * r.baseline_err, color=c, linestyle=":", linewidth=1)
-        m = [100 * v for v in r.k_mean]
-        s = [100 * v for v in r.k_std]
-        axes[1].plot(r.ks, m, ls, color=c, marker="o", markersize=3, label=r.name)
-        axes[1].fill_between(r.ks, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)],
-                             color=c, alpha=0.15)  # fmt: skip
+        label = r.name + (f" ({len(g)} seeds)" if len(g) > 1 else "")
+        where = [j for j, e in enumerate(r.single) if e is not None]
+        single, s_lo, s_hi = band([[100 * x.single[j] for j in where] for x in g])
+        xs = [j + 1 for j in where]
+        axes[0].plot(xs, single, ls, color=c, marker="o", markersize=3, label=label)
+        base = sum(x.baseline_err for x in g) / len(g)
+        axes[0].axhline(100 * base, color=c, linestyle=":", linewidth=1)
+        m, lo, hi = band([[100 * v for v in x.k_mean] for x in g])
+        if not several:
+            lo = [a - 100 * b for a, b in zip(m, r.k_std)]
+            hi = [a + 100 * b for a, b in zip(m, r.k_std)]
+        else:
+            axes[0].fill_between(xs, s_lo, s_hi, color=c, alpha=0.15, linewidth=0)
+        axes[1].plot(r.ks, m, ls, color=c, marker="o", markersize=3, label=label)
+        axes[1].fill_between(r.ks, lo, hi, color=c, alpha=0.15, linewidth=0)
     if results:
-        axes[1].axhline(100 * results[0].baseline_err, color="grey", linestyle=":", linewidth=1)
-    axes[0].set_title("one block deleted (dotted: nothing deleted)")
+        base = sum(x.baseline_err for x in groups[0]) / len(groups[0])
+        axes[1].axhline(100 * base, color="grey", linestyle=":", linewidth=1)
+    axes[0].set_title("one block deleted (dotted: nothing deleted)"
+                      + ("; band: min to max over seeds" if several else ""))  # fmt: skip
     axes[0].set_xlabel("deleted block (1 = input side)")
-    axes[1].set_title("k random blocks deleted (mean, band: ± std over draws)")
+    axes[1].set_title(
+        "k random blocks deleted (mean; band: "
+        + ("min to max of the seeds' means)" if several else "± std over draws)")
+    )
     axes[1].set_xlabel("number of blocks deleted")
     for ax in axes:
         ax.set_ylabel("test error (%)")
