@@ -20,15 +20,22 @@ PROBE = ["--batch-size", "32", "--batches", "1", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return write_npz(tmp_path_factory.mktemp("data") / "squares.npz")
-
-
-@pytest.fixture(scope="module")
-def study(data, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("study") / "deg"
+def seeded(tmp_path_factory) -> tuple[Path, Path]:
+    """(the data, a study of plain-8 and ResNet-8 over seeds 0 and 1 on it)."""
+    root = tmp_path_factory.mktemp("seeded")
+    data, out = write_npz(root / "squares.npz"), root / "deg"
     assert main(["experiment", "degradation", "--data", str(data), "--out", str(out), *STUDY]) == 0
-    return out
+    return data, out
+
+
+@pytest.fixture
+def data(seeded) -> Path:
+    return seeded[0]
+
+
+@pytest.fixture
+def study(seeded) -> Path:
+    return seeded[1]
 
 
 def gradients(data, study, out, *args) -> list[dict]:
