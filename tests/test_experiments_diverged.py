@@ -95,7 +95,7 @@ def test_a_diverged_net_is_kept_and_the_study_goes_on(data, tmp_path, monkeypatc
                  "--threads", "1"]) == 0  # fmt: skip
     said = capsys.readouterr().out
     assert "found in" in said and "(diverged, probed at initialisation only: plain-8)" in said
-    assert "plain-8: diverged in the study" in said
+    assert "plain-8 seed 0: diverged in the study" in said
     states = [(r["family"], r["state"]) for r in json.loads((grads / "gradients.json").read_text())]
     assert ("resnet", "trained") in states and ("plain", "trained") not in states
 

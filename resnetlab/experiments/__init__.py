@@ -6,6 +6,7 @@ study is an ordinary run; each study writes its figures, tables and JSON.
 - overfitting.py: the depth x training-set size x regularisation grid and its nets;
   overfitting_report.py: its JSON, table and figure;
 - gradients.py, lesion.py: probes of trained (or fresh) nets, built on the blocks' anatomy;
+  gradients_figures.py: the gradient figures; probe_report.py: their seeds taken together;
 - nets.py: the study nets' names and checks; figures.py: matplotlib on Agg;
 - tasks.py: one net of a study (NetTask), what is left of it, and the work of training it;
   runner.py runs the tasks in sequence or on local worker processes, on_ray.py as Ray tasks
