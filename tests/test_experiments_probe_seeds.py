@@ -12,7 +12,7 @@ import pytest
 from helpers.train import write_npz
 
 from resnetlab.cli import main
-from resnetlab.experiments.probe_report import band, geo_mean, grouped, median
+from resnetlab.experiments.probe_report import band, geo_mean, grouped, lesion_markdown, median
 
 STUDY = ["--depths", "8", "--epochs", "1", "--batch-size", "32", "--log-every", "2",
          "--precision", "fp32", "--threads", "1", "--device", "cpu", "--seeds", "2"]  # fmt: skip
@@ -121,3 +121,13 @@ def test_grouping_and_bands():
     )
     assert band([[1.0, 2.0], [3.0, 6.0]]) == ([2.0, 4.0], [1.0, 2.0], [3.0, 6.0])
     assert median([3.0, 1.0, 2.0]) == 2.0 and median([4.0, 1.0, 2.0, 3.0]) == 2.5
+
+
+def test_lesion_table_keeps_nets_of_one_name_and_other_blocks_apart():
+    def record(blocks: int, err: float) -> dict:
+        names = [f"blocks.{i}" for i in range(blocks)]
+        return {"name": "residual_mlp", "family": "resnet", "blocks": names, "baseline_err": err,
+                "single": [err] * blocks, "ks": [1], "k_mean": [err]}  # fmt: skip
+
+    table = lesion_markdown([record(1, 0.1), record(3, 0.2)], "squares", 64)
+    assert "| residual_mlp | 1 | 10.00% |" in table and "| residual_mlp | 1 | 20.00% |" in table

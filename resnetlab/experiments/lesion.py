@@ -234,7 +234,7 @@ def plot_lesion(results: list[Lesion], path: Path, dataset: str, n_images: int) 
     plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), dpi=120)
-    groups = grouped(results, lambda r: (r.name, r.family))
+    groups = grouped(results, lambda r: (r.name, r.family, tuple(r.blocks)))
     several = any(len(g) > 1 for g in groups)
     for i, g in enumerate(groups):
         r, c = g[0], f"C{i}"

@@ -105,7 +105,8 @@ def lesion_markdown(records: list[dict[str, Any]], dataset: str, n_images: int) 
     """lesion.md: per net over its seeds (weights files of the same model), the error with nothing
     deleted, the median, best and worst single deletion, and k = 2, 5, 10 random deletions
     (mean over draws); mean ± sample std over seeds."""
-    groups = grouped(records, lambda r: (r["name"], r["family"]))
+    # one net: the same model with the same blocks (an MLP's depth is an option, not its name)
+    groups = grouped(records, lambda r: (r["name"], r["family"], tuple(r["blocks"])))
     ks = [k for k in LESION_KS if all(k in r["ks"] for g in groups for r in g)]
     head = "| net | seeds | nothing deleted | one block deleted: median | best | worst |"
     head += "".join(f" {k} random |" for k in ks)
