@@ -12,7 +12,14 @@ import pytest
 from helpers.train import write_npz
 
 from resnetlab.cli import main
-from resnetlab.experiments.probe_report import band, geo_mean, grouped, lesion_markdown, median
+from resnetlab.experiments.probe_report import (
+    band,
+    geo_mean,
+    grouped,
+    lesion_markdown,
+    median,
+    sig3,
+)
 
 STUDY = ["--depths", "8", "--epochs", "1", "--batch-size", "32", "--log-every", "2",
          "--precision", "fp32", "--threads", "1", "--device", "cpu", "--seeds", "2"]  # fmt: skip
@@ -66,7 +73,9 @@ def test_gradients_probe_every_seed_of_the_study(data, study, tmp_path, capsys):
     trained = [r["first_to_last_conv_grad"] for r in rows if r["state"] == "trained"
                and r["family"] == "resnet"]  # fmt: skip
     g = math.sqrt(trained[0] * trained[1])
-    want = f"| trained | resnet-8 | 2 | {g:,.3g}x ({min(trained):,.3g}x to {max(trained):,.3g}x) |"
+    want = (
+        f"| trained | resnet-8 | 2 | {sig3(g)}x ({sig3(min(trained))}x to {sig3(max(trained))}x) |"
+    )
     assert want in table, table
     assert "| initialisation | plain-8 | 2 |" in table
     one = (tmp_path / "one" / "gradients.md").read_text()
@@ -121,6 +130,10 @@ def test_grouping_and_bands():
     )
     assert band([[1.0, 2.0], [3.0, 6.0]]) == ([2.0, 4.0], [1.0, 2.0], [3.0, 6.0])
     assert median([3.0, 1.0, 2.0]) == 2.0 and median([4.0, 1.0, 2.0, 3.0]) == 2.5
+    # ratios keep 3 significant figures; large ones are written out, not in e-notation
+    assert [sig3(v) for v in (0.031749, 11.44, 999.4, 999.7, 1478.6, 3_334_567.0)] == [
+        "0.0317", "11.4", "999", "1,000", "1,480", "3,330,000",
+    ]  # fmt: skip
 
 
 def test_lesion_table_keeps_nets_of_one_name_and_other_blocks_apart():

@@ -41,13 +41,21 @@ def band(curves: Sequence[Sequence[float]], geometric: bool = False):
     return centre, [min(c) for c in columns], [max(c) for c in columns]
 
 
+def sig3(value: float) -> str:
+    """Three significant figures, large values written out: 0.0317, 11.4, 1,480, 3,330,000."""
+    text = f"{value:.3g}"
+    if not math.isfinite(value) or abs(float(text)) < 1000:
+        return text
+    return f"{float(text):,.0f}"
+
+
 def _ratio(values: Sequence[float | None]) -> str:
     """'11.4x (10.2x to 12.9x)' over seeds: geometric mean and range; '-' for none."""
     got = [v for v in values if v is not None]
     if not got:
         return "-"
-    text = f"{geo_mean(got):,.3g}x"
-    return text + (f" ({min(got):,.3g}x to {max(got):,.3g}x)" if len(got) > 1 else "")
+    text = f"{sig3(geo_mean(got))}x"
+    return text + (f" ({sig3(min(got))}x to {sig3(max(got))}x)" if len(got) > 1 else "")
 
 
 def _mean_range(values: Sequence[float]) -> str:
