@@ -254,22 +254,18 @@ def plot_lesion(results: list[Lesion], path: Path, dataset: str, n_images: int) 
             axes[0].fill_between(xs, s_lo, s_hi, color=c, alpha=0.15, linewidth=0)
         axes[1].plot(r.ks, m, ls, color=c, marker="o", markersize=3, label=label)
         axes[1].fill_between(r.ks, lo, hi, color=c, alpha=0.15, linewidth=0)
-    if results:
-        base = sum(x.baseline_err for x in groups[0]) / len(groups[0])
-        axes[1].axhline(100 * base, color="grey", linestyle=":", linewidth=1)
-    axes[0].set_title("one block deleted (dotted: nothing deleted)"
-                      + ("; band: min to max over seeds" if several else ""))  # fmt: skip
+        axes[1].axhline(100 * base, color=c, linestyle=":", linewidth=1)
+    axes[0].set_title("one block deleted")
     axes[0].set_xlabel("deleted block (1 = input side)")
-    axes[1].set_title(
-        "k random blocks deleted (mean; band: "
-        + ("min to max of the seeds' means)" if several else "± std over draws)")
-    )
+    axes[1].set_title("k random blocks deleted (mean over draws)")
     axes[1].set_xlabel("number of blocks deleted")
     for ax in axes:
         ax.set_ylabel("test error (%)")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="dashed: plain, solid: ResNet", title_fontsize=8)
-    fig.suptitle(f"Lesion study on {dataset} ({n_images} test images)")
+    bands = "min to max over seeds" if several else "(right) ± std over draws"
+    fig.suptitle(f"Lesion study on {dataset} ({n_images} test images); dotted: nothing deleted; "
+                 f"band: {bands}")  # fmt: skip
     fig.tight_layout()
     save_png(fig, path)
