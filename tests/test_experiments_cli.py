@@ -153,6 +153,40 @@ def test_lesion_on_a_resnet_and_its_plain_twin(data, study, tmp_path):
     assert (out / "lesion.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_lesion_of_a_net_whose_blocks_all_change_shape(data, tmp_path, capsys):
+    # every block of a one-block-a-stage bottleneck ResNet changes its width: each can be deleted
+    # (its shortcut remains), none is drawn at random (the plain twin could not skip it)
+    import numpy as np
+
+    from resnetlab.models import save_weights
+
+    model = create_model("resnet50", layers=[1, 1, 1, 1], num_classes=4, in_chans=1)
+    classes = [str(c) for c in np.load(data)["classes"]]
+    weights = tmp_path / "r50.safetensors"
+    save_weights(model, weights, {"classes": classes, "input_size": [1, 8, 8]})
+    out = tmp_path / "lesion"
+    rc = main(["experiment", "lesion", str(weights), "--data", str(data), "--out", str(out),
+               "--threads", "1"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    assert "none is deleted at random" in capsys.readouterr().out
+    (row,) = json.loads((out / "lesion.json").read_text())
+    assert row["blocks"] == ["layer1.0", "layer2.0", "layer3.0", "layer4.0"]
+    assert None not in row["single"] and row["ks"] == row["k_mean"] == []
+    assert "| resnet50 | 1 |" in (out / "lesion.md").read_text()
+    assert (out / "lesion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_lesion_refuses_a_net_with_no_deletable_block(data, study, tmp_path, capsys, monkeypatch):
+    import resnetlab.experiments.lesion as lesion
+
+    monkeypatch.setattr(lesion, "deletable", lambda block: False)
+    rc = main(["experiment", "lesion", str(study / "plain8-s0" / "last.safetensors"), "--data",
+               str(data), "--out", str(tmp_path / "lesion")])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "no block of plain8 can be deleted" in err[0], err
+    assert not (tmp_path / "lesion").exists()
+
+
 def test_commands_run_on_a_class_folder_tree(tmp_path):
     for k, cls in enumerate(("dark", "mid", "light")):
         (tmp_path / "tree" / cls).mkdir(parents=True)

@@ -79,7 +79,7 @@ def test_gradients_probe_every_seed_of_the_study(data, study, tmp_path, capsys):
     assert want in table, table
     assert "| initialisation | plain-8 | 2 |" in table
     one = (tmp_path / "one" / "gradients.md").read_text()
-    assert f"| trained | resnet-8 | 1 | {trained[0]:,.3g}x |" in one
+    assert f"| trained | resnet-8 | 1 | {sig3(trained[0])}x |" in one
     for f in ("gradients.png", "responses.png"):
         assert (tmp_path / "two" / f).read_bytes()[:4] == b"\x89PNG"
 
@@ -131,16 +131,30 @@ def test_grouping_and_bands():
     assert band([[1.0, 2.0], [3.0, 6.0]]) == ([2.0, 4.0], [1.0, 2.0], [3.0, 6.0])
     assert median([3.0, 1.0, 2.0]) == 2.0 and median([4.0, 1.0, 2.0, 3.0]) == 2.5
     # ratios keep 3 significant figures; large ones are written out, not in e-notation
-    assert [sig3(v) for v in (0.031749, 11.44, 999.4, 999.7, 1478.6, 3_334_567.0)] == [
-        "0.0317", "11.4", "999", "1,000", "1,480", "3,330,000",
+    values = (0.031749, 11.44, 999.4, 999.7, 1478.6, 3_334_567.0, -1478.6, 1.11e23)
+    assert [sig3(v) for v in values] == [
+        "0.0317", "11.4", "999", "1,000", "1,480", "3,330,000", "-1,480", "1.11e+23",
     ]  # fmt: skip
+    assert [sig3(v) for v in (math.nan, math.inf)] == ["nan", "inf"]
 
 
-def test_lesion_table_keeps_nets_of_one_name_and_other_blocks_apart():
-    def record(blocks: int, err: float) -> dict:
+def test_lesion_table_keeps_nets_of_one_name_and_other_blocks_or_options_apart():
+    def record(blocks: int, err: float, width: int = 64) -> dict:
         names = [f"blocks.{i}" for i in range(blocks)]
         return {"name": "residual_mlp", "family": "resnet", "blocks": names, "baseline_err": err,
-                "single": [err] * blocks, "ks": [1], "k_mean": [err]}  # fmt: skip
+                "single": [err] * blocks, "ks": [1], "k_mean": [err],
+                "options": {"depth": blocks, "width": width}}  # fmt: skip
 
     table = lesion_markdown([record(1, 0.1), record(3, 0.2)], "squares", 64)
-    assert "| residual_mlp | 1 | 10.00% |" in table and "| residual_mlp | 1 | 20.00% |" in table
+    assert "| residual_mlp (depth=1, width=64; 1 blocks) | 1 | 10.00% |" in table, table
+    assert "| residual_mlp (depth=3, width=64; 3 blocks) | 1 | 20.00% |" in table, table
+    # same blocks, other width: two nets; same everything: seeds of one net
+    table = lesion_markdown([record(2, 0.1), record(2, 0.3, 32), record(2, 0.2)], "squares", 64)
+    assert "| residual_mlp (depth=2, width=64; 2 blocks) | 2 | 15.00 ± 7.07% |" in table, table
+    assert "| residual_mlp (depth=2, width=32; 2 blocks) | 1 | 30.00% |" in table, table
+    # a name with one net keeps the bare name; files without options (or null) are one net
+    table = lesion_markdown([record(2, 0.1), record(2, 0.3)], "squares", 64)
+    assert "| residual_mlp | 2 | 20.00 ± 14.14% |" in table, table
+    bare = [{**record(2, 0.1), "options": None}, {**record(2, 0.3)}]
+    del bare[1]["options"]
+    assert "| residual_mlp | 2 | 20.00 ± 14.14% |" in lesion_markdown(bare, "squares", 64)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from ..models import load_model
 from ..policy import Plan, apply
 from .figures import pyplot, save_png
 from .gradients import on_plan, probe_plan, residual_blocks
-from .probe_report import band, grouped, lesion_markdown, median
+from .probe_report import band, lesion_markdown, lesion_nets, median
 
 JSON_FILE = "lesion.json"
 TABLE_FILE = "lesion.md"
@@ -107,6 +107,7 @@ class Lesion:
     k_mean: list[float]
     k_std: list[float]
     draws: int
+    options: dict[str, Any] = field(default_factory=dict)  # the model's build options
 
     def record(self) -> dict[str, Any]:
         """The object of lesion.json."""
@@ -181,6 +182,11 @@ def run_lesion(
             raise ResnetlabError(
                 f"{w}: {meta.get('name')} has no residual blocks (or plain twins of them) to delete"
             )
+        if not any(deletable(b) for _, b in blocks):
+            raise ResnetlabError(
+                f"{w}: no block of {meta.get('name')} can be deleted (a plain block can only be "
+                "skipped where it keeps its input's shape)"
+            )
         models.append((w, model, meta, blocks))
     splits = load_source(data)
     test = splits.test
@@ -207,15 +213,19 @@ def run_lesion(
             )
         family = "plain" if all(b.shortcut is None for _, b in blocks) else "resnet"
         res = Lesion(meta["name"], str(w), family, base, [n for n, _ in blocks], single, ks,
-                     means, stds, draws)  # fmt: skip
+                     means, stds, draws, dict(meta.get("options") or {}))  # fmt: skip
         results.append(res)
         worst = max(e for e in single if e is not None)
         n_del = sum(e is not None for e in single)
         say(
             f"{res.name}: baseline err {100 * base:.2f}% on {len(test)} test images; one block "
             f"deleted ({n_del} of {len(blocks)} deletable): median "
-            f"{100 * median([e for e in single if e is not None]):.2f}%, worst {100 * worst:.2f}%;"
-            f" {ks[-1]} blocks deleted: {100 * means[-1]:.2f}%"
+            f"{100 * median([e for e in single if e is not None]):.2f}%, worst {100 * worst:.2f}%"
+            + (
+                f"; {ks[-1]} blocks deleted: {100 * means[-1]:.2f}%"
+                if ks
+                else "; no block keeps its shape, so none is deleted at random"
+            )  # fmt: skip
         )
     records = [r.record() for r in results]
     text = json.dumps(records, indent=1) + "\n"
@@ -229,32 +239,32 @@ def run_lesion(
 
 def plot_lesion(results: list[Lesion], path: Path, dataset: str, n_images: int) -> None:
     """Left: test error with one block deleted, per block; right: mean error against the number
-    of blocks deleted at random. A net given once: band ± one std over draws; a net given as
-    several weights files of one model (its seeds): the mean over them, band from min to max."""
+    of blocks deleted at random. A net given as several weights files of one model (its seeds):
+    the mean over them, band from min to max; a net given once: band ± one std over draws (right
+    panel only)."""
     plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), dpi=120)
-    groups = grouped(results, lambda r: (r.name, r.family, tuple(r.blocks)))
-    several = any(len(g) > 1 for g in groups)
-    for i, g in enumerate(groups):
+    nets = lesion_nets(results, vars)
+    for i, (label, g) in enumerate(nets):
         r, c = g[0], f"C{i}"
         ls = "--" if r.family == "plain" else "-"
-        label = r.name + (f" ({len(g)} seeds)" if len(g) > 1 else "")
+        label += f" ({len(g)} seeds)" if len(g) > 1 else ""
         where = [j for j, e in enumerate(r.single) if e is not None]
         single, s_lo, s_hi = band([[100 * x.single[j] for j in where] for x in g])
         xs = [j + 1 for j in where]
         axes[0].plot(xs, single, ls, color=c, marker="o", markersize=3, label=label)
         base = sum(x.baseline_err for x in g) / len(g)
-        axes[0].axhline(100 * base, color=c, linestyle=":", linewidth=1)
         m, lo, hi = band([[100 * v for v in x.k_mean] for x in g])
-        if not several:
+        if len(g) > 1:
+            axes[0].fill_between(xs, s_lo, s_hi, color=c, alpha=0.15, linewidth=0)
+        else:
             lo = [a - 100 * b for a, b in zip(m, r.k_std)]
             hi = [a + 100 * b for a, b in zip(m, r.k_std)]
-        else:
-            axes[0].fill_between(xs, s_lo, s_hi, color=c, alpha=0.15, linewidth=0)
         axes[1].plot(r.ks, m, ls, color=c, marker="o", markersize=3, label=label)
         axes[1].fill_between(r.ks, lo, hi, color=c, alpha=0.15, linewidth=0)
-        axes[1].axhline(100 * base, color=c, linestyle=":", linewidth=1)
+        for ax in axes:
+            ax.axhline(100 * base, color=c, linestyle=":", linewidth=1)
     axes[0].set_title("one block deleted")
     axes[0].set_xlabel("deleted block (1 = input side)")
     axes[1].set_title("k random blocks deleted (mean over draws)")
@@ -264,8 +274,11 @@ def plot_lesion(results: list[Lesion], path: Path, dataset: str, n_images: int) 
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="dashed: plain, solid: ResNet", title_fontsize=8)
-    bands = "min to max over seeds" if several else "(right) ± std over draws"
+    several = any(len(g) > 1 for _, g in nets)
+    bands = ["min to max over seeds"] if several else []
+    if any(len(g) == 1 for _, g in nets):
+        bands.append(("one file: " if several else "") + "± std over draws (right)")
     fig.suptitle(f"Lesion study on {dataset} ({n_images} test images); dotted: nothing deleted; "
-                 f"band: {bands}")  # fmt: skip
+                 f"band: {'; '.join(bands)}")  # fmt: skip
     fig.tight_layout()
     save_png(fig, path)

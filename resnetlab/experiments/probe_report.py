@@ -9,7 +9,9 @@ rates are averaged arithmetically, with the range (figures) or the sample std (t
 
 from __future__ import annotations
 
+import json
 import math
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -42,10 +44,11 @@ def band(curves: Sequence[Sequence[float]], geometric: bool = False):
 
 
 def sig3(value: float) -> str:
-    """Three significant figures, large values written out: 0.0317, 11.4, 1,480, 3,330,000."""
+    """Three significant figures, large values written out up to a billion: 0.0317, 11.4, 1,480,
+    3,330,000."""
     text = f"{value:.3g}"
-    if not math.isfinite(value) or abs(float(text)) < 1000:
-        return text
+    if not math.isfinite(value) or not 1000 <= abs(float(text)) < 1e9:
+        return text  # a ratio past a billion (a gradient of 0 at the far end) stays 1.11e+23
     return f"{float(text):,.0f}"
 
 
@@ -109,18 +112,43 @@ def _pct(values: Sequence[float]) -> str:
 LESION_KS = (2, 5, 10)
 
 
+def lesion_nets(
+    items: Sequence[T], as_dict: Callable[[T], dict[str, Any]]
+) -> list[tuple[str, list[T]]]:
+    """A lesion's weights files grouped into nets, each with its label: a net is one model (name,
+    family, blocks and build options) and its files are its seeds. The label is the model's name;
+    where two nets share it (residual MLPs of other depths or widths), their build options and
+    number of blocks follow."""
+
+    def key(item: T) -> Hashable:
+        r = as_dict(item)
+        options = json.dumps(r.get("options") or {}, sort_keys=True)
+        return r["name"], r["family"], tuple(r["blocks"]), options
+
+    groups = grouped(items, key)
+    names = Counter(as_dict(g[0])["name"] for g in groups)
+    nets = []
+    for g in groups:
+        r = as_dict(g[0])
+        label = r["name"]
+        if names[label] > 1:
+            options = ", ".join(f"{k}={v}" for k, v in sorted((r.get("options") or {}).items()))
+            label += f" ({options + '; ' if options else ''}{len(r['blocks'])} blocks)"
+        nets.append((label, g))
+    return nets
+
+
 def lesion_markdown(records: list[dict[str, Any]], dataset: str, n_images: int) -> str:
     """lesion.md: per net over its seeds (weights files of the same model), the error with nothing
     deleted, the median, best and worst single deletion, and k = 2, 5, 10 random deletions
     (mean over draws); mean ± sample std over seeds."""
-    # one net: the same model with the same blocks (an MLP's depth is an option, not its name)
-    groups = grouped(records, lambda r: (r["name"], r["family"], tuple(r["blocks"])))
-    ks = [k for k in LESION_KS if all(k in r["ks"] for g in groups for r in g)]
+    nets = lesion_nets(records, lambda r: r)
+    ks = [k for k in LESION_KS if all(k in r["ks"] for r in records)]
     head = "| net | seeds | nothing deleted | one block deleted: median | best | worst |"
     head += "".join(f" {k} random |" for k in ks)
     lines = [f"# Lesions on {dataset} ({n_images} test images)", "", head,
              "|---|---:|" + "---:|" * (4 + len(ks))]  # fmt: skip
-    for g in groups:
+    for label, g in nets:
         single = [[e for e in r["single"] if e is not None] for r in g]
         cells = [
             _pct([r["baseline_err"] for r in g]),
@@ -129,7 +157,7 @@ def lesion_markdown(records: list[dict[str, Any]], dataset: str, n_images: int) 
             _pct([max(s) for s in single]),
         ]
         cells += [_pct([r["k_mean"][r["ks"].index(k)] for r in g]) for k in ks]
-        lines.append(f"| {g[0]['name']} | {len(g)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | {len(g)} | " + " | ".join(cells) + " |")
     lines += ["", "Errors on the test sample; mean ± sample standard deviation over seeds "
               "(weights files of the same model); k random: the mean over the draws of each "
               "seed."]  # fmt: skip
