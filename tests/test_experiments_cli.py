@@ -51,6 +51,7 @@ def test_degradation_writes_figure_table_and_json(study):
                                                    in_chans=1).parameters())  # fmt: skip
         assert r["params"] == want
         assert r["model"] == f"{r['family']}8"
+        assert r["precision"] == "fp32"  # what it trained in
     summary = json.loads((study / "degradation.json").read_text())["summary"]
     assert [(s["family"], s["depth"], s["seeds"]) for s in summary] == [
         ("plain", 8, 1),
@@ -103,12 +104,20 @@ def test_killed_study_resumes_without_retraining_finished_nets(data, study, tmp_
     assert len(records_of(out)) == 2
 
 
-def test_study_refuses_a_folder_holding_other_settings(data, study, capsys):
-    rc = main(["experiment", "degradation", "--data", str(data), "--out", str(study),
-               *STUDY[:2], "--epochs", "3", *STUDY[4:]])  # fmt: skip
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--epochs", "3", "(epochs 2, not 3)"),
+        ("--precision", "auto", "(precision 'fp32', not 'auto')"),
+    ],
+)
+def test_study_refuses_a_folder_holding_other_settings(data, study, capsys, flag, value, message):
+    args = list(STUDY)
+    args[args.index(flag) + 1] = value
+    rc = main(["experiment", "degradation", "--data", str(data), "--out", str(study), *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
-    assert "holds a run of other settings (epochs 2, not 3)" in err[0]
+    assert f"holds a run of other settings {message}" in err[0], err
 
 
 def test_gradients_at_init_and_trained(data, study, tmp_path):

@@ -51,6 +51,7 @@ def test_overfitting_writes_figure_table_and_json_with_every_key(study):
     for r in records:
         assert r.keys() >= NET_KEYS
         assert (r["depth"], r["family"], r["model"], r["seed"]) == (8, "resnet", "resnet8", 0)
+        assert r["precision"] == "fp32"  # what it trained in
         assert r["params"] == want_params
         assert 0 <= r["final_train_err"] <= 1 and 0 <= r["final_test_err"] <= 1
         assert r["gap"] == pytest.approx(r["final_test_err"] - r["final_train_err"])

@@ -45,7 +45,7 @@ FIGURE_FILE = "degradation.png"
 MAX_SEEDS = 1000
 # the fields a finished run must share with the study to count as one of its nets
 MATCH_KEYS = ("model", "data", "recipe", "epochs", "batch_size", "lr", "seed", "subset",
-              "model_options", "log_every")  # fmt: skip
+              "model_options", "log_every", "precision")  # fmt: skip
 METRICS = ("final_train_err", "best_train_err", "final_test_err", "best_test_err")
 TITLES = {"plain": "plain nets", "resnet": "ResNets", "plain_mlp": "plain MLPs",
           "residual_mlp": "residual MLPs"}  # fmt: skip
@@ -111,6 +111,7 @@ class NetRun:
             "diverged": False,
             "epochs": len(self.epochs),
             "steps": self.summary["steps"],
+            "precision": self.summary.get("precision"),  # what it trained in (auto resolved)
             "train_seconds": self.summary["train_seconds"],
             "run_dir": str(self.run_dir),
         }

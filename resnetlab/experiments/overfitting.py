@@ -69,7 +69,7 @@ REGULARISATION: dict[str, tuple[float | None, bool, dict[str, float]]] = {
 }
 # the fields a run in a study folder must share with the study to count as one of its nets
 MATCH_KEYS = ("model", "data", "recipe", "epochs", "batch_size", "lr", "seed", "subset",
-              "model_options", "augment", "weight_decay", "log_every")  # fmt: skip
+              "model_options", "augment", "weight_decay", "log_every", "precision")  # fmt: skip
 
 
 @dataclass
@@ -364,6 +364,7 @@ def read_net(task: OverfitTask, data: DataSplits) -> dict[str, Any]:
         "weight_decay": summary.get("recipe", {}).get("weight_decay", weight_decay),
         "augment": augment,
         "options": extra,
+        "precision": summary.get("precision"),  # what it trained in (auto resolved)
         "train_seconds": summary["train_seconds"],
         "run_dir": str(out),
     }
