@@ -107,7 +107,7 @@ def test_ctrl_c_stops_a_study_on_workers_with_checkpoints_and_starts_no_other_ne
 
 
 @pytest.mark.slow
-def test_a_study_through_a_local_ray_matches_a_sequential_one(data, tmp_path):
+def test_a_study_through_a_local_ray_matches_a_sequential_one(data, tmp_path, monkeypatch):
     try:
         import ray
     except ImportError:
@@ -116,8 +116,9 @@ def test_a_study_through_a_local_ray_matches_a_sequential_one(data, tmp_path):
         pytest.skip("ray is not installed: pip install 'resnetlab[ray]'")
     sequential = study(data, tmp_path / "seq", TWO_NETS)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    monkeypatch.chdir(tmp_path)  # relative paths: the tasks get them absolute, wherever they run
     try:
-        on_ray = study(data, tmp_path / "ray", TWO_NETS, "--ray", "auto")
+        on_ray = study(Path(os.path.relpath(data)), Path("ray"), TWO_NETS, "--ray", "auto")
         assert ray.is_initialized()  # the Ray it found is left to its owner
     finally:
         ray.shutdown()
@@ -125,6 +126,25 @@ def test_a_study_through_a_local_ray_matches_a_sequential_one(data, tmp_path):
     assert [r["run_dir"] for r in on_ray] == [
         str(tmp_path / "ray" / Path(r["run_dir"]).name) for r in sequential
     ]
+
+
+def test_a_worker_names_the_net_an_unexpected_error_stopped(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from resnetlab.experiments import tasks
+
+    def out_of_memory(task):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    monkeypatch.setattr(tasks, "train_task", out_of_memory)
+    task = SimpleNamespace(label="resnet-8 seed 1", state="new", cfg=SimpleNamespace(out="o"))
+    secs, line = tasks.train_remote(task)
+    assert secs == 0.0
+    assert (
+        line
+        == "resnet-8 seed 1: failed (RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB)"
+    )
+    assert "Traceback" in capsys.readouterr().err  # the worker keeps the traceback for the log
 
 
 def test_without_ray_the_ray_flag_is_refused_in_one_line(data, tmp_path, capsys, monkeypatch):

@@ -17,6 +17,7 @@ import io
 import logging
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from ..data import DataSplits
@@ -85,10 +86,11 @@ def run_on_ray(left: list[NetTask], data: DataSplits, out: Path, address: str,
     Ray task (its threads as CPUs, a share of a GPU on CUDA); `on_done(task)` as each ends."""
     ray = import_ray()
     started = _ray_start(ray, address)
+    refs: dict = {}
     try:
         nodes = check_shared(ray, out)
         cpus = max(1, threads or 1)
-        left = [with_threads(t, cpus) for t in left]
+        left = [with_threads(_absolute(t), cpus) for t in left]
         cuda = left[0].cfg.device.startswith("cuda")
         gpus = 1 / NETS_PER_GPU if cuda else 0
         total = ray.cluster_resources()
@@ -133,6 +135,19 @@ def run_on_ray(left: list[NetTask], data: DataSplits, out: Path, address: str,
                 errors[0] + (f" (and {len(errors) - 1} more)" if errors[1:] else "")
             )
     finally:
+        for ref in refs:  # a failure or Ctrl-C here: nothing keeps training behind the study
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
         if started:
             with contextlib.redirect_stderr(io.StringIO()):
                 ray.shutdown()
+
+
+def _absolute(task: NetTask) -> NetTask:
+    """The task with its run folder, and its data where that is a path, made absolute: a task
+    runs on whichever node and in whatever folder Ray starts it."""
+    data = task.cfg.data
+    if Path(data).exists():
+        data = str(Path(data).absolute())
+    task.cfg = replace(task.cfg, out=str(Path(task.cfg.out).absolute()), data=data)
+    return task

@@ -211,10 +211,12 @@ def _run_local(left: list[NetTask], workers: int, t0: float, say, on_done) -> No
                 t = pending.pop(f)
                 try:
                     secs, err = f.result()
-                except BrokenProcessPool:
+                except BrokenProcessPool:  # every net in flight sees it, not only the one that died
+                    busy = ", ".join([t.label, *(p.label for p in pending.values())])
                     raise ResnetlabError(
-                        f"a worker process died while training {t.label} (killed, or out of "
-                        "memory); run the same command again to resume every unfinished net"
+                        f"a worker process died (killed, or out of memory) while these nets were "
+                        f"training: {busy}; run the same command again to resume every "
+                        "unfinished net"
                     ) from None
                 if err:
                     errors.append(err)

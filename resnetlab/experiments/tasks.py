@@ -15,6 +15,7 @@ import math
 import operator
 import os
 import time
+import traceback
 from dataclasses import MISSING, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -240,12 +241,18 @@ def _positive(v: Any) -> bool:
 
 
 def train_remote(task: NetTask) -> tuple[float, str | None]:
-    """train_task in a worker: (seconds, None), or (0, the error's line) for bad input."""
+    """train_task in a worker: (seconds, None), or (0, a line naming the net and the error): for
+    bad input its one line; for any other error (out of memory, a fault) its type and first line,
+    its traceback printed here. The study goes on with its other nets and ends with the lines."""
     print(start_line(task) + f" (process {os.getpid()})", flush=True)
     try:
         return train_task(task), None
     except ResnetlabError as e:
         return 0.0, f"{task.label}: {e.for_command_line()}"
+    except Exception as e:  # noqa: BLE001 - reported with the net's name, not lost in a pool
+        traceback.print_exc()
+        first = (str(e).strip().splitlines() or [""])[0]
+        return 0.0, f"{task.label}: failed ({type(e).__name__}{': ' + first if first else ''})"
 
 
 def with_threads(task: NetTask, threads: int) -> NetTask:
