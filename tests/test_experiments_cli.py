@@ -11,6 +11,7 @@ from helpers.train import run_cli, write_npz
 from PIL import Image
 
 from resnetlab.cli import main
+from resnetlab.errors import ResnetlabError
 from resnetlab.models import create_model, read_metadata
 
 STUDY = ["--depths", "8", "--epochs", "2", "--batch-size", "32", "--log-every", "2",
@@ -102,6 +103,28 @@ def test_killed_study_resumes_without_retraining_finished_nets(data, study, tmp_
     for f in ("last.safetensors", "steps.jsonl"):
         assert (out / "resnet8-s0" / f).read_bytes() == (study / "resnet8-s0" / f).read_bytes()
     assert len(records_of(out)) == 2
+
+
+@pytest.mark.parametrize("name", ["degradation", "overfitting"])
+def test_a_second_study_on_a_folder_in_use_is_refused(data, tmp_path, capsys, name):
+    from resnetlab.experiments.tasks import study_lock
+
+    out = tmp_path / "busy"
+    args = {"degradation": ["--depths", "8", "--epochs", "1"],
+            "overfitting": ["--depths", "8", "--sizes", "40", "--steps", "2"]}[name]  # fmt: skip
+    with study_lock(out):  # a study running there (another process holds it the same way)
+        rc = main(["experiment", name, "--data", str(data), "--out", str(out), *args,
+                   "--batch-size", "20", "--device", "cpu"])  # fmt: skip
+        assert list(out.iterdir()) == []  # nothing trained into it
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "another study is running in this folder" in err[0], err
+    with study_lock(out):  # free again once the first study ends
+        pass
+    # a folder the lock made is removed if the study fails with it still empty
+    with pytest.raises(ResnetlabError), study_lock(tmp_path / "new"):
+        raise ResnetlabError("refused")
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ from .tasks import (
     read_diverged,
     read_json,
     source_data,
+    study_lock,
 )
 
 JSON_FILE = "degradation.json"
@@ -169,6 +170,12 @@ def run_study(dc: DegradationConfig, say=print) -> list[NetRun]:
     write the table, JSON and figure."""
     dc = check_study(dc)
     check_output_dir(dc.out, (dc.data,))
+    with study_lock(Path(dc.out)):
+        return _run_locked(dc, say)
+
+
+def _run_locked(dc: DegradationConfig, say) -> list[NetRun]:
+    """run_study, its folder held."""
     plan = [(f, d, s) for s in range(dc.seeds) for d in dc.depths for f in dc.families]
     tasks = [
         NetTask(f"[{i + 1}/{len(plan)}] {net_label(f, d)} seed {s}", net_config(dc, f, d, s), 0)

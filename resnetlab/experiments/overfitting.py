@@ -53,6 +53,7 @@ from .tasks import (
     read_diverged,
     read_json,
     source_data,
+    study_lock,
 )
 
 TRAIN_EVAL_FILE = "train_eval.json"  # in each run's folder: the error on its training images
@@ -290,6 +291,12 @@ def run_overfitting(oc: OverfittingConfig, say=print) -> list[dict[str, Any]]:
     if data.test is None:
         raise ResnetlabError(f"{oc.data} has no test split; the study tests every net on one")
     check_sizes(oc, data)
+    with study_lock(Path(oc.out)):
+        return _run_locked(oc, data, say)
+
+
+def _run_locked(oc: OverfittingConfig, data: DataSplits, say) -> list[dict[str, Any]]:
+    """run_overfitting, its folder held."""
     grid = [(d, n, r, s) for s in range(oc.seeds) for n in oc.sizes for d in oc.depths
             for r in oc.regularisation]  # fmt: skip
     tasks = []

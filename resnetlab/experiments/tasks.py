@@ -10,6 +10,8 @@ The reports show it as diverged and leave it out of the means.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import operator
@@ -88,6 +90,32 @@ def run_state(cfg: TrainConfig, match_keys: tuple[str, ...]) -> tuple[str, int]:
                 "it or choose another study directory"
             )
     return state, step
+
+
+@contextlib.contextmanager
+def study_lock(out: Path):
+    """Hold the study folder while inside: a second study on the same folder is refused in one
+    line instead of training the same nets into the same run folders. The lock is an flock on the
+    folder itself (no lock file), released when this process ends, however it ends. A folder made
+    here and still empty when the study fails is removed."""
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY)
+    ok = False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ResnetlabError(
+                f"{out}: another study is running in this folder; let it end or stop it first"
+            ) from None
+        yield
+        ok = True
+    finally:
+        os.close(fd)
+        if made and not ok:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only if still empty
 
 
 def plan_tasks(tasks: list[NetTask], match_keys: tuple[str, ...]) -> list[NetTask]:
