@@ -128,6 +128,24 @@ def test_a_study_through_a_local_ray_matches_a_sequential_one(data, tmp_path, mo
     ]
 
 
+def test_a_ctrl_c_a_worker_took_before_its_run_began_stops_the_run_at_once(tmp_path, monkeypatch):
+    # a worker notes the study's Ctrl-C while it loads data or builds the net; the run then
+    # stops at its first read with a checkpoint instead of training to the end
+    from helpers.train import tiny_config, tiny_splits
+
+    from resnetlab import fit
+    from resnetlab.train import checkpoint as ckpt
+    from resnetlab.train import rundir
+
+    monkeypatch.setattr(rundir, "STOP_ASKED", [])
+    rundir.note_stop(signal.SIGINT, None)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_config(tmp_path / "run", epochs=20, log_every=2), tiny_splits())
+    _, state = ckpt.load_checkpoint(tmp_path / "run")
+    assert 1 <= state["step"] <= 6  # 20 epochs are 120 steps: it stopped in the first epoch
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
 def test_a_worker_names_the_net_an_unexpected_error_stopped(monkeypatch, capsys):
     from types import SimpleNamespace
 

@@ -41,6 +41,7 @@ from .. import TrainConfig
 from ..data import DataSplits
 from ..errors import ResnetlabError
 from ..hardware import usable_cores
+from ..train.rundir import note_stop
 from .estimate import estimate, fmt_time
 from .tasks import (
     NetTask,
@@ -59,10 +60,12 @@ def _die_with_parent() -> None:
     (Linux), and take no signal meant for the study's process group: Ctrl-C, or the SIGTERM of
     `timeout`, reach the study alone, which passes one Ctrl-C to each worker (`_stop_workers`).
     A worker that is training takes it through the trainer's own handler (checkpoint, then
-    stop); an idle one ignores it, and the study shuts the pool down."""
+    stop); one that is not training yet (loading data, building the net) notes it, and its run
+    stops at its first read with a checkpoint; an idle one does nothing with it, and the study
+    shuts the pool down."""
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer installs its own while it runs
+    signal.signal(signal.SIGINT, note_stop)  # the trainer installs its own while it runs
     with contextlib.suppress(AttributeError, ValueError):
         sys.stdout.reconfigure(line_buffering=True)
     with contextlib.suppress(OSError, AttributeError):

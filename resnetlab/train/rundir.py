@@ -129,15 +129,27 @@ class Interrupted(Exception):
     """Ctrl-C (or SIGTERM) arrived; a checkpoint has been saved."""
 
 
+STOP_ASKED: list[int] = []  # signals a process noted before its run could take them
+
+
+def note_stop(signum, frame) -> None:  # noqa: ARG001
+    """A signal handler for a process that will run a net (a study's worker): note the Ctrl-C so
+    that a run starting later stops at once (stop_on_signals)."""
+    STOP_ASKED.append(signum)
+
+
 @contextlib.contextmanager
 def stop_on_signals(ask_to_stop):
     """While inside: the first Ctrl-C or SIGTERM calls `ask_to_stop()` (the run stops at its next
     read, with a checkpoint); a second one raises KeyboardInterrupt at once (the last checkpoint
-    stays intact). Only the main thread can take signals; elsewhere this does nothing."""
+    stays intact). A stop noted before (note_stop) is asked at once. Only the main thread can
+    take signals; elsewhere this does nothing."""
     import signal
     import threading
 
-    asked = []
+    asked = list(STOP_ASKED[:1])
+    if asked:
+        ask_to_stop()
 
     def on_signal(signum, frame):  # noqa: ARG001
         if asked:
