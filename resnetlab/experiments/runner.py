@@ -139,17 +139,17 @@ def run_tasks(
             trained(t)
 
     on_done = ended
-    if ray is not None:
-        from .on_ray import run_on_ray
-
-        run_on_ray(left, data, out, ray, threads, say, on_done)
-        return
-    per = worker_threads(workers, threads)
+    per = worker_threads(workers, threads) if ray is None else None
     if per is not None:
         left = [with_threads(t, per) for t in left]
     try:
         with _sigterm_as_interrupt():
-            _run_left(left, data, out, workers, per, say, on_done)
+            if ray is not None:  # its tasks are cancelled; each resumes from its last checkpoint
+                from .on_ray import run_on_ray
+
+                run_on_ray(left, data, out, ray, threads, say, on_done)
+            else:
+                _run_left(left, data, out, workers, per, say, on_done)
     except KeyboardInterrupt:
         print("study interrupted: run the same command again to resume it", file=sys.stderr)
         raise
