@@ -364,3 +364,5 @@ def test_degradation_seeds_give_a_mean_and_a_band(data, tmp_path):
     assert row["seeds"] == 2 and row["final_test_err_mean"] == pytest.approx(sum(errs) / 2)
     assert row["final_test_err_std"] == pytest.approx(abs(errs[0] - errs[1]) / 2**0.5)
     assert "mean ± std of 2 seeds" in (out / "degradation.md").read_text()
+    first, second = (Path(r["run_dir"]) / "last.safetensors" for r in value["nets"])
+    assert first.read_bytes() != second.read_bytes()  # each seed trains its own net

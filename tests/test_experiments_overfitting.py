@@ -166,6 +166,8 @@ def test_seeds_give_a_mean_and_a_standard_deviation(data, tmp_path):
     assert row["final_test_err_mean"] == pytest.approx(sum(errs) / 2)
     assert row["final_test_err_std"] == pytest.approx(abs(errs[0] - errs[1]) / 2**0.5)
     assert " ± " in (out / "overfitting.md").read_text()
+    first, second = (Path(r["run_dir"]) / "last.safetensors" for r in value["nets"])
+    assert first.read_bytes() != second.read_bytes()  # each seed trains its own net
 
 
 @pytest.mark.parametrize(
