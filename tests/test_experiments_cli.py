@@ -290,6 +290,30 @@ def test_gradients_from_a_study_probes_the_nets_it_holds(data, study, tmp_path, 
     ]  # fmt: skip
 
 
+def test_gradients_take_no_net_of_a_study_still_training(data, study, tmp_path, capsys):
+    # a study that is still running (or was stopped): its nets' last.safetensors are an epoch's
+    import shutil
+
+    running = tmp_path / "running"
+    shutil.copytree(study, running)
+    (running / "degradation.json").unlink()  # the study has not ended
+    (running / "resnet8-s0" / "summary.json").unlink()  # this net is still training
+    out = tmp_path / "grad"
+    rc = main(["experiment", "gradients", "--data", str(data), "--out", str(out), "--from",
+               str(running), "--depths", "8", "--batch-size", "32", "--batches", "1"])  # fmt: skip
+    stdout = capsys.readouterr().out
+    assert rc == 0
+    assert (
+        f"trained nets of seed 0 found in {running}: plain-8 (not trained to their end, probed "
+        "at initialisation only: resnet-8)" in stdout
+    ), stdout
+    assert "resnet-8 seed 0: not trained to its end in the study" in stdout, stdout
+    rows = json.loads((out / "gradients.json").read_text())
+    assert [(r["family"], r["state"]) for r in rows] == [
+        ("plain", "init"), ("plain", "trained"), ("resnet", "init"),
+    ]  # fmt: skip
+
+
 def test_gradients_from_a_folder_without_nets_is_refused_in_one_line(data, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     rc = main(["experiment", "gradients", "--data", str(data), "--out", str(tmp_path / "g"),
@@ -338,6 +362,18 @@ def test_gradients_and_lesion_take_the_mlp_twins(data, mlp_study, tmp_path, caps
         assert r["block_names"] == [f"blocks.{i}" for i in range(r["depth"])]
         assert all(v > 0 for v in r["conv_grad_norms"] + r["block_grad_norms"])
         assert r["response_stds"] == []  # no 3x3 layers
+    # --depths without --families: checked against the study's families (blocks, not 6n+2)
+    rc = main(["experiment", "gradients", "--data", str(data), "--out", str(tmp_path / "g3"),
+               "--from", str(mlp_study), "--depths", "3", "--batch-size", "32",
+               "--batches", "1"])  # fmt: skip
+    said = capsys.readouterr()
+    assert rc == 0, said.err
+    assert "found in" in said.out
+    rows = json.loads((tmp_path / "g3" / "gradients.json").read_text())
+    assert [(r["family"], r["depth"], r["state"]) for r in rows] == [
+        ("plain_mlp", 3, "init"), ("plain_mlp", 3, "trained"),
+        ("residual_mlp", 3, "init"), ("residual_mlp", 3, "trained"),
+    ]  # fmt: skip
     lesion = tmp_path / "lesion"
     weights = [str(mlp_study / n / "last.safetensors") for n in ("residual_mlp3-s0",
                                                                  "plain_mlp3-s0")]  # fmt: skip

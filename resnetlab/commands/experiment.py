@@ -105,7 +105,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--data", required=True, help="dataset (as for train)")
     g.add_argument("--out", required=True, help="output directory")
-    g.add_argument("--depths", help="depths (default: the study's with --from, else 20,56,110)")
+    g.add_argument("--depths", help="depths (default: the study's with --from, else 20,56,110; "
+                   "4,16,64 blocks for the MLP twins)")  # fmt: skip
     g.add_argument(
         "--families",
         help="plain, resnet, plain_mlp, residual_mlp (default: the study's, or plain,resnet)",
@@ -265,25 +266,41 @@ def run_overfitting(args: argparse.Namespace) -> int:
 def run_gradients(args: argparse.Namespace) -> int:
     """`resnetlab experiment gradients`."""
     from ..experiments.gradients import run_gradients as run
-    from ..experiments.nets import parse_depths, parse_families, study_nets
+    from ..experiments.nets import (
+        is_mlp,
+        parse_depths,
+        parse_families,
+        study_nets,
+        unfinished_nets,
+    )
 
     families = parse_families(args.families) if args.families is not None else None
     asked = args.depths  # an empty --depths '' is refused by parse_depths, not taken as unset
-    depths = parse_depths(asked, families or ("plain", "resnet")) if asked is not None else None
     if args.seeds < 1:
         raise ResnetlabError(f"--seeds must be at least 1, got {args.seeds}", argument="seeds")
     seeds = range(args.seed, args.seed + args.seeds)
     which = f"seed {args.seed}" if args.seeds == 1 else f"seeds {seeds[0]} to {seeds[-1]}"
+    depths = None
     if args.study is not None:
         nets = [n for n in study_nets(args.study) if n.seed in seeds]
+        going = [n for n in unfinished_nets(args.study) if n.seed in seeds]
         if families is not None:
             nets = [n for n in nets if n.family in families]
+            going = [n for n in going if n.family in families]
+        # the depths are checked against the families asked for, else the study's
+        held = families or tuple(dict.fromkeys(n.family for n in nets + going))
+        depths = parse_depths(asked, held or ("plain", "resnet")) if asked is not None else None
         if depths is not None:
             nets = [n for n in nets if n.depth in depths]
+            going = [n for n in going if n.depth in depths]
         shown = ", ".join(_seeded(n, args.seeds) for n in nets if not n.diverged)
         gone = ", ".join(_seeded(n, args.seeds) for n in nets if n.diverged)
         gone = f" (diverged, probed at initialisation only: {gone})" if gone else ""
+        if going:  # still training, or stopped: their last.safetensors is an epoch's
+            gone += (" (not trained to their end, probed at initialisation only: "
+                     f"{', '.join(_seeded(n, args.seeds) for n in going)})")  # fmt: skip
         print(f"trained nets of {which} found in {args.study}: {shown or 'none'}{gone}")
+        nets += going
         families = families or tuple(dict.fromkeys(n.family for n in nets))
         depths = depths or tuple(sorted({n.depth for n in nets}))
         if not nets and (not families or not depths):
@@ -293,7 +310,10 @@ def run_gradients(args: argparse.Namespace) -> int:
                 "and --families to probe nets at initialisation"
             )
     families = families or ("plain", "resnet")
-    depths = depths or parse_depths("20,56,110", families)
+    if depths is None and asked is not None:
+        depths = parse_depths(asked, families)
+    default = "4,16,64" if all(is_mlp(f) for f in families) else "20,56,110"
+    depths = depths or parse_depths(default, families)
     plan = _probe_plan(args.threads)
     t0 = time.time()
     run(args.data, args.out, depths, families, study=args.study, batches=args.batches,

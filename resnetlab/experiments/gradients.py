@@ -35,7 +35,7 @@ from ..policy import Plan, Settings, apply, resolve
 from .gradients_figures import plot_gradients, plot_responses
 from .nets import check_study_net, study_net
 from .probe_report import gradients_markdown
-from .tasks import DIVERGED_FILE, is_diverged
+from .tasks import DIVERGED_FILE, is_diverged, is_finished
 
 JSON_FILE = "gradients.json"
 TABLE_FILE = "gradients.md"
@@ -289,6 +289,10 @@ def _probe_net(family, depth, seed, xs, train, data, study, batch_size, batches,
         return found
     if not w.is_file():
         say(f"{label}: no trained weights at {w}; initialisation only")
+        return found
+    if not is_finished(w.parent):
+        say(f"{label}: not trained to its end in the study (no summary.json in {w.parent}: "
+            "still training, or stopped); initialisation only")  # fmt: skip
         return found
     trained, meta = load_model(w)
     check_study_net(meta, family, depth, str(w))

@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import ResnetlabError
 from ..models import get_entry
 from ..models.mlp import ResidualMLP
-from .tasks import is_diverged
+from .tasks import is_diverged, is_finished
 
 CONV_FAMILIES = ("plain", "resnet")
 MLP_FAMILIES = ("plain_mlp", "residual_mlp")
@@ -157,9 +157,10 @@ class StudyNet:
 
 
 def study_nets(study: str | Path, json_name: str = "degradation.json") -> list[StudyNet]:
-    """The nets of a degradation study, trained or diverged: from its JSON when it has one, else
-    from its folders `<family><depth>-s<seed>/` with last.safetensors or diverged.json; in
-    (depth, family, seed) order."""
+    """The nets of a degradation study, trained to their end or diverged: from its JSON when it
+    has one, else from its folders `<family><depth>-s<seed>/` with last.safetensors and
+    summary.json, or diverged.json; in (depth, family, seed) order. A net still training (or
+    stopped) is not one of them: its last.safetensors is an epoch's."""
     root = Path(study)
     if not root.is_dir():
         raise ResnetlabError(
@@ -177,11 +178,25 @@ def study_nets(study: str | Path, json_name: str = "degradation.json") -> list[S
                 found[key] = root / folder / "last.safetensors"
     for sub in sorted(root.iterdir()) if not found else []:
         m = _FOLDER.fullmatch(sub.name)
-        if m and ((sub / "last.safetensors").is_file() or is_diverged(sub)):
+        if m and ((sub / "last.safetensors").is_file() and is_finished(sub) or is_diverged(sub)):
             found[(m.group(1), int(m.group(2)), int(m.group(3)))] = sub / "last.safetensors"
     gone = {k for k, w in found.items() if is_diverged(w.parent)}
     nets = [StudyNet(f, d, s, w, (f, d, s) in gone) for (f, d, s), w in found.items()
-            if w.is_file() or (f, d, s) in gone]  # fmt: skip
+            if w.is_file() and is_finished(w.parent) or (f, d, s) in gone]  # fmt: skip
+    order = {f: i for i, f in enumerate(FAMILIES)}
+    return sorted(nets, key=lambda n: (is_mlp(n.family), n.depth, order[n.family], n.seed))
+
+
+def unfinished_nets(study: str | Path) -> list[StudyNet]:
+    """The run folders `<family><depth>-s<seed>/` of a study that neither trained to their end
+    nor diverged (still training, or stopped), in the order of study_nets."""
+    root = Path(study)
+    nets = []
+    for sub in sorted(root.iterdir()) if root.is_dir() else []:
+        m = _FOLDER.fullmatch(sub.name)
+        if m and sub.is_dir() and not is_finished(sub) and not is_diverged(sub):
+            nets.append(StudyNet(m.group(1), int(m.group(2)), int(m.group(3)),
+                                 sub / "last.safetensors"))  # fmt: skip
     order = {f: i for i, f in enumerate(FAMILIES)}
     return sorted(nets, key=lambda n: (is_mlp(n.family), n.depth, order[n.family], n.seed))
 

@@ -247,6 +247,12 @@ def diverged_fields(d: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, An
     }
 
 
+def is_finished(out: str | Path) -> bool:
+    """Whether the run in `out` trained to its end (summary.json): its last.safetensors is then
+    the trained net, not the weights of an epoch of a run still going or stopped."""
+    return (Path(out) / SUMMARY_FILE).is_file()
+
+
 def is_diverged(out: str | Path) -> bool:
     """Whether the run in `out` ended diverged: diverged.json and no summary.json (a run
     finished later, say by `train --resume`, counts as trained)."""
