@@ -99,6 +99,62 @@ def test_wrong_shapes_and_counts_fail(tmp_path):
         load_cifar_dir(tmp_path)
 
 
+def test_a_put_of_a_huge_memo_index_allocates_nothing(tmp_path):
+    # PROTO 2, NONE, LONG_BINPUT 2**25, STOP: 12 bytes that made the C unpickler size its memo
+    # table to 2**25 entries (512 MB); 2**30 would have been 16 GB
+    import struct
+    import tracemalloc
+
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(b"\x80\x02Nr" + struct.pack("<I", 2**25) + b".")
+    tracemalloc.start()
+    try:
+        assert safe_unpickle(path) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 2**20, peak
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ([[[0] * 50] * 50] * 4, "'labels' must be a flat list of whole numbers from 0"),  # shared
+        ([0, 2**70], "'labels' must be a flat list of whole numbers from 0"),
+        ([0.0, 1.5], "'labels' must be a flat list of whole numbers from 0"),
+        ([0, -1], "'labels' must be a flat list of whole numbers from 0"),
+        (np.array([0.0, 1.0]), "'labels' must be a flat list of whole numbers from 0"),
+        ("01", "'labels' must be a flat list of whole numbers from 0"),
+        (np.array([0, 1], np.uint8), None),  # an integer array is fine
+    ],
+)
+def test_labels_are_checked_before_any_conversion(tmp_path, labels, message):
+    write_cifar10(tmp_path)
+    batch = {"data": np.zeros((2, 3072), np.uint8), "labels": labels}
+    (tmp_path / "test_batch").write_bytes(pickle.dumps(batch, protocol=4))
+    if message is None:
+        assert load_cifar_dir(tmp_path).test.labels.tolist() == [0, 1]
+        return
+    with pytest.raises(ResnetlabError, match=message):
+        load_cifar_dir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        ([b"\xff\xfe"] + [b"c%d" % i for i in range(9)], "a class name is not UTF-8 text"),
+        ([b"same"] * 2 + [b"c%d" % i for i in range(8)], "must be non-empty and distinct"),
+        ([b" "] + [b"c%d" % i for i in range(9)], "must be non-empty and distinct"),
+        ([None] + [b"c%d" % i for i in range(9)], "class names must be strings"),
+    ],
+)
+def test_bad_class_names_are_refused_in_one_line(tmp_path, names, message):
+    write_cifar10(tmp_path)
+    (tmp_path / "batches.meta").write_bytes(pickle.dumps({"label_names": names}, protocol=4))
+    with pytest.raises(ResnetlabError, match=message):
+        load_cifar_dir(tmp_path)
+
+
 def test_missing_file_is_not_cifar(tmp_path):
     write_cifar10(tmp_path)
     (tmp_path / "data_batch_4").unlink()

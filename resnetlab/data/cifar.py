@@ -115,9 +115,11 @@ class RefusedGlobal(pickle.UnpicklingError):
     """A pickle named a global that a CIFAR batch never holds."""
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+class RestrictedUnpickler(pickle._Unpickler):  # noqa: SLF001 - the pure-Python one, on purpose
     """An Unpickler that resolves only stand-ins for the globals a NumPy array needs; all others
-    are refused. Arrays are built from the file's own bytes, never from a declared shape."""
+    are refused. Arrays are built from the file's own bytes, never from a declared shape. It is
+    the pure-Python unpickler, whose memo is a dict: the C one sizes its memo table by the index
+    a PUT opcode names, so a 12-byte file could make it allocate gigabytes."""
 
     def find_class(self, module: str, name: str) -> Any:
         found = _ALLOWED.get((module, name))
@@ -170,7 +172,35 @@ def _get(d: dict, key: str, path: Path) -> Any:
 def _names(values: Any, path: Path) -> list[str]:
     if not isinstance(values, (list, tuple)) or not values:
         raise ResnetlabError(f"{path}: class names must be a non-empty list")
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+    if not all(isinstance(v, (bytes, str)) for v in values):
+        raise ResnetlabError(f"{path}: class names must be strings")
+    try:
+        names = [v.decode("utf-8") if isinstance(v, bytes) else v for v in values]
+    except UnicodeDecodeError:
+        raise ResnetlabError(f"{path}: a class name is not UTF-8 text") from None
+    if not all(n.strip() for n in names) or len(set(names)) != len(names):
+        raise ResnetlabError(f"{path}: class names must be non-empty and distinct")
+    return names
+
+
+MAX_LABEL = 2**31 - 1
+
+
+def _labels(values: Any, n: int, key: str, path: Path) -> np.ndarray:
+    """The labels as int64 (n,): a flat list of n Python ints, or a 1-D integer array of n; each
+    checked before any conversion (a list may share one sublist many times over: no nesting)."""
+    if isinstance(values, np.ndarray):
+        ok = values.ndim == 1 and values.dtype.kind in "iu"
+        ok = ok and (not len(values) or int(values.min()) >= 0 and int(values.max()) <= MAX_LABEL)
+    elif isinstance(values, (list, tuple)):
+        ok = all(type(v) is int and 0 <= v <= MAX_LABEL for v in values)
+    else:
+        ok = False
+    if not ok:
+        raise ResnetlabError(f"{path}: {key!r} must be a flat list of whole numbers from 0")
+    if len(values) != n:
+        raise ResnetlabError(f"{path}: {n} images but {len(values)} labels")
+    return np.asarray(values, dtype=np.int64)
 
 
 def read_batch(path: str | os.PathLike, label_key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -185,12 +215,7 @@ def read_batch(path: str | os.PathLike, label_key: str) -> tuple[np.ndarray, np.
         raise ResnetlabError(f"{path}: 'data' must be a uint8 array (N, 3072)")
     if data.shape[1] != 3 * 32 * 32:
         raise ResnetlabError(f"{path}: 'data' rows hold {data.shape[1]} values, expected 3072")
-    try:
-        y = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError):
-        raise ResnetlabError(f"{path}: {label_key!r} must be a list of integers") from None
-    if y.ndim != 1 or len(y) != len(data):
-        raise ResnetlabError(f"{path}: {len(data)} images but {y.size} labels")
+    y = _labels(labels, len(data), label_key, path)
     return data.reshape(-1, 3, 32, 32), y
 
 
