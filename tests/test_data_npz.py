@@ -71,6 +71,10 @@ def test_keras_layout_and_class_names(tmp_path):
         ({"x": np.zeros((4, 3, 3), np.uint8), "y": -np.ones(4, int)}, "negative label"),
         ({"images": np.zeros((4, 3, 3), np.uint8)}, "needs arrays x and y.*it has images"),
         (
+            {"x": np.zeros((2, 3, 3), np.uint8), "y": np.array([0, 2**64 - 1], np.uint64)},
+            "holds a label of 18446744073709551615; corrupt file",
+        ),
+        (
             {"x": np.zeros((2, 3, 3), np.uint8), "y": np.array([0, 5]), "classes": np.array(["a"])},
             "label 5 but only 1 class names",
         ),
@@ -94,6 +98,53 @@ def test_corrupt_and_missing_files(tmp_path):
         load_npz(tmp_path / "c.npz")
     with pytest.raises(ResnetlabError, match="no such file"):
         load_npz(tmp_path / "none.npz")
+
+
+def _zip(path, members: dict, compression=None) -> None:
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression or zipfile.ZIP_STORED) as z:
+        for name, value in members.items():
+            if isinstance(value, np.ndarray):
+                buf = io.BytesIO()
+                np.save(buf, value)
+                value = buf.getvalue()
+            z.writestr(name, value)
+
+
+def test_members_that_are_not_arrays_are_refused_and_others_never_read(tmp_path):
+    good = {"x.npy": np.zeros((2, 3, 3), np.uint8), "y.npy": np.array([0, 1])}
+    _zip(tmp_path / "txt.npz", {**good, "notes.txt": b"\0" * 1000})
+    with pytest.raises(ResnetlabError, match="holds 'notes.txt', which is not an array"):
+        load_npz(tmp_path / "txt.npz")
+    # an array the reader does not use is not read: a header claiming 1 TiB costs nothing
+    header = io_header({"descr": "|u1", "fortran_order": False, "shape": (2**40,)})
+    _zip(tmp_path / "extra.npz", {**good, "z.npy": header})
+    assert load_npz(tmp_path / "extra.npz", test_fraction=0.5).train.images.shape[1:] == (1, 3, 3)
+
+
+def io_header(d: dict) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, d)
+    return buf.getvalue()
+
+
+def test_a_corrupt_compressed_member_fails_in_one_line(tmp_path):
+    import zipfile
+
+    np.savez_compressed(tmp_path / "ok.npz", x=rng_images((50, 8, 8)), y=np.arange(50) % 2)
+    data = bytearray((tmp_path / "ok.npz").read_bytes())
+    with zipfile.ZipFile(tmp_path / "ok.npz") as z:
+        info = z.getinfo("x.npy")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    for i in range(start + 20, start + 60):  # inside the deflate stream of x
+        data[i] ^= 0x5A
+    (tmp_path / "bad.npz").write_bytes(bytes(data))
+    with pytest.raises(ResnetlabError, match="not a readable .npz file"):
+        load_npz(tmp_path / "bad.npz")
 
 
 def test_stratified_holdout_is_proportional_seeded_and_disjoint():

@@ -11,9 +11,11 @@ its second axis is 1 or 3. y holds N non-negative integers.
 
 from __future__ import annotations
 
+import lzma
 import math
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,8 @@ from .memory import check_fits
 from .split import split_dataset
 
 MAX_UNNAMED_CLASSES = 100_000  # ImageNet-21k has 21,841: a larger label is a corrupt file
+MAX_LABEL = 2**31 - 1
+KEYS = ("x", "y", "x_train", "y_train", "x_test", "y_test", "classes")  # the arrays read
 
 
 def _images(x: np.ndarray, path: Path, key: str) -> torch.Tensor:
@@ -60,16 +64,21 @@ def _labels(y: np.ndarray, n: int, path: Path, key: str) -> torch.Tensor:
         raise ResnetlabError(f"{path}: {n} images but {len(y)} labels in {key}")
     if len(y) and y.min() < 0:
         raise ResnetlabError(f"{path}: {key} holds a negative label ({y.min()})")
+    if len(y) and int(y.max()) > MAX_LABEL:
+        raise ResnetlabError(f"{path}: {key} holds a label of {int(y.max())}; corrupt file")
     return torch.from_numpy(y.astype(np.int64))
 
 
 def _check_members(f: np.lib.npyio.NpzFile, path: Path) -> None:
-    """Before any array is read: each member's header must ask for no more bytes than the
-    member holds (NumPy allocates what the header says first), and all of them together must fit
-    the memory budget (a compressed member of 1 MB can hold 1 GB of zeros)."""
+    """Before any array is read: every member must be an array (.npy); each one that is read
+    (KEYS) must ask in its header for no more bytes than the member holds (NumPy allocates what
+    the header says first), and together they must fit the memory budget (a compressed member of
+    1 MB can hold 1 GB of zeros). Other arrays are never read."""
     total = 0
     for info in f.zip.infolist():
         if not info.filename.endswith(".npy"):
+            raise ResnetlabError(f"{path}: holds {info.filename!r}, which is not an array (.npy)")
+        if info.filename[:-4] not in KEYS:
             continue
         with f.zip.open(info) as member:
             version = np.lib.format.read_magic(member)
@@ -94,13 +103,25 @@ def load_npz(path: str | os.PathLike, *, test_fraction: float = 0.2, seed: int =
         with np.load(path, allow_pickle=False) as f:
             if isinstance(f, np.lib.npyio.NpzFile):
                 _check_members(f, path)
-            arrays = {k: f[k] for k in f.files}
+            members = list(f.files)
+            arrays = {k: f[k] for k in members if k in KEYS}
     except ResnetlabError:
         raise
     except FileNotFoundError:
         raise ResnetlabError(f"{path}: no such file") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ResnetlabError(f"{path}: not a readable .npz file ({e})") from None
+    except (
+        OSError,
+        ValueError,
+        zipfile.BadZipFile,
+        EOFError,
+        zlib.error,
+        lzma.LZMAError,
+        NotImplementedError,
+        RuntimeError,
+    ) as e:  # fmt: skip - corrupt, other or encrypted
+        raise ResnetlabError(
+            f"{path}: not a readable .npz file ({type(e).__name__}: {e})"
+        ) from None
     pairs = [("x_train", "y_train"), ("x_test", "y_test")]
     if all(k in arrays for pair in pairs for k in pair):
         parts = {}
@@ -117,7 +138,7 @@ def load_npz(path: str | os.PathLike, *, test_fraction: float = 0.2, seed: int =
         ytr = _labels(arrays["y"], len(xtr), path, "y")
         xte = yte = None
     else:
-        have = ", ".join(sorted(arrays)) or "nothing"
+        have = ", ".join(sorted(members)) or "nothing"
         raise ResnetlabError(
             f"{path}: needs arrays x and y (or x_train, y_train, x_test, y_test); it has {have}"
         )
