@@ -4,6 +4,7 @@ downloads into the cache."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -68,7 +69,8 @@ def download(urls: list[str] | tuple[str, ...], dest: str | os.PathLike, sha256:
             return dest
         except ChecksumError as e:
             failures.append(str(e))
-        except (OSError, ValueError) as e:  # URLError, HTTPError, timeouts, bad URLs
+        except (OSError, ValueError, http.client.HTTPException) as e:  # URLError, HTTPError,
+            # timeouts, bad URLs; a malformed response (BadStatusLine, IncompleteRead)
             reason = getattr(e, "reason", None) or e
             failures.append(f"{url}: {reason}")
     raise ResnetlabError(f"download of {dest.name} failed: {failures[-1]}")

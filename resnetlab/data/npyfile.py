@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import signal
 import stat
@@ -49,7 +50,7 @@ def open_npy(file: Path, shape: tuple[int, ...], *, in_memory: bool) -> np.ndarr
                 f"{file} is {dtype} {tuple(found)}, but the metadata says uint8 {shape}; "
                 "prepare it again"
             )
-        offset, nbytes = f.tell(), int(np.prod(shape))
+        offset, nbytes = f.tell(), math.prod(shape)  # np.prod wraps at 2**63
         guarded = False if in_memory else _guard(fd, file)
         size = os.fstat(fd).st_size  # after the lease: from here on it cannot shrink unseen
         if size < offset + nbytes:

@@ -82,7 +82,19 @@ def check_graph(proto: Any, source: str) -> None:
                 raise ResnetlabError(f"{source}: node {node.name!r} carries a sub-graph; refused")
     floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
     for init in proto.graph.initializer:  # NaN weights would predict NaN, and exit 0
-        if init.data_type in floats and not np.isfinite(onnx.numpy_helper.to_array(init)).all():
+        if init.data_location == onnx.TensorProto.EXTERNAL or init.external_data:
+            raise ResnetlabError(
+                f"{source}: initializer {init.name!r} keeps its data in another file; a ResNet "
+                "export holds its weights inside the .onnx file"
+            )
+        try:
+            values = onnx.numpy_helper.to_array(init)
+        except Exception as e:  # noqa: BLE001 - its shape and data disagree, or worse
+            raise ResnetlabError(
+                f"{source}: initializer {init.name!r} is not readable ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}); corrupt or crafted file"
+            ) from None
+        if init.data_type in floats and not np.isfinite(values).all():
             raise ResnetlabError(
                 f"{source}: initializer {init.name!r} holds NaN or infinite values; expected "
                 "finite weights"
