@@ -27,6 +27,7 @@ def test_gradients_refuses_a_foreign_net_in_a_study_folder(tmp_path):
     planted.parent.mkdir(parents=True)
     net = create_model("resnet56", num_classes=2, in_chans=1)
     save_weights(net, planted, {"mean": [0.5], "std": [0.25], "input_size": [1, 8, 8]})
+    (planted.parent / "summary.json").write_text("{}")  # as a finished run's folder
     with pytest.raises(ResnetlabError, match="claims plain-8, but the weights are resnet-56"):
         run_gradients(
             str(data), str(tmp_path / "out"), depths=(8,), families=("plain",),

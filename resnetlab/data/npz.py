@@ -27,7 +27,7 @@ from .memory import check_fits
 from .split import split_dataset
 
 MAX_UNNAMED_CLASSES = 100_000  # ImageNet-21k has 21,841: a larger label is a corrupt file
-MAX_LABEL = 2**31 - 1
+MAX_LABEL = 2**63 - 1  # as int64; past it a uint64 label would wrap to a negative one
 KEYS = ("x", "y", "x_train", "y_train", "x_test", "y_test", "classes")  # the arrays read
 
 
