@@ -46,6 +46,27 @@ def test_float8_weights_are_read_and_their_nan_refused(tmp_path, capsys):
     assert "tensor fc.weight holds NaN or infinite values" in one_error_line(err, "predict")
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"mean": [0.1, 0.2, 0.3, 0.4]}, "its metadata mean has 4 values for input_size [1, 8, 8]"),
+        ({"classes": ["a", "b", "c"]}, "its metadata classes has 3 names but the model has 2"),
+    ],
+)
+def test_metadata_that_does_not_fit_the_net_is_refused_not_dropped(tmp_path, capsys, change,
+                                                                   message):  # fmt: skip
+    # before: the 3 names were dropped (outputs unnamed) and the 4 means cycled over 1 channel
+    good = tiny_weights(tmp_path / "w.safetensors")
+    with safe_open(str(good), framework="pt") as f:
+        meta = json.loads(f.metadata()["resnetlab"])
+    bad = tmp_path / "bad.safetensors"
+    save_file(load_file(good), bad, metadata={"resnetlab": json.dumps({**meta, **change})})
+    Image.new("L", (8, 8), 9).save(tmp_path / "x.png")
+    rc, out, err = run(capsys, "predict", bad, tmp_path / "x.png", "--device", "cpu")
+    assert rc == 2 and out == ""
+    assert message in one_error_line(err, "predict")
+
+
 def test_metadata_with_a_number_of_5000_digits_is_not_valid_json(tmp_path, capsys):
     good = tiny_weights(tmp_path / "w.safetensors")
     with safe_open(str(good), framework="pt") as f:

@@ -28,7 +28,7 @@ from .cfg import cfg_from_metadata, default_cfg
 from .features import FeatureExtractor, Indices
 from .mlp import ResidualMLP
 from .resnet import ResNet, ResNetSpec
-from .weights import check_compatible, model_metadata
+from .weights import check_compatible, check_fits_model, model_metadata
 
 log = logging.getLogger("resnetlab.models")
 
@@ -321,6 +321,8 @@ def _load(
     if notes:
         log.info("%s: %s; the rest loaded strictly", source.label, "; ".join(notes))
         meta = adapted_metadata(meta, model_metadata(model), source.label, kwargs["in_chans"])
+    elif meta:  # the file's class names, mean and std must fit the net it rebuilt, not be dropped
+        check_fits_model(meta, model_metadata(model), f"{path}: its metadata")
     _describe(model, meta, source)
     model.resnetlab_metadata = meta
     return model

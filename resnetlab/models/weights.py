@@ -132,7 +132,8 @@ def check_fits_model(meta: dict[str, Any], own: dict[str, Any], source: str) -> 
         v = meta.get(key)
         if isinstance(v, list) and len(v) not in (1, c):
             raise ResnetlabError(
-                f"{source} {key} has {len(v)} values for input_size {list(size)}; expected 1 or {c}"
+                f"{source} {key} has {len(v)} values for input_size {list(size)}; expected "
+                + ("1" if c == 1 else f"1 or {c}")
             )
 
 
