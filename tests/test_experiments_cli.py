@@ -168,6 +168,35 @@ def test_gradients_at_init_and_trained(data, study, tmp_path):
         assert (out / f).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_trained_nets_gradients_use_batch_statistics_and_its_responses_running_ones(
+    data, study, tmp_path
+):
+    # the trained row of gradients.json, against the probe run by hand in each BN mode
+    from resnetlab.data import load_source
+    from resnetlab.experiments.gradients import (
+        on_plan,
+        probe,
+        probe_batches,
+        probe_plan,
+        run_gradients,
+    )
+    from resnetlab.models import load_model
+
+    plan = probe_plan(threads=1)
+    rows = run_gradients(str(data), str(tmp_path / "g"), depths=(8,), families=("resnet",),
+                         study=str(study), batches=1, batch_size=32, say=lambda s: None,
+                         plan=plan)  # fmt: skip
+    trained = next(r for r in rows if r.state == "trained").probe
+    model, meta = load_model(study / "resnet8-s0" / "last.safetensors")
+    xs = probe_batches(load_source(str(data)).train, meta["mean"], meta["std"], 32, 1, 0, plan)
+    on_plan(model, plan)
+    with plan.autocast():
+        batch_stats, running = probe(model, xs, train_mode=True), probe(model, xs, train_mode=False)
+    assert trained.conv_grad_norms == batch_stats.conv_grad_norms != running.conv_grad_norms
+    assert trained.block_grad_norms == batch_stats.block_grad_norms
+    assert trained.response_stds == running.response_stds != batch_stats.response_stds
+
+
 def test_lesion_on_a_resnet_and_its_plain_twin(data, study, tmp_path):
     out = tmp_path / "lesion"
     weights = [str(study / n / "last.safetensors") for n in ("resnet8-s0", "plain8-s0")]
