@@ -178,13 +178,12 @@ def study_nets(study: str | Path, json_name: str = "degradation.json") -> list[S
                 found[key] = root / folder / "last.safetensors"
     for sub in sorted(root.iterdir()) if not found else []:
         m = _FOLDER.fullmatch(sub.name)
-        if m and ((sub / "last.safetensors").is_file() and is_finished(sub) or is_diverged(sub)):
+        if m and ((sub / "last.safetensors").is_file() or is_diverged(sub)):
             found[(m.group(1), int(m.group(2)), int(m.group(3)))] = sub / "last.safetensors"
     gone = {k for k, w in found.items() if is_diverged(w.parent)}
     nets = [StudyNet(f, d, s, w, (f, d, s) in gone) for (f, d, s), w in found.items()
             if w.is_file() and is_finished(w.parent) or (f, d, s) in gone]  # fmt: skip
-    order = {f: i for i, f in enumerate(FAMILIES)}
-    return sorted(nets, key=lambda n: (is_mlp(n.family), n.depth, order[n.family], n.seed))
+    return _in_study_order(nets)
 
 
 def unfinished_nets(study: str | Path) -> list[StudyNet]:
@@ -197,6 +196,11 @@ def unfinished_nets(study: str | Path) -> list[StudyNet]:
         if m and sub.is_dir() and not is_finished(sub) and not is_diverged(sub):
             nets.append(StudyNet(m.group(1), int(m.group(2)), int(m.group(3)),
                                  sub / "last.safetensors"))  # fmt: skip
+    return _in_study_order(nets)
+
+
+def _in_study_order(nets: list[StudyNet]) -> list[StudyNet]:
+    """Conv nets before MLPs, then by depth, family (FAMILIES order) and seed."""
     order = {f: i for i, f in enumerate(FAMILIES)}
     return sorted(nets, key=lambda n: (is_mlp(n.family), n.depth, order[n.family], n.seed))
 
