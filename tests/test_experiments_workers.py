@@ -210,3 +210,30 @@ def test_sigterm_stops_a_study_on_workers_in_one_line_and_leaves_no_process(data
     for pid in workers:  # each worker stopped with the study
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_study_on_ray_with_a_checkpoint_where_each_net_is(tmp_path):
+    # Ray's plain cancel reaches each task as a Ctrl-C: a net saves the step it reached, where a
+    # killed task leaves only its last epoch's checkpoint (that was the case before)
+    pytest.importorskip("ray") if not os.environ.get("CI") else __import__("ray")
+    from resnetlab.train import checkpoint as ckpt
+
+    data = write_npz(tmp_path / "many.npz", n_train=10000)  # 1,000 steps an epoch at batch 10
+    out = tmp_path / "ray-int"
+    argv = ["experiment", "degradation", "--data", str(data), "--out", str(out), "--depths", "8",
+            "--epochs", "2", "--batch-size", "10", "--precision", "fp32", "--threads", "1",
+            "--device", "cpu", "--ray", "auto"]  # fmt: skip
+    p = run_cli(argv, env_extra={"PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    deadline = time.time() + 180
+    while not (saved := list(out.glob("*/checkpoint"))):  # a net's first epoch has ended
+        assert p.poll() is None and time.time() < deadline, p.communicate()
+        time.sleep(0.01)
+    p.send_signal(signal.SIGINT)  # the study's own process only, as its terminal would
+    stdout, err = p.communicate(timeout=240)
+    assert p.returncode == 130, err
+    assert "study interrupted: run the same command again to resume it" in err
+    for run in (c.parent for c in saved):
+        assert not (run / "summary.json").exists()
+        _, state = ckpt.load_checkpoint(run)
+        assert 1000 < state["step"] < 2000, (run.name, state["step"])  # not the epoch's 1,000

@@ -7,7 +7,9 @@ anything trains, a file written to the study folder here must be read back by a 
 each alive node: the study folder must be storage every node mounts at the same path, since each
 net writes its run folder there and the figures are drawn here from them. Each net is then one
 task asking for its threads as CPUs (1 unless --threads) and, on CUDA, 1/NETS_PER_GPU of a GPU;
-a task that fails stops the study with one line, and the same command resumes it.
+a task that fails stops the study with one line, and the same command resumes it. A study
+stopped (Ctrl-C, SIGTERM, a failed task) stops its tasks as Ctrl-C stops a run: each saves a
+checkpoint where it is; what has not stopped after CANCEL_GRACE seconds is killed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from ..data import DataSplits
 from ..errors import ResnetlabError
 from .estimate import estimate, fmt_time
 from .tasks import NETS_PER_GPU, NetTask, import_ray, train_remote, with_threads
+
+CANCEL_GRACE = 120.0  # seconds a stopped study waits for its Ray tasks' checkpoints
 
 
 def _ray_start(ray, address: str) -> bool:
@@ -135,12 +139,29 @@ def run_on_ray(left: list[NetTask], data: DataSplits, out: Path, address: str,
                 errors[0] + (f" (and {len(errors) - 1} more)" if errors[1:] else "")
             )
     finally:
-        for ref in refs:  # a failure or Ctrl-C here: nothing keeps training behind the study
-            with contextlib.suppress(Exception):
-                ray.cancel(ref, force=True)
+        _stop_tasks(ray, list(refs))  # a failure or Ctrl-C here: nothing trains behind the study
         if started:
             with contextlib.redirect_stderr(io.StringIO()):
                 ray.shutdown()
+
+
+def _stop_tasks(ray, refs: list, grace: float | None = None) -> None:
+    """Stop the tasks still running: first as Ctrl-C (Ray's plain cancel interrupts the task's
+    main thread, so each net stops at its next read and saves a checkpoint, as a local worker
+    does), then, after `grace` seconds or a second Ctrl-C, by killing what is left (those resume
+    from their last epoch's checkpoint)."""
+    if not refs:
+        return
+    for ref in refs:
+        with contextlib.suppress(Exception):
+            ray.cancel(ref)
+    left = refs
+    with contextlib.suppress(Exception, KeyboardInterrupt):
+        wait = CANCEL_GRACE if grace is None else grace
+        _, left = ray.wait(refs, num_returns=len(refs), timeout=wait)
+    for ref in left:  # (never a task that has ended: Ray aborts on a second cancel of one)
+        with contextlib.suppress(Exception):
+            ray.cancel(ref, force=True)
 
 
 def _absolute(task: NetTask) -> NetTask:
