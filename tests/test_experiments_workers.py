@@ -107,7 +107,7 @@ def test_ctrl_c_stops_a_study_on_workers_with_checkpoints_and_starts_no_other_ne
 
 
 @pytest.mark.slow
-def test_a_study_through_a_local_ray_matches_a_sequential_one(data, tmp_path, monkeypatch):
+def test_a_study_through_a_local_ray_matches_a_sequential_one(data, tmp_path, monkeypatch, capsys):
     try:
         import ray
     except ImportError:
@@ -115,13 +115,26 @@ def test_a_study_through_a_local_ray_matches_a_sequential_one(data, tmp_path, mo
             raise
         pytest.skip("ray is not installed: pip install 'resnetlab[ray]'")
     sequential = study(data, tmp_path / "seq", TWO_NETS)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
     monkeypatch.chdir(tmp_path)  # relative paths: the tasks get them absolute, wherever they run
     try:
         on_ray = study(Path(os.path.relpath(data)), Path("ray"), TWO_NETS, "--ray", "auto")
         assert ray.is_initialized()  # the Ray it found is left to its owner
+        # a net that asks for CUDA is checked against the cluster's GPUs, not this process's
+        capsys.readouterr()
+        rc = main(["experiment", "degradation", "--data", str(data), "--out", "cuda", "--depths",
+                   "8", "--device", "cuda", "--ray", "auto"])  # fmt: skip
+        assert rc == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1:] == [
+            "resnetlab experiment: error: device 'cuda' on Ray, but the cluster has no GPU; use "
+            "--device cpu (auto runs Ray tasks on their CPUs)"
+        ]
     finally:
         ray.shutdown()
+    # the speed behind the plan was measured by a Ray task, and is kept as such
+    assert list(json.loads((tmp_path / "ray" / "speeds.json").read_text())) == [
+        "resnet8|batch 20|fp32|cpu|1 threads|on Ray"
+    ]
     same_numbers(on_ray, sequential, tol=1e-6)
     assert [r["run_dir"] for r in on_ray] == [
         str(tmp_path / "ray" / Path(r["run_dir"]).name) for r in sequential

@@ -22,13 +22,12 @@ from ..errors import ResnetlabError
 from ..files import atomic_write, check_output_dir
 from ..models.factory import model_for_data
 from ..models.weights import read_metadata
-from ..policy import pick_device
 from ..train.config import TrainConfig, check_config
 from ..train.logs import METRICS_FILE, STEPS_FILE, SUMMARY_FILE, plural, read_metrics
 from ..train.recipes import auto_recipe, get_recipe
 from .figures import pyplot, save_png
 from .nets import FAMILIES, check_depth, check_study_net, is_mlp, net_label, study_net
-from .runner import check_workers, run_tasks
+from .runner import check_workers, run_tasks, study_device
 from .tasks import (
     NetTask,
     diverged_fields,
@@ -184,7 +183,7 @@ def _run_locked(dc: DegradationConfig, say) -> list[NetRun]:
     plan_tasks(tasks, MATCH_KEYS)
     data = source_data(dc.data) if any(t.state != "done" for t in tasks) else None
     if data is not None:
-        recipe = auto_recipe(dc.recipe, pick_device(dc.device), dc.batch_size)
+        recipe = auto_recipe(dc.recipe, study_device(dc.device, dc.ray), dc.batch_size)
         batch = get_recipe(recipe, batch_size=dc.batch_size).batch_size
         images = min(len(data.train), dc.subset or len(data.train))
         tested = len(data.test) if data.test is not None else 0

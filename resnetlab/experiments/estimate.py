@@ -40,11 +40,15 @@ def measure_speed(cfg: TrainConfig, data: DataSplits) -> float:
     many measured, through fit on random images of the data's shape, nothing written to keep. A
     small learning rate (CALIBRATION_LR; the speed does not depend on it) keeps a study that will
     diverge, a result it is to report, from diverging here."""
+    return measure_shape_speed(cfg, tuple(data.train.image_shape), list(data.train.classes))
+
+
+def measure_shape_speed(cfg: TrainConfig, shape: tuple[int, ...], classes: list[str]) -> float:
+    """measure_speed from the data's image shape and class names alone (what a Ray task is
+    sent to measure on its node)."""
     batch = cfg.batch_size or 128
     n = batch * CALIBRATION_STEPS
     g = torch.Generator().manual_seed(0)
-    shape = tuple(data.train.image_shape)
-    classes = list(data.train.classes)
     images = torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
     labels = torch.arange(n) % len(classes)
     splits = DataSplits("calibration", ImageDataset(images, labels, classes), None)
@@ -69,11 +73,12 @@ def _makespan(costs: list[float], slots: int) -> float:
     return max(loads)
 
 
-def estimate(tasks: list[NetTask], data: DataSplits, slots: int, threads: int | None,
-             out: Path, say=print) -> float:  # fmt: skip
+def estimate(tasks: list[NetTask], data: DataSplits, slots: int, threads: int | None, out: Path,
+             say=print, measure=measure_speed, where: str = "here") -> float:  # fmt: skip
     """Seconds the unfinished tasks should take on `slots` workers of `threads` threads each,
-    from a speed measured here per distinct net (kept in OUT/speeds.json for the next run of
-    the study on this machine); prints the speeds."""
+    from a speed measured per distinct net by `measure(cfg, data)` (here, or on a Ray node;
+    kept in OUT/speeds.json for the next run of the study on the same machine); prints the
+    speeds, saying `where` they were measured."""
     left = [t for t in tasks if t.state != "done"]
     if not left:
         return 0.0
@@ -86,11 +91,11 @@ def estimate(tasks: list[NetTask], data: DataSplits, slots: int, threads: int | 
     speeds: dict[str, float] = {}
     for t in left:
         cfg = replace(t.cfg, threads=threads or t.cfg.threads)
-        key = _cost_key(cfg)
+        key = _cost_key(cfg, where)
         if key not in speeds:
             got = kept.get(key)
             fresh = not (isinstance(got, (int, float)) and got > 0)
-            speeds[key] = measure_speed(cfg, data) if fresh else float(got)
+            speeds[key] = measure(cfg, data) if fresh else float(got)
     if any(kept.get(k) != v for k, v in speeds.items()):
         text = json.dumps({**kept, **speeds}, indent=1) + "\n"
         out.mkdir(parents=True, exist_ok=True)
@@ -98,21 +103,22 @@ def estimate(tasks: list[NetTask], data: DataSplits, slots: int, threads: int | 
     batch = left[0].cfg.batch_size or 128
     costs = []
     for t in left:
-        ips = speeds[_cost_key(replace(t.cfg, threads=threads or t.cfg.threads))]
+        ips = speeds[_cost_key(replace(t.cfg, threads=threads or t.cfg.threads), where)]
         steps = max(0, t.total_steps - t.step)
         costs.append(steps * batch / ips + EVAL_COST * t.eval_images / ips)
     shown = ", ".join(f"{k.split('|')[0]} {v:,.0f} img/s" for k, v in speeds.items())
-    say(f"measured here ({threads or 'auto'} thread(s) per net, batch {batch}): {shown}")
+    say(f"measured {where} ({threads or 'auto'} thread(s) per net, batch {batch}): {shown}")
     return _makespan(costs, slots)
 
 
-def _cost_key(cfg: TrainConfig) -> str:
-    """What a net's speed depends on, on this machine: 'resnet20|batch 100|fp32|cpu|2 threads|
-    host'; an MLP's depth joins its name."""
+def _cost_key(cfg: TrainConfig, where: str = "here") -> str:
+    """What a net's speed depends on, where it is measured: 'resnet20|batch 100|fp32|cpu|2
+    threads|host' (this machine) or '...|on Ray' (a node of the cluster); an MLP's depth joins
+    its name."""
     depth = (cfg.model_options or {}).get("depth")
     name = cfg.model if depth is None else f"{cfg.model}-{depth}"
     return (f"{name}|batch {cfg.batch_size}|{cfg.precision}|{cfg.device}|{cfg.threads or 'auto'} "
-            f"threads|{platform.node()}")  # fmt: skip
+            f"threads|{platform.node() if where == 'here' else where}")  # fmt: skip
 
 
 def fmt_time(seconds: float) -> str:

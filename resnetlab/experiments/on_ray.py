@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..data import DataSplits
 from ..errors import ResnetlabError
-from .estimate import estimate, fmt_time
+from .estimate import estimate, fmt_time, measure_shape_speed
 from .tasks import NETS_PER_GPU, NetTask, import_ray, train_remote, with_threads
 
 CANCEL_GRACE = 120.0  # seconds a stopped study waits for its Ray tasks' checkpoints
@@ -106,10 +106,19 @@ def run_on_ray(left: list[NetTask], data: DataSplits, out: Path, address: str,
         slots = int(total.get("CPU", 1) // cpus)
         if cuda:
             slots = min(slots, int(total.get("GPU", 0) * NETS_PER_GPU)) or 1
-        secs = estimate(left, data, max(1, slots), cpus, out, say)
+        probe = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(measure_shape_speed)
+
+        def on_a_node(cfg, data):  # the speed where the nets will train, not on this driver
+            shape, classes = tuple(data.train.image_shape), list(data.train.classes)
+            try:
+                return ray.get(probe.remote(cfg, shape, classes))
+            except Exception as e:  # Ray's own error types, the task's error inside
+                first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+                raise ResnetlabError(f"measuring {cfg.model} on Ray failed ({first})") from None
+
+        secs = estimate(left, data, max(1, slots), cpus, out, say, on_a_node, "on Ray")
         say(f"estimated time: {fmt_time(secs)} on Ray ({nodes} node(s), {max(1, slots)} net(s) "
-            f"at once, {cpus} CPU(s){f', 1/{NETS_PER_GPU} GPU' if cuda else ''} each; "
-            "speed measured here)")  # fmt: skip
+            f"at once, {cpus} CPU(s){f', 1/{NETS_PER_GPU} GPU' if cuda else ''} each)")  # fmt: skip
         remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(train_remote)
         t0 = time.time()
         refs = {remote.remote(t): t for t in left}
