@@ -154,11 +154,11 @@ def run_on_ray(left: list[NetTask], data: DataSplits, out: Path, address: str,
                 ray.shutdown()
 
 
-def _stop_tasks(ray, refs: list, grace: float | None = None) -> None:
+def _stop_tasks(ray, refs: list) -> None:
     """Stop the tasks still running: first as Ctrl-C (Ray's plain cancel interrupts the task's
     main thread, so each net stops at its next read and saves a checkpoint, as a local worker
-    does), then, after `grace` seconds or a second Ctrl-C, by killing what is left (those resume
-    from their last epoch's checkpoint)."""
+    does), then, after CANCEL_GRACE seconds or a second Ctrl-C, by killing what is left (those
+    resume from their last epoch's checkpoint)."""
     if not refs:
         return
     for ref in refs:
@@ -166,8 +166,7 @@ def _stop_tasks(ray, refs: list, grace: float | None = None) -> None:
             ray.cancel(ref)
     left = refs
     with contextlib.suppress(Exception, KeyboardInterrupt):
-        wait = CANCEL_GRACE if grace is None else grace
-        _, left = ray.wait(refs, num_returns=len(refs), timeout=wait)
+        _, left = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE)
     for ref in left:  # (never a task that has ended: Ray aborts on a second cancel of one)
         with contextlib.suppress(Exception):
             ray.cancel(ref, force=True)

@@ -41,7 +41,7 @@ from .. import TrainConfig
 from ..data import DataSplits
 from ..errors import ResnetlabError
 from ..hardware import usable_cores
-from ..policy import check_settings, pick_device
+from ..policy import pick_device
 from ..train.rundir import note_stop
 from .estimate import estimate, fmt_time
 from .tasks import (
@@ -86,10 +86,9 @@ def study_device(device: str, ray: str | None) -> str:
     """The device the study's nets train on, as its plan sees it: here, pick_device's (CUDA asked
     on a machine without it is refused); on Ray, the tasks' device, whatever this driver has:
     cuda as asked (run_on_ray checks the cluster's GPUs), cpu for auto (Ray tasks get no GPU
-    unless asked)."""
+    unless asked). The name itself was checked with the study's settings (check_config)."""
     if ray is None:
         return pick_device(device)
-    check_settings(device=device)
     return "cpu" if device == "auto" else device
 
 
