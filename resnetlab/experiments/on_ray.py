@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import socket
 import time
 import uuid
 from dataclasses import replace
@@ -28,12 +29,15 @@ from .estimate import estimate, fmt_time, measure_shape_speed
 from .tasks import NETS_PER_GPU, NetTask, import_ray, train_remote, with_threads
 
 CANCEL_GRACE = 120.0  # seconds a stopped study waits for its Ray tasks' checkpoints
+CONNECT_TIMEOUT = 10.0  # seconds to reach a cluster's address before Ray is asked to connect
 
 
 def _ray_start(ray, address: str) -> bool:
     """Connect to (or start) Ray; True when this call started it (then it is shut down after)."""
     if ray.is_initialized():
         return False
+    if address not in ("auto", "local"):
+        _check_reachable(address)
     quiet = io.StringIO()
     try:
         with contextlib.redirect_stderr(quiet):
@@ -43,6 +47,25 @@ def _ray_start(ray, address: str) -> bool:
     except Exception as e:  # ConnectionError, ValueError, RuntimeError: Ray's own
         raise ResnetlabError(f"ray {address!r}: cannot connect ({e})", argument="ray") from None
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """One line, within CONNECT_TIMEOUT seconds, for a cluster address nothing answers at (Ray's
+    own connect retries for minutes): 'HOST:PORT' or 'ray://HOST:PORT'."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+        raise ResnetlabError(
+            f"ray {address!r}: not an address; give auto, HOST:PORT or ray://HOST:PORT",
+            argument="ray",
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as e:
+        raise ResnetlabError(
+            f"ray {address!r}: nothing answers there ({e.strerror or e}); start the cluster "
+            "(`ray start --head`) or give its head's address",
+            argument="ray",
+        ) from None
 
 
 def _sees_file(path: str, token: str) -> str | None:
