@@ -20,21 +20,20 @@ from typing import Any
 
 from ..errors import ResnetlabError
 from ..files import atomic_write, check_output_dir
-from ..models.factory import model_for_data
-from ..models.weights import read_metadata
 from ..train.config import TrainConfig, check_config
-from ..train.logs import METRICS_FILE, STEPS_FILE, SUMMARY_FILE, plural, read_metrics
+from ..train.logs import plural
 from ..train.recipes import auto_recipe, get_recipe
 from .figures import pyplot, save_png
-from .nets import FAMILIES, check_depth, check_study_net, is_mlp, net_label, study_net
+from .finished import read_finished
+from .nets import FAMILIES, check_depth, is_mlp, net_label, study_net
 from .runner import check_workers, run_tasks, study_device
 from .tasks import (
     NetTask,
+    check_done_data,
     diverged_fields,
     is_diverged,
     plan_tasks,
     read_diverged,
-    read_json,
     source_data,
     study_lock,
 )
@@ -43,9 +42,6 @@ JSON_FILE = "degradation.json"
 TABLE_FILE = "degradation.md"
 FIGURE_FILE = "degradation.png"
 MAX_SEEDS = 1000
-# the fields a finished run must share with the study to count as one of its nets
-MATCH_KEYS = ("model", "data", "recipe", "epochs", "batch_size", "lr", "seed", "subset",
-              "model_options", "log_every", "precision")  # fmt: skip
 METRICS = ("final_train_err", "best_train_err", "final_test_err", "best_test_err")
 TITLES = {"plain": "plain nets", "resnet": "ResNets", "plain_mlp": "plain MLPs",
           "residual_mlp": "residual MLPs"}  # fmt: skip
@@ -180,8 +176,9 @@ def _run_locked(dc: DegradationConfig, say) -> list[NetRun]:
         NetTask(f"[{i + 1}/{len(plan)}] {net_label(f, d)} seed {s}", net_config(dc, f, d, s), 0)
         for i, (f, d, s) in enumerate(plan)
     ]
-    plan_tasks(tasks, MATCH_KEYS)
+    plan_tasks(tasks)
     data = source_data(dc.data) if any(t.state != "done" for t in tasks) else None
+    check_done_data(tasks, data)
     if data is not None:
         recipe = auto_recipe(dc.recipe, study_device(dc.device, dc.ray), dc.batch_size)
         batch = get_recipe(recipe, batch_size=dc.batch_size).batch_size
@@ -213,17 +210,8 @@ def read_run(cfg: TrainConfig, family: str, depth: int, seed: int) -> NetRun:
     if is_diverged(out):
         d = read_diverged(out)
         return NetRun(family, depth, seed, d["params"], out, [], [], {}, d)
-    summary = read_json(out / SUMMARY_FILE)
-    epochs = read_metrics(out / METRICS_FILE)
-    steps = read_metrics(out / STEPS_FILE) if (out / STEPS_FILE).is_file() else []
-    if not epochs:
-        raise ResnetlabError(f"{out / METRICS_FILE} holds no epoch")
-    meta = read_metadata(out / "last.safetensors")
-    check_study_net(meta, family, depth, str(out / "last.safetensors"))
-    shape = tuple(int(v) for v in meta["input_size"])
-    model = model_for_data(cfg.model, shape, int(meta["num_classes"]), cfg.model_options)
-    params = sum(p.numel() for p in model.parameters())
-    return NetRun(family, depth, seed, params, out, epochs, steps, summary)
+    run = read_finished(cfg, family, depth)
+    return NetRun(family, depth, seed, run.params, out, run.epochs, run.steps, run.summary)
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,16 +37,15 @@ from ..data import BatchLoader, DataSplits, ImageDataset
 from ..errors import ResnetlabError
 from ..files import atomic_write, check_output_dir
 from ..models import load_model
-from ..models.factory import model_for_data
-from ..models.weights import read_metadata
 from ..train.config import TrainConfig, check_config
-from ..train.logs import METRICS_FILE, SUMMARY_FILE, read_metrics
 from ..train.recipes import get_recipe
-from .nets import check_study_net, cifar_net, parse_depths
+from .finished import read_finished
+from .nets import cifar_net, parse_depths
 from .overfitting_report import write_results
 from .runner import check_workers, run_tasks
 from .tasks import (
     NetTask,
+    check_done_data,
     diverged_fields,
     is_diverged,
     plan_tasks,
@@ -68,9 +67,6 @@ REGULARISATION: dict[str, tuple[float | None, bool, dict[str, float]]] = {
     "standard": (None, True, {}),
     "strong": (None, True, STRONG),
 }
-# the fields a run in a study folder must share with the study to count as one of its nets
-MATCH_KEYS = ("model", "data", "recipe", "epochs", "batch_size", "lr", "seed", "subset",
-              "model_options", "augment", "weight_decay", "log_every", "precision")  # fmt: skip
 
 
 @dataclass
@@ -239,14 +235,22 @@ class OverfitTask(NetTask):
         self.train_error(splits.train)
 
     def train_error(self, train: ImageDataset) -> float:
-        """The error on the training subset: kept in the run folder, measured when missing."""
+        """The error on the training subset: kept in the run folder, measured when missing (or
+        when what is kept is not a fraction for these weights and this many images)."""
         out = Path(self.cfg.out)
         weights = out / "last.safetensors"
         kept = out / TRAIN_EVAL_FILE
         if kept.is_file():
             value = read_json(kept)
-            if value.get("weights") == _weights_stamp(weights) and "train_err" in value:
-                return float(value["train_err"])
+            err = value.get("train_err")
+            if (
+                value.get("weights") == _weights_stamp(weights)
+                and value.get("images") == len(train)
+                and isinstance(err, (int, float))
+                and not isinstance(err, bool)
+                and 0 <= err <= 1
+            ):
+                return float(err)
         err = error_on(weights, train)
         text = json.dumps({"train_err": err, "images": len(train),
                            "weights": _weights_stamp(weights)}) + "\n"  # fmt: skip
@@ -306,7 +310,8 @@ def _run_locked(oc: OverfittingConfig, data: DataSplits, say) -> list[dict[str, 
         evals = (cfg.epochs // cfg.eval_every) * min(EVAL_IMAGES, len(data.test))
         tasks.append(OverfitTask(label, cfg, oc.steps, evals + len(data.test) + n, depth=d,
                                  size=n, regularisation=r, seed=s))  # fmt: skip
-    plan_tasks(tasks, MATCH_KEYS)
+    plan_tasks(tasks)
+    check_done_data(tasks, data)
     say(f"grid: depths {', '.join(map(str, oc.depths))} x sizes "
         f"{', '.join(f'{n:,}' for n in oc.sizes)} x {', '.join(oc.regularisation)} x "
         f"{oc.seeds} seed(s); {oc.steps:,} steps of {oc.batch_size} images per net")  # fmt: skip
@@ -346,21 +351,15 @@ def read_net(task: OverfitTask, data: DataSplits) -> dict[str, Any]:
         return {**grid, **diverged_fields(d, ("final_train_err", "final_test_err", "gap",
                 "train_batch_err")), "weight_decay": decay, "augment": augment,
                 "options": extra, "run_dir": str(out)}  # fmt: skip
-    summary = read_json(out / SUMMARY_FILE)
-    rows = read_metrics(out / METRICS_FILE)
+    run = read_finished(task.cfg, "resnet", task.depth)
+    summary, rows = run.summary, run.epochs
     tested = [r for r in rows if "test_top1_err" in r]
-    if not tested:
-        raise ResnetlabError(f"{out / METRICS_FILE} holds no tested epoch")
-    meta = read_metadata(out / "last.safetensors")
-    check_study_net(meta, "resnet", task.depth, str(out / "last.safetensors"))
     train_err = task.train_error(balanced_subset(data.train, task.size, task.seed))
-    shape = tuple(int(v) for v in meta["input_size"])
-    model = model_for_data(task.cfg.model, shape, int(meta["num_classes"]), task.cfg.model_options)
     test_err = tested[-1]["test_top1_err"]
     return {
         **grid,
         "model": summary["model"],
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": run.params,
         "diverged": False,
         "final_train_err": train_err,
         "final_test_err": test_err,

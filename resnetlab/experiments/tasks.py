@@ -28,8 +28,9 @@ from ..errors import ResnetlabError
 from ..files import atomic_write
 from ..models.factory import model_for_data
 from ..train import checkpoint as ckpt
-from ..train.logs import SUMMARY_FILE
-from ..train.resume import same_source
+from ..train.logs import SUMMARY_FILE, warn
+from ..train.resume import data_changes, data_fingerprint, same_source
+from ..train.rundata import run_splits
 from ..train.step import NonFiniteLoss
 
 RAY_HINT = "pip install 'resnetlab[ray]'"
@@ -61,9 +62,19 @@ class NetTask:
 # what is left
 
 
-def run_state(cfg: TrainConfig, match_keys: tuple[str, ...]) -> tuple[str, int]:
+# the settings a run in a study folder may hold other values of and still count as the study's
+# net: where it ran and how it was logged, nothing that changes what it computes
+FREE_KEYS = frozenset({"out", "device", "threads", "compile", "quiet", "log", "checkpoint_every",
+                       "checkpoint_minutes"})  # fmt: skip
+# a setting a saved run lacks (one written before the setting existed) had its default then;
+# model and data have none
+_DEFAULTS = {k: v for k, v in TrainConfig(model="", data="").to_dict().items()
+             if k not in ("model", "data")}  # fmt: skip
+
+
+def run_state(cfg: TrainConfig) -> tuple[str, int]:
     """('done'|'partial'|'new', steps done) of the run in cfg.out; a run there of other settings
-    (one of `match_keys` differs) fails in one line."""
+    (any setting but FREE_KEYS differs) fails in one line."""
     out = Path(cfg.out)
     summary = out / SUMMARY_FILE
     if summary.is_file():
@@ -80,16 +91,21 @@ def run_state(cfg: TrainConfig, match_keys: tuple[str, ...]) -> tuple[str, int]:
     if not isinstance(saved, dict):
         raise ResnetlabError(f"{out}: its run configuration is not a mapping; remove the folder")
     want = cfg.to_dict()
-    for key in match_keys:
+    for key in (k for k in want if k not in FREE_KEYS):  # in TrainConfig's order: model first
         same = same_source if key == "data" else operator.eq  # a checkpoint keeps paths absolute
-        old = saved.get(key, TrainConfig.__dataclass_fields__[key].default)
+        old = saved.get(key, _DEFAULTS.get(key, MISSING))
         if not same(old, want[key]):
-            shown = "missing" if old is MISSING else repr(old)
+            shown = "missing" if old is MISSING else _shown(old)
             raise ResnetlabError(
-                f"{out} holds a run of other settings ({key} {shown}, not {want[key]!r}); remove "
-                "it or choose another study directory"
+                f"{out} holds a run of other settings ({key} {shown}, not "
+                f"{_shown(want[key])}); remove it or choose another study directory"
             )
     return state, step
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @contextlib.contextmanager
@@ -118,11 +134,39 @@ def study_lock(out: Path):
                 out.rmdir()  # only if still empty
 
 
-def plan_tasks(tasks: list[NetTask], match_keys: tuple[str, ...]) -> list[NetTask]:
+def plan_tasks(tasks: list[NetTask]) -> list[NetTask]:
     """Each task with its state and steps done filled in."""
     for t in tasks:
-        t.state, t.step = run_state(t.cfg, match_keys)
+        t.state, t.step = run_state(t.cfg)
     return tasks
+
+
+def check_done_data(tasks: list[NetTask], data: DataSplits | None) -> None:
+    """Refuse in one line a finished net that trained on other data than the study's source
+    holds now (read as the net's own run would read it): the study would put it beside nets
+    trained on this data. A finished net whose checkpoint is gone is named as not checked.
+    `data` None: no net trains now, the finished ones are only read back (nothing to mix)."""
+    if data is None:
+        return
+    for t in tasks:
+        out = Path(t.cfg.out)
+        if t.state != "done" or is_diverged(out):
+            continue
+        if not (out / ckpt.CHECKPOINT_DIR).exists():
+            warn(f"{out}: its checkpoint is gone, so the data it trained on is not checked")
+            continue
+        saved = ckpt.load_checkpoint(out)[1].get("data_fingerprint")
+        if not isinstance(saved, dict):
+            warn(f"{out}: its checkpoint keeps no data fingerprint, so the data is not checked")
+            continue
+        own = t.splits()
+        now = data_fingerprint(run_splits(t.cfg, own if own is not None else data))
+        diffs = data_changes(saved, now)
+        if diffs:
+            raise ResnetlabError(
+                f"{out} was trained on other data than {t.cfg.data} holds now "
+                f"({'; '.join(diffs)}); remove it or choose another study directory"
+            )
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -140,14 +184,21 @@ def read_json(path: Path) -> dict[str, Any]:
 # the data, once per process
 
 
-_SOURCES: dict[str, DataSplits] = {}
+_SOURCES: dict[tuple[str, tuple[int, int] | None], DataSplits] = {}
 
 
 def source_data(data: str) -> DataSplits:
-    """The splits of a data source (resnetlab.data.load_source), read once per process."""
-    if data not in _SOURCES:
-        _SOURCES[data] = load_source(data)
-    return _SOURCES[data]
+    """The splits of a data source (resnetlab.data.load_source), read once per process while
+    its file or folder keeps its size and time (a study run again in the same process after
+    the file changed reads it again)."""
+    try:
+        st = os.stat(data)
+        key = (data, (st.st_size, st.st_mtime_ns))
+    except OSError:  # a data set's name
+        key = (data, None)
+    if key not in _SOURCES:
+        _SOURCES[key] = load_source(data)
+    return _SOURCES[key]
 
 
 # --------------------------------------------------------------------------------------------

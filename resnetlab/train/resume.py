@@ -276,6 +276,16 @@ def check_data(
         raise ResnetlabError(
             f"checkpoint in {where}: data_fingerprint is {_shown(saved)}; expected a mapping"
         )
+    diffs = data_changes(saved, now)
+    if diffs:
+        raise ResnetlabError(
+            f"the data changed since the checkpoint in {where} was written: {'; '.join(diffs)}; "
+            f"{KEEPS_DATA} (start a new run in another folder to train on this data)"
+        )
+
+
+def data_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between two data fingerprints, a phrase each (none: the same data)."""
     diffs = []
     if saved.get("classes") != now["classes"]:
         diffs.append(f"classes {_shown(saved.get('classes'))} -> {_shown(now['classes'])}")
@@ -298,11 +308,7 @@ def check_data(
                 diffs.append(f"{name} labels (hash {was.get('labels')} -> {new['labels']})")
             if was.get("sample") != new["sample"]:
                 diffs.append(f"{name} images (sampled hash {was.get('sample')} -> {new['sample']})")
-    if diffs:
-        raise ResnetlabError(
-            f"the data changed since the checkpoint in {where} was written: {'; '.join(diffs)}; "
-            f"{KEEPS_DATA} (start a new run in another folder to train on this data)"
-        )
+    return diffs
 
 
 def check_position(state_batch: int, steps_per_epoch: int, where: str | os.PathLike) -> None:
