@@ -278,6 +278,12 @@ def test_commands_run_on_a_class_folder_tree(tmp_path):
         (["gradients", "--from", "/no/such/study"], "/no/such/study is not a directory"),
         (["gradients", "--batches", "0"], "batches and batch size must be at least 1"),
         (["lesion", "--draws", "0"], "--draws must be at least 1"),
+        (["lesion", "--images", "5", "--all-images"], "--images and --all-images: give one"),
+        (["lesion", "--seed", str(10**20)], f"--seed {10**20}: expected a whole number in [0, "),
+        (
+            ["gradients", "--depths", "8", "--batches", "50", "--batch-size", "32"],
+            "--batches 50: 192 training images make 6 whole batch(es) of 32; lower --batches",
+        ),
     ],
 )
 def test_bad_study_input_is_one_line(args, message, data, tmp_path, capsys):
@@ -289,6 +295,17 @@ def test_bad_study_input_is_one_line(args, message, data, tmp_path, capsys):
     rc = main(full)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_lesion_refuses_one_file_given_twice(data, study, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(study)
+    w = study / "resnet8-s0" / "last.safetensors"
+    rc = main(["experiment", "lesion", str(w), "resnet8-s0/../resnet8-s0/last.safetensors",
+               "--data", str(data), "--out", str(tmp_path / "o")])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "are the same file; give each net's weights once" in err[0], err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("study", ["degradation", "gradients", "lesion"])

@@ -135,9 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     le.add_argument("weights", nargs="+", help="weights files: a ResNet and, say, its plain twin")
     le.add_argument("--data", required=True, help="dataset (as for train)")
     le.add_argument("--out", required=True, help="output directory")
-    le.add_argument(
-        "--images", type=int, default=2000, help="test images, a seeded sample (default 2000)"
-    )
+    le.add_argument("--images", type=int, help="test images, a seeded sample (default 2000)")
     le.add_argument("--all-images", action="store_true", help="use the whole test split")
     le.add_argument("--draws", type=int, default=5, help="random draws per k (default 5)")
     le.add_argument("--max-k", type=int, help="delete at most this many blocks (default: all)")
@@ -334,9 +332,12 @@ def run_lesion(args: argparse.Namespace) -> int:
     """`resnetlab experiment lesion`."""
     from ..experiments.lesion import run_lesion as run
 
+    if args.all_images and args.images is not None:
+        raise ResnetlabError("--images and --all-images: give one of them")
+    images = None if args.all_images else (2000 if args.images is None else args.images)
     plan = _probe_plan(args.threads)
     t0 = time.time()
-    run(args.weights, args.data, args.out, images=None if args.all_images else args.images,
+    run(args.weights, args.data, args.out, images=images,
         draws=args.draws, max_k=args.max_k, seed=args.seed, plan=plan)  # fmt: skip
     print(f"done in {time.time() - t0:.1f} s ({_machine()})")
     print(f"-> {args.out}/lesion.png, lesion.json, lesion.md")

@@ -4,7 +4,9 @@ Each distinct net (model, batch, precision, device, threads, machine) trains CAL
 steps to warm up and as many measured, through `fit` on random images of the data's shape, at the
 threads it will have; the remaining steps of each net are divided by that speed (plus a third of
 a step's work per image evaluated) and spread over the workers, longest first. The speeds are kept
-in OUT/speeds.json, so a rerun of the study on this machine does not measure again.
+in OUT/speeds.json, so a rerun of the study on this machine does not measure again (a kept
+speed that is not a sane number is measured again). The measurement's run lives in
+OUT/.calibration while it runs; a killed study's leftover is removed by the next.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import io
 import json
 import platform
+import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +25,7 @@ import torch
 
 from .. import TrainConfig
 from ..data import DataSplits, ImageDataset
+from ..errors import ResnetlabError
 from ..files import atomic_write
 from ..train import loop
 from ..train.logs import METRICS_FILE, read_metrics
@@ -33,6 +37,8 @@ CALIBRATION_STEPS = 3  # per epoch of the speed measurement: one epoch to warm u
 SPEEDS_FILE = "speeds.json"  # in the study folder: the measured speeds, for the next estimate
 CALIBRATION_LR = 1e-3
 EVAL_COST = 1 / 3  # a forward pass on an image costs about a third of a training step's work
+CALIBRATION_DIR = ".calibration"  # in the study folder: the measurements' runs, while they run
+MIN_SPEED, MAX_SPEED = 0.01, 1e9  # images/s a kept speed may claim; outside: measured again
 
 
 def measure_speed(cfg: TrainConfig, data: DataSplits) -> float:
@@ -52,7 +58,9 @@ def measure_shape_speed(cfg: TrainConfig, shape: tuple[int, ...], classes: list[
     images = torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
     labels = torch.arange(n) % len(classes)
     splits = DataSplits("calibration", ImageDataset(images, labels, classes), None)
-    with tempfile.TemporaryDirectory(prefix="resnetlab-calibrate-") as tmp:
+    room = Path(cfg.out).parent / CALIBRATION_DIR  # in the study folder, never elsewhere
+    room.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="run-", dir=room) as tmp:
         probe = replace(cfg, data="calibration", out=tmp, epochs=2, batch_size=batch, subset=None,
                         lr=CALIBRATION_LR,
                         val_split=0.0, quiet=True, log_every=0, eval_every=1, eval_images=None,
@@ -61,7 +69,23 @@ def measure_shape_speed(cfg: TrainConfig, shape: tuple[int, ...], classes: list[
         with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
             loop.fit(probe, splits)  # looked up now: a fault a test plants there shows
         rows = read_metrics(Path(tmp) / METRICS_FILE)
+    with contextlib.suppress(OSError):
+        room.rmdir()  # unless another measurement is using it
     return float(rows[-1]["images_per_s"])
+
+
+def clear_calibration(out: Path) -> None:
+    """Remove what a killed measurement left in the study folder (the study holds the folder,
+    so no measurement of another is running); a link there is refused, not followed."""
+    room = out / CALIBRATION_DIR
+    if room.is_symlink() or (room.exists() and not room.is_dir()):
+        raise ResnetlabError(f"{room}: not a folder of this study's; remove it")
+    shutil.rmtree(room, ignore_errors=True)
+
+
+def _speed(v: object) -> bool:
+    """A kept speed worth using: a finite number of images per second in a sane range."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and MIN_SPEED <= v <= MAX_SPEED
 
 
 def _makespan(costs: list[float], slots: int) -> float:
@@ -82,6 +106,7 @@ def estimate(tasks: list[NetTask], data: DataSplits, slots: int, threads: int | 
     left = [t for t in tasks if t.state != "done"]
     if not left:
         return 0.0
+    clear_calibration(out)
     kept_file = out / SPEEDS_FILE
     try:
         kept = json.loads(kept_file.read_text()) if kept_file.is_file() else {}
@@ -94,8 +119,7 @@ def estimate(tasks: list[NetTask], data: DataSplits, slots: int, threads: int | 
         key = _cost_key(cfg, where)
         if key not in speeds:
             got = kept.get(key)
-            fresh = not (isinstance(got, (int, float)) and got > 0)
-            speeds[key] = measure(cfg, data) if fresh else float(got)
+            speeds[key] = float(got) if _speed(got) else measure(cfg, data)
     if any(kept.get(k) != v for k, v in speeds.items()):
         text = json.dumps({**kept, **speeds}, indent=1) + "\n"
         out.mkdir(parents=True, exist_ok=True)

@@ -210,6 +210,12 @@ def probe_batches(
             f"batch_size {batch_size}: {len(data)} training images make no batch; lower it",
             argument="batch_size",
         )
+    if count > len(data) // batch_size:  # every batch whole, no image twice
+        raise ResnetlabError(
+            f"batches {count}: {len(data)} training images make {len(data) // batch_size} "
+            f"whole batch(es) of {batch_size}; lower --batches or --batch-size",
+            argument="batches",
+        )
     loader = BatchLoader(data, batch_size, train=True, mean=mean, std=std, pad=0, flip=False,
                          seed=seed, channels_last=plan is not None and plan.channels_last,
                          device=None if plan is None else plan.device)  # fmt: skip

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,23 @@ def lesion_model(
     return base, single, ks, means, stds
 
 
+def check_distinct(weights: list[str]) -> None:
+    """Refuse one weights file given twice (under any spelling): it would count as two seeds."""
+    seen: dict[tuple[int, int], str] = {}
+    for w in weights:
+        try:
+            st = os.stat(w)
+        except OSError:
+            continue  # missing: load_model says so in its own line
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            raise ResnetlabError(
+                f"{w} and {seen[key]} are the same file; give each net's weights once (several "
+                "files of one model are taken as its seeds)"
+            )
+        seen[key] = w
+
+
 def run_lesion(
     weights: list[str],
     data: str,
@@ -171,6 +189,9 @@ def run_lesion(
         raise ResnetlabError(f"max_k must be at least 1, got {max_k}", argument="max_k")
     if images is not None and images < 1:
         raise ResnetlabError(f"images must be at least 1, got {images}", argument="images")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ResnetlabError(f"seed {seed}: expected a whole number in [0, 2**32)", argument="seed")
+    check_distinct(weights)
     check_output_dir(out, (data, *weights))
     plan = plan or probe_plan()
     apply(plan)

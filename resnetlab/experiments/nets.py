@@ -173,9 +173,12 @@ def study_nets(study: str | Path, json_name: str = "degradation.json") -> list[S
     if table.is_file():
         for rec in _records(table):
             key = (rec.get("family"), rec.get("depth"), rec.get("seed"))
-            folder = f"{key[0]}{key[1]}-s{key[2]}"
-            if _FOLDER.fullmatch(folder) and key[0] in FAMILIES:
-                found[key] = root / folder / "last.safetensors"
+            if key[0] not in FAMILIES or not all(_count(v) for v in key[1:]):
+                raise ResnetlabError(
+                    f"{table}: a net's record gives family {key[0]!r}, depth {key[1]!r}, seed "
+                    f"{key[2]!r}; expected one of {', '.join(FAMILIES)} and whole numbers"
+                )
+            found[key] = root / f"{key[0]}{key[1]}-s{key[2]}" / "last.safetensors"
     for sub in sorted(root.iterdir()) if not found else []:
         m = _FOLDER.fullmatch(sub.name)
         if m and ((sub / "last.safetensors").is_file() or is_diverged(sub)):
@@ -199,6 +202,10 @@ def unfinished_nets(study: str | Path) -> list[StudyNet]:
     return _in_study_order(nets)
 
 
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63
+
+
 def _in_study_order(nets: list[StudyNet]) -> list[StudyNet]:
     """Conv nets before MLPs, then by depth, family (FAMILIES order) and seed."""
     order = {f: i for i, f in enumerate(FAMILIES)}
@@ -209,8 +216,8 @@ def _records(path: Path) -> list[dict[str, Any]]:
     """The per-net records of a study's JSON: {"nets": [...]}, or a bare list (older studies)."""
     try:
         value = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ResnetlabError(f"{path}: unreadable ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nesting too deep
+        raise ResnetlabError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
     if isinstance(value, dict):
         value = value.get("nets")
     if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):

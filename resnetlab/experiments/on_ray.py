@@ -107,6 +107,18 @@ def check_shared(ray, out: Path) -> int:
     return len(nodes)
 
 
+def check_fits_a_node(ray, cpus: int) -> None:
+    """Refuse in one line a net of more CPUs than any node of the cluster has: Ray would hold
+    its task pending for ever."""
+    sizes = [n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    biggest = int(max(sizes, default=0))
+    if cpus > biggest:
+        raise ResnetlabError(
+            f"--threads {cpus}: no node of the Ray cluster has {cpus} CPUs (the largest has "
+            f"{biggest}), so no net could start; give --threads {max(1, biggest)} or fewer"
+        )
+
+
 def run_on_ray(left: list[NetTask], data: DataSplits, out: Path, address: str,
                threads: int | None, say=print, on_done=None) -> None:  # fmt: skip
     """Check the study folder is shared, print the estimate, then run each unfinished net as a
@@ -117,6 +129,7 @@ def run_on_ray(left: list[NetTask], data: DataSplits, out: Path, address: str,
     try:
         nodes = check_shared(ray, out)
         cpus = max(1, threads or 1)
+        check_fits_a_node(ray, cpus)
         left = [with_threads(_absolute(t), cpus) for t in left]
         cuda = left[0].cfg.device.startswith("cuda")
         gpus = 1 / NETS_PER_GPU if cuda else 0
@@ -198,8 +211,10 @@ def _stop_tasks(ray, refs: list) -> None:
 def _absolute(task: NetTask) -> NetTask:
     """The task with its run folder, and its data where that is a path, made absolute: a task
     runs on whichever node and in whatever folder Ray starts it."""
+    from ..data.sources import canonical_name
+
     data = task.cfg.data
-    if Path(data).exists():
-        data = str(Path(data).absolute())
+    if canonical_name(data) is None and Path(data).expanduser().exists():  # as a run reads it
+        data = str(Path(data).expanduser().absolute())
     task.cfg = replace(task.cfg, out=str(Path(task.cfg.out).absolute()), data=data)
     return task

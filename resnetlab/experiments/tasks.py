@@ -74,8 +74,13 @@ _DEFAULTS = {k: v for k, v in TrainConfig(model="", data="").to_dict().items()
 
 def run_state(cfg: TrainConfig) -> tuple[str, int]:
     """('done'|'partial'|'new', steps done) of the run in cfg.out; a run there of other settings
-    (any setting but FREE_KEYS differs) fails in one line."""
+    (any setting but FREE_KEYS differs), or a link there (the run would be written wherever it
+    points, outside the study), fails in one line."""
     out = Path(cfg.out)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ResnetlabError(
+            f"{out}: a link or a file where the study keeps a net's run folder; remove it"
+        )
     summary = out / SUMMARY_FILE
     if summary.is_file():
         saved = read_json(summary).get("config", {})
