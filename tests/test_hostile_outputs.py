@@ -39,6 +39,7 @@ def test_a_link_to_the_input_is_the_input(tmp_path):
     "argv",
     [["data", "prepare", "{tree}", "{tree}/cache", "--size", "4"],
      ["eval", str(SHIPPED), "--data", "{tree}", "--confusion", "{tree}/cat/cm.png"],
+     ["quantize", str(SHIPPED), "--calib", "{tree}", "--out", "{tree}/cat/q.onnx"],
      ["experiment", "degradation", "--data", "{tree}", "--out", "{tree}/study", "--depths", "8"],
      ["experiment", "lesion", str(SHIPPED), "--data", "{tree}", "--out", "{tree}"],
      ["train", "--model", "resnet20", "--data", "{tree}", "--out", "{tree}", "--device", "cpu"],
@@ -53,3 +54,29 @@ def test_commands_refuse_an_output_inside_their_data(tmp_path, capsys, argv):
     assert code == 2 and len(err.splitlines()) == 1
     assert "the input" in err and "apart from the inputs" in err
     assert sorted(p.relative_to(tree) for p in tree.rglob("*")) == before  # nothing written
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["train", "--model", "resnet8", "--data", "fashion-mnist", "--out", "{root}/fashion-mnist",
+      "--device", "cpu", "--threads", "1"],
+     ["train", "--model", "resnet8", "--data", "Fashion_MNIST", "--out", "{root}/fashion-mnist/r",
+      "--device", "cpu", "--threads", "1"],
+     ["eval", str(SHIPPED), "--data", "fashion-mnist", "--confusion",
+      "{root}/fashion-mnist/cm.png"],
+     ["experiment", "degradation", "--data", "fashion-mnist", "--out", "{root}/fashion-mnist/s",
+      "--depths", "8"],
+     ["experiment", "gradients", "--data", "cifar10", "--out", "{root}/cifar10/g", "--depths",
+      "8"]],
+)  # fmt: skip
+def test_a_data_set_given_by_name_is_an_input_where_it_lives(tmp_path, capsys, monkeypatch, argv):
+    root = tmp_path / "root"
+    for name in ("fashion-mnist", "cifar10"):
+        (root / name).mkdir(parents=True)
+        (root / name / "keep").write_text("mine")
+    monkeypatch.setenv("RESNETLAB_DATA", str(root))
+    code = main([a.replace("{root}", str(root)) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "the input" in err and "apart from the inputs" in err, err
+    assert sorted(p.name for p in root.rglob("*")) == ["cifar10", "fashion-mnist", "keep", "keep"]

@@ -315,6 +315,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     """`resnetlab eval`."""
+    from ..data.sources import input_paths
     from ..files import check_output
     from ..train.evaluate import evaluate_weights, plot_confusion
 
@@ -322,7 +323,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if png is not None:
         if png.suffix.lower() != ".png":
             raise ResnetlabError(f"--confusion {png}: the matrix is drawn as PNG; use a .png name")
-        check_output(png, (args.weights, args.data), "--confusion")
+        check_output(png, (args.weights, *input_paths(args.data)), "--confusion")
     report = evaluate_weights(
         args.weights,
         args.data,

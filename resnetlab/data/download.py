@@ -76,6 +76,15 @@ def download(urls: list[str] | tuple[str, ...], dest: str | os.PathLike, sha256:
     raise ResnetlabError(f"download of {dest.name} failed: {failures[-1]}")
 
 
+def dataset_dirs(name: str, system_dirs: Sequence[Path] = ()) -> list[Path]:
+    """Every folder dataset `name` may be read from, in locate_dataset's order; the folder a
+    download would fill (data_root()/<name>) is among them, last unless $RESNETLAB_DATA is set
+    (then it is that variable's folder, looked in first)."""
+    env = data_root_from_env()
+    dirs = [env / name] if env is not None else []
+    return list(dict.fromkeys([*dirs, *system_dirs, data_root() / name]))
+
+
 def locate_dataset(
     name: str,
     holds_it: Callable[[Path], bool],
@@ -95,12 +104,8 @@ def locate_dataset(
         if not holds_it(Path(path)):
             raise ResnetlabError(f"{path}: no {name} {what} there")
         return Path(path)
-    env = data_root_from_env()
     target = data_root() / name
-    candidates = [env / name] if env is not None else []
-    candidates += list(system_dirs)
-    if env is None:
-        candidates.append(target)
+    candidates = dataset_dirs(name, system_dirs)
     for directory in candidates:
         if holds_it(directory):
             return directory

@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import ResnetlabError
 from .cifar import CIFAR_LAYOUTS, detect_cifar, load_cifar, load_cifar_dir
 from .dataset import DataSplits
+from .download import dataset_dirs
 from .folders import is_class_tree, read_image_folder
 from .idx import IDX_SOURCES, find_idx_files, load_idx_dataset, load_idx_dir
 from .npz import load_npz
@@ -36,6 +37,19 @@ _ALIASES = {"".join(ch for ch in n if ch.isalnum()): n for n in DATASET_NAMES}
 def canonical_name(source: str) -> str | None:
     """The dataset name a spelling stands for (fashion_mnist -> fashion-mnist), or None."""
     return _ALIASES.get("".join(ch for ch in source.lower() if ch.isalnum()))
+
+
+def input_paths(source: str | os.PathLike) -> tuple[str, ...]:
+    """Where a data source lives on disk, for keeping outputs apart from it: a path as given; for
+    a data set's name, every folder it may be read from or downloaded into."""
+    text = os.fspath(source)
+    name = canonical_name(text)
+    if name in IDX_SOURCES:
+        debian = IDX_SOURCES[name].debian_dir
+        return tuple(map(str, dataset_dirs(name, [debian] if debian is not None else [])))
+    if name in CIFAR_LAYOUTS:
+        return tuple(map(str, dataset_dirs(name)))
+    return (text,)
 
 
 def detect_format(path: str | os.PathLike) -> str:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.sources import input_paths
 from ..errors import ResnetlabError
 from ..files import atomic_write, check_output_dir
 from ..train.config import TrainConfig, check_config
@@ -164,7 +165,7 @@ def run_study(dc: DegradationConfig, say=print) -> list[NetRun]:
     """Train every net of the study that is not trained yet (in sequence, on workers or on Ray);
     write the table, JSON and figure."""
     dc = check_study(dc)
-    check_output_dir(dc.out, (dc.data,))
+    check_output_dir(dc.out, input_paths(dc.data))
     with study_lock(Path(dc.out)):
         return _run_locked(dc, say)
 

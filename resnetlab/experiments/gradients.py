@@ -27,6 +27,7 @@ from ..data.classmap import data_for_weights
 from ..data.dataset import check_input_size
 from ..data.loader import BatchLoader
 from ..data.normalise import compute_mean_std
+from ..data.sources import input_paths
 from ..errors import ResnetlabError
 from ..files import atomic_write, check_output_dir
 from ..models import load_model
@@ -256,7 +257,7 @@ def run_gradients(
             + (f" that leaves room for {seeds} seeds" if seeds > 1 else ""),
             argument="seed",
         )
-    check_output_dir(out, (data, study))
+    check_output_dir(out, (*input_paths(data), study))
     if study is not None and not Path(study).is_dir():
         raise ResnetlabError(
             f"{study} is not a directory (expected the output directory of a degradation study)"

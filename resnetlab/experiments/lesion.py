@@ -29,6 +29,7 @@ from ..data import load_source
 from ..data.classmap import data_for_weights
 from ..data.dataset import check_input_size
 from ..data.loader import BatchLoader
+from ..data.sources import input_paths
 from ..errors import ResnetlabError
 from ..files import atomic_write, check_output_dir
 from ..models import load_model
@@ -192,7 +193,7 @@ def run_lesion(
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ResnetlabError(f"seed {seed}: expected a whole number in [0, 2**32)", argument="seed")
     check_distinct(weights)
-    check_output_dir(out, (data, *weights))
+    check_output_dir(out, (*input_paths(data), *weights))
     plan = plan or probe_plan()
     apply(plan)
     models = []

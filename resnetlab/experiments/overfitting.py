@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from ..data import BatchLoader, DataSplits, ImageDataset
+from ..data.sources import input_paths
 from ..errors import ResnetlabError
 from ..files import atomic_write, check_output_dir
 from ..models import load_model
@@ -290,7 +291,7 @@ def run_overfitting(oc: OverfittingConfig, say=print) -> list[dict[str, Any]]:
     """Train every net of the grid not trained yet; write overfitting.json, .md and .png; return
     the per-net records."""
     oc = check_study(oc)
-    check_output_dir(oc.out, (oc.data,))
+    check_output_dir(oc.out, input_paths(oc.data))
     data = source_data(oc.data)
     if data.test is None:
         raise ResnetlabError(f"{oc.data} has no test split; the study tests every net on one")

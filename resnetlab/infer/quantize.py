@@ -25,6 +25,7 @@ from torch import nn
 from ..data.classmap import data_for_weights
 from ..data.dataset import check_input_size
 from ..data.normalise import normalise, weights_mean_std
+from ..data.sources import input_paths
 from ..errors import ResnetlabError
 from ..files import check_output
 from ..models.weights import weights_file
@@ -166,7 +167,8 @@ def quantize(
         raise ResnetlabError(
             f"out {out}: the int8 model is an ONNX file; use a .onnx name", argument="out"
         )
-    check_output(out, (weights,))  # a FIFO, a path under a file: refused before calibrating
+    # a FIFO, a path under a file, the calibration data's folder: refused before calibrating
+    check_output(out, (weights, *input_paths(source)))
     _check_calib_count(images)  # before the data is read: bad input fails at once
     splits = load_source(source)
     x_cal, mean, std = calibration_images(splits, images, meta, str(source), weights=str(weights))

@@ -21,6 +21,7 @@ from typing import Any, overload
 from torch import nn
 
 from ..data import DataSplits
+from ..data.sources import input_paths
 from ..errors import ResnetlabError
 from ..files import check_apart
 from ..models.weights import model_metadata
@@ -189,7 +190,8 @@ def _train(cfg, splits, resume, callbacks, model) -> Trainer:
     """Run the checked `cfg` in its locked folder, in the torchrun group if there is one."""
     t_start = time.time()
     callbacks = check_callbacks(callbacks)
-    check_apart(cfg.out, (cfg.data, cfg.init_from))  # the run's folder apart from its inputs
+    # the run's folder apart from its inputs (a data set's name: the folders it is read from)
+    check_apart(cfg.out, (*input_paths(cfg.data), cfg.init_from))
     info = distributed.setup(cfg.device)
     try:
         with run_lock(Path(cfg.out)) if info.is_main else contextlib.nullcontext():
