@@ -9,6 +9,7 @@ import torch
 import resnetlab.models.factory as factory
 import resnetlab.models.pretrained as pretrained
 import resnetlab.models.registry as registry
+from resnetlab.errors import ResnetlabError
 from resnetlab.models import (
     FeatureExtractor,
     create_model,
@@ -82,3 +83,21 @@ def test_create_model_is_the_builder_on_the_looked_up_entry():
     assert isinstance(a, FeatureExtractor) and isinstance(b, FeatureExtractor)
     assert a.resnetlab_config == b.resnetlab_config and a.pretrained_cfg == b.pretrained_cfg
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_a_net_of_a_billion_blocks_is_refused_from_its_sizes_alone():
+    # building it, even on the meta device, would take minutes: the lower bound refuses it first
+    with pytest.raises(ResnetlabError, match=r"a net of at least 2,304,000,046,080 parameters"):
+        create_model("resnet8", layers=[10**9, 1, 1])
+    with pytest.raises(ResnetlabError, match=r"a net of at least 131,072,000,000,000 param"):
+        create_model("residual_mlp", depth=10**9)
+
+
+def test_the_lower_bound_of_parameters_is_below_every_registered_nets_count():
+    from resnetlab.models import get_entry, list_models
+    from resnetlab.models.builder import least_parameters
+
+    for name in list_models():
+        with torch.device("meta"):
+            count = sum(p.numel() for p in create_model(name).parameters())
+        assert 0 < least_parameters(get_entry(name).spec, {}) <= count, name

@@ -158,7 +158,8 @@ def _build(
         for key, v in (("num_classes", num_classes), ("in_chans", in_chans)):
             if isinstance(v, bool):
                 raise ResnetlabError(f"{key} must be a whole number, got {v!r}")
-        check_size(make, rough_parameters(spec, num_classes, in_chans, options))
+        check_size(make, rough_parameters(spec, num_classes, in_chans, options),
+                   least_parameters(spec, options))  # fmt: skip
         model = make()
     except (ValueError, TypeError) as e:
         raise ResnetlabError(f"{name}: {e}") from None
@@ -216,13 +217,38 @@ def rough_parameters(
         return 0
 
 
-def check_size(make: Any, rough: int) -> None:
+def least_parameters(spec: ResNetSpec | None, options: dict[str, Any]) -> int:
+    """A lower bound of a net's parameters from its sizes alone (0 when they are not numbers):
+    every block holds at least one 3x3 conv of its inner width (grouped in a bottleneck), every
+    MLP block two Linear layers of its width. Cheap where building the net is not: a net of a
+    billion blocks takes minutes to build even on the meta device."""
+    try:
+        if spec is None:
+            sizes = inspect.signature(ResidualMLP).parameters
+            width, depth = (int(options.get(k, sizes[k].default)) for k in ("width", "depth"))
+            return 2 * max(depth, 0) * width * width
+        bottleneck = spec.block == "bottleneck"
+        groups = int(spec.groups) if bottleneck else 1
+        scale = groups * int(spec.base_width) / 64 if bottleneck else 1
+        return sum(
+            max(int(blocks), 0) * 9 * int(width * scale) ** 2 // max(groups, 1)
+            for blocks, width in zip(spec.layers, spec.widths)
+        )
+    except (TypeError, ValueError, OverflowError, KeyError, IndexError):
+        return 0
+
+
+def check_size(make: Any, rough: int, least: int = 0) -> None:
     """Refuse, before allocating, a net whose fp32 parameters pass the memory budget (the stated
-    limit of data/memory.py): when the rough bound passes it, the exact count of a build on the
-    meta device, which allocates nothing (about 2 s the first time in a process, so only then).
-    A build on the meta device (a file's skeleton) allocates nothing either: not checked."""
+    limit of data/memory.py): at once when even the lower bound `least` passes it; else, when the
+    rough (upper) bound passes it, the exact count of a build on the meta device, which allocates
+    nothing (about 2 s the first time in a process, so only then). A build on the meta device (a
+    file's skeleton) allocates nothing either: not checked."""
     if 4 * rough <= memory_budget() or torch.get_default_device().type == "meta":
         return
+    if 4 * least > memory_budget():
+        check_fits(4 * least, f"a net of at least {least:,} parameters",
+                   "ask for fewer blocks, classes or channels")  # fmt: skip
     with torch.device("meta"):
         count = sum(p.numel() for p in make().parameters())
     check_fits(4 * count, f"a net of {count:,} parameters", "ask for fewer classes or channels")
