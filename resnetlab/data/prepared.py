@@ -265,8 +265,13 @@ _META_RULES = {
         "a list of whole numbers, one per image",
     ),
     "classes": (
-        lambda v: isinstance(v, list) and bool(v) and all(isinstance(c, str) for c in v),
-        "a non-empty list of class names",
+        lambda v: (
+            isinstance(v, list)
+            and bool(v)
+            and all(isinstance(c, str) and c for c in v)
+            and len(set(v)) == len(v)
+        ),
+        "a non-empty list of distinct class names",
     ),
     "splits": (
         lambda v: (
@@ -293,6 +298,17 @@ def _check_prepared_meta(meta: dict, source: Path) -> None:
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
             raise ResnetlabError(
                 f"{source}: {key} is {shown}; expected {expected}; prepare it again"
+            )
+
+
+def _check_apart_splits(splits: dict[str, list[int]], path: Path) -> None:
+    """Refuse splits that share images: a test split that holds training images would report
+    training accuracy as test accuracy."""
+    spans = sorted((a, b, s) for s, (a, b) in splits.items())
+    for (_, b1, s1), (a2, _, s2) in zip(spans, spans[1:]):
+        if a2 < b1:
+            raise ResnetlabError(
+                f"{path}: splits {s1} and {s2} share images [{a2}, {b1}); prepare it again"
             )
 
 
@@ -336,6 +352,7 @@ def load_prepared(path: str | os.PathLike, *, in_memory: bool | None = None) -> 
         if not 0 <= a < b <= shape[0]:
             raise ResnetlabError(f"{path}: split {s} [{a}, {b}) out of range")
         parts[s] = ImageDataset(x[a:b], y[a:b], classes)
+    _check_apart_splits(meta["splits"], path)
     if "train" not in parts or "test" not in parts:
         raise ResnetlabError(f"{path}: prepared data lacks a train or test split")
     return DataSplits(meta.get("name", path.name), parts["train"], parts["test"], parts.get("val"))
