@@ -44,9 +44,28 @@ def test_summary_json_sums_to_the_model(capsys):
         (["summary", "resnet5"], "unknown model 'resnet5'; did you mean"),
         (["summary", "resnet50", "--input-size", "3,16"], "expected C,H,W or H"),
         (["models", "--family", "nets"], "no models in family 'nets'"),
+        (["summary", "plain_mlp", "--in-chans", "3"], "--in-chans: plain_mlp takes vectors"),
     ],
 )
 def test_bad_requests_end_in_one_line_and_nonzero_exit(args, message):
     code, out, err = run_cli(*args)
     assert code != 0 and message in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_summary_of_an_mlp_flattens_an_image_size(capsys):
+    assert main(["summary", "residual_mlp", "--input-size", "3,28,28", "--json"]) == 0
+    three = json.loads(capsys.readouterr().out)
+    assert main(["summary", "residual_mlp", "--input-size", "1,28,28", "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    stem = next(s for s in three["stages"] if s["name"] == "stem")
+    width = stem["output_shape"][-1]
+    assert three["params"] - one["params"] == 2 * 28 * 28 * width  # the first layer's weights
+
+
+def test_summary_of_a_huge_input_allocates_nothing(capsys):
+    # a real forward pass would need terabytes; the meta device gives shapes and counts alone
+    assert main(["summary", "resnet8", "--input-size", "100000", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["stages"][-1]["output_shape"] == [1, 10]
+    assert report["gflops"] > 1e3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 from dataclasses import replace
 
 import torch
@@ -127,19 +128,25 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_summary(args: argparse.Namespace) -> int:
+    """`resnetlab summary`: shapes, parameters and multiply-adds per stage, from a forward pass
+    on the meta device (no memory for any input size)."""
     entry = get_entry(args.name)
     size = args.input_size or entry.input_size
-    if entry.is_mlp:
-        feats = 1
-        for s in size:
-            feats *= s
-        model = create_model(args.name, num_classes=args.num_classes, in_features=feats)
-    else:
-        if len(size) == 1:
-            size = (args.in_chans or entry.input_size[0], size[0], size[0])
-        if args.in_chans is not None and args.in_chans != size[0]:
-            raise ResnetlabError(f"--in-chans {args.in_chans} disagrees with --input-size {size}")
-        model = create_model(args.name, num_classes=args.num_classes, in_chans=size[0])
+    if entry.is_mlp and args.in_chans is not None:
+        raise ResnetlabError(
+            f"--in-chans: {args.name} takes vectors; give its input as --input-size N (features) "
+            "or C,H,W (an image, flattened)"
+        )
+    if not entry.is_mlp and len(size) == 1:
+        size = (args.in_chans or entry.input_size[0], size[0], size[0])
+    if args.in_chans is not None and args.in_chans != size[0]:
+        raise ResnetlabError(f"--in-chans {args.in_chans} disagrees with --input-size {size}")
+    with torch.device("meta"):
+        if entry.is_mlp:  # an image flattened: C x H x W features
+            model = create_model(args.name, num_classes=args.num_classes,
+                                 in_features=math.prod(size))  # fmt: skip
+        else:
+            model = create_model(args.name, num_classes=args.num_classes, in_chans=size[0])
     try:
         rows = stage_summary(model, tuple(size))
     except RuntimeError as e:

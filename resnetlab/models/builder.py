@@ -243,12 +243,15 @@ def check_size(make: Any, rough: int, least: int = 0) -> None:
     limit of data/memory.py): at once when even the lower bound `least` passes it; else, when the
     rough (upper) bound passes it, the exact count of a build on the meta device, which allocates
     nothing (about 2 s the first time in a process, so only then). A build on the meta device (a
-    file's skeleton) allocates nothing either: not checked."""
-    if 4 * rough <= memory_budget() or torch.get_default_device().type == "meta":
+    file's skeleton) allocates nothing either: only the lower bound is checked (such a net could
+    never be given memory, and building it would take minutes)."""
+    if 4 * rough <= memory_budget():
         return
     if 4 * least > memory_budget():
         check_fits(4 * least, f"a net of at least {least:,} parameters",
                    "ask for fewer blocks, classes or channels")  # fmt: skip
+    if torch.get_default_device().type == "meta":
+        return
     with torch.device("meta"):
         count = sum(p.numel() for p in make().parameters())
     check_fits(4 * count, f"a net of {count:,} parameters", "ask for fewer classes or channels")
