@@ -87,6 +87,8 @@ def test_size_applies_to_folders_only(tmp_path):
     make_idx_dir(tmp_path / "idx")
     with pytest.raises(ResnetlabError, match="size applies to image folders only"):
         load_source(str(tmp_path / "idx"), size=5)
+    with pytest.raises(ResnetlabError, match="skip_bad applies to image folders only"):
+        load_source(str(tmp_path / "idx"), skip_bad=True)  # nothing to skip: not honoured
 
 
 def test_skip_bad_reports_through_read_source(tmp_path, caplog):

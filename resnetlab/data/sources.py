@@ -110,6 +110,7 @@ def read_source(
     skipped: list[str] = []
     text = os.fspath(source)
     name = canonical_name(text) if isinstance(source, str) else None
+    folder = False  # an image folder: the one kind with image files to skip
     if name in IDX_SOURCES:
         splits = load_idx_dataset(name)
     elif name in CIFAR_LAYOUTS:
@@ -128,6 +129,7 @@ def read_source(
         elif kind in CIFAR_LAYOUTS:
             splits = load_cifar_dir(p)
         else:
+            folder = True
             splits, skipped = read_image_folder(
                 p, mode=mode, size=size, skip_bad=skip_bad, test_fraction=test_fraction,
                 seed=seed, mixed=mixed,
@@ -141,6 +143,12 @@ def read_source(
         raise ResnetlabError(
             f"{text}: images have {splits.train.image_shape[0]} channel(s); mode {mode} applies "
             "to image folders only"
+        )
+    if skip_bad and not folder:
+        raise ResnetlabError(
+            f"{text}: skip_bad applies to image folders only (this source has no image files "
+            "to skip)",
+            argument="skip_bad",
         )
     if val_split:
         if splits.val is not None:
