@@ -135,3 +135,13 @@ def test_decompression_bomb_refused_before_decoding():
         decode_image(_png_header_only(100_000, 100_000), name="bomb.png")
     with pytest.raises(ResnetlabError, match="exceeds the limit of 100"):
         decode_image(encode(Image.new("L", (20, 20)), "PNG"), max_pixels=100)
+
+
+def test_a_resize_past_the_pixel_limit_names_what_is_at_fault():
+    from resnetlab.data.images import check_resize
+
+    with pytest.raises(ResnetlabError, match="aspect ratio is too extreme, crop it first"):
+        check_resize((1, 100_000), (20_000, 2_000_000_000), "thin.png")
+    with pytest.raises(ResnetlabError, match="the size to resize to is too large"):
+        check_resize((28, 28), (20_000, 20_000), "a.png")  # a square image: the size's fault
+    check_resize((28, 28), (224, 224), "a.png")

@@ -96,6 +96,9 @@ def check_image_file(path: str | os.PathLike, label: str | None = None) -> None:
         )
 
 
+EXTREME_ASPECT = 64  # sides further apart than this: the image, not the size, is the fault
+
+
 def check_resize(
     size: tuple[int, int], new: tuple[int, int], label: str, max_pixels: int = MAX_PIXELS
 ) -> None:
@@ -103,9 +106,14 @@ def check_resize(
     of extreme aspect (1 x 40,000,000) would otherwise grow into gigabytes to cover a small box."""
     (h, w), (nh, nw) = size, new
     if nh * nw > max_pixels:
+        why = (  # the image's shape is to blame, or the size asked for (a model's input_size)
+            "its aspect ratio is too extreme, crop it first"
+            if max(h, w) > EXTREME_ASPECT * min(h, w)
+            else "the size to resize to is too large"
+        )
         raise ResnetlabError(
             f"{label}: image of {w}x{h} would be resized to {nw}x{nh} = {nw * nh} pixels, beyond "
-            f"the limit of {max_pixels}; its aspect ratio is too extreme, crop it first"
+            f"the limit of {max_pixels}; {why}"
         )
 
 
