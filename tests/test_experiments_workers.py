@@ -117,9 +117,21 @@ def test_a_study_through_a_local_ray_matches_a_sequential_one(data, tmp_path, mo
     sequential = study(data, tmp_path / "seq", TWO_NETS)
     ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
     monkeypatch.chdir(tmp_path)  # relative paths: the tasks get them absolute, wherever they run
+    (tmp_path / "ray" / ".calibration" / "run-killed").mkdir(parents=True)  # a killed study's
+    (tmp_path / "ray" / ".shared-check").write_text("left by a killed study")
     try:
         on_ray = study(Path(os.path.relpath(data)), Path("ray"), TWO_NETS, "--ray", "auto")
         assert ray.is_initialized()  # the Ray it found is left to its owner
+        assert not (tmp_path / "ray" / ".calibration").exists()
+        assert not (tmp_path / "ray" / ".shared-check").exists()
+        # a net of more CPUs than any node has would wait for ever: refused
+        capsys.readouterr()
+        rc = main(["experiment", "degradation", "--data", str(data), "--out", "big", "--depths",
+                   "8", "--threads", "4", "--ray", "auto"])  # fmt: skip
+        assert rc == 2
+        assert "--threads 4: no node of the Ray cluster has 4 CPUs (the largest has 2)" in (
+            capsys.readouterr().err
+        )
         # a net that asks for CUDA is checked against the cluster's GPUs, not this process's
         capsys.readouterr()
         rc = main(["experiment", "degradation", "--data", str(data), "--out", "cuda", "--depths",

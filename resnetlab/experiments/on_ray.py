@@ -68,6 +68,9 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
+SHARED_CHECK = ".shared-check"  # in the study folder while nodes read it (the study holds it)
+
+
 def _sees_file(path: str, token: str) -> str | None:
     """On a node: None when `path` holds `token`, else what was found."""
     try:
@@ -84,7 +87,8 @@ def check_shared(ray, out: Path) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex
-    path = out / f".shared-check-{token[:8]}"
+    path = out / SHARED_CHECK  # one name: a killed study's leftover is replaced, then removed
+    path.unlink(missing_ok=True)  # (a link there is removed, never written through)
     path.write_text(token)
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
