@@ -115,11 +115,13 @@ MAX_REP_TIME = 3600.0  # seconds per timed repetition: an hour is already far mo
 def run_export(args: argparse.Namespace) -> int:
     """Export, verify and report the difference to PyTorch."""
     from ..files import check_output
-    from ..infer.export import SUFFIXES, export
+    from ..infer.export import SUFFIXES, check_suffix, export
     from ..models.factory import load_model
 
     out = Path(args.out) if args.out else Path(args.weights).with_suffix(SUFFIXES[args.format])
     check_output(out, (args.weights,), "--out")
+    if not out.is_dir():  # a directory: export says so
+        check_suffix(args.format, out)  # a name that lies about the format: before any work
     if args.static_batch and args.dynamic_batch:
         raise ResnetlabError(
             "--static-batch and --dynamic-batch: give one (a dynamic batch is the default)"
@@ -134,10 +136,10 @@ def run_export(args: argparse.Namespace) -> int:
     if rep.checked_with is None:
         print("not run: onnxruntime is not installed (pip install 'resnetlab[onnx]')")
     else:
-        same = "same top-1" if rep.top1_agree else "top-1 DIFFERS"
+        # a backbone gives feature maps: no top-1 to compare (top1_agree None), only the maps
+        same = {True: ", same top-1", False: ", top-1 DIFFERS", None: ""}[rep.top1_agree]
         print(
-            f"checked with {rep.checked_with}: max abs diff vs PyTorch "
-            f"{rep.max_abs_diff:.3g}, {same}"
+            f"checked with {rep.checked_with}: max abs diff vs PyTorch {rep.max_abs_diff:.3g}{same}"
         )
     return 0
 

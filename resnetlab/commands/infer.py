@@ -25,7 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "weights", help="a resnetlab .safetensors weights file, or an ONNX file (export, quantize)"
     )
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files or directories")
-    p.add_argument("--topk", type=int, default=5, help="classes to show per image (default 5)")
+    p.add_argument(
+        "--topk",
+        type=int,
+        help="classes to show per image (default 5, or all where the model has fewer; at most "
+        "the model's classes)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list instead of text")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     p.add_argument("--fp32", action="store_true", help="force fp32 (no bf16 even where native)")
@@ -124,7 +129,7 @@ def run_explain(args: argparse.Namespace) -> int:
     from ..files import check_output
     from ..infer.gradcam import display_image, grad_cam, save_overlay
     from ..infer.onnxmodel import is_onnx_file
-    from ..infer.predict import load_for_inference
+    from ..infer.predict import check_finite_outputs, load_for_inference
 
     if is_onnx_file(args.weights):
         raise ResnetlabError(
@@ -148,6 +153,7 @@ def run_explain(args: argparse.Namespace) -> int:
     check_output(out, (args.image, args.weights), "--out")
     x = prep.load(args.image)
     res = grad_cam(model, x[None], target=target, stage=args.stage)
+    check_finite_outputs(res.logits, str(args.weights), [str(args.image)])  # before any PNG
     p = float(res.probs[res.index])
     pred = int(res.probs.argmax())
     title = f"{Path(args.image).name}: {classes[res.index]} (p={p:.3f}), stage {res.stage}"

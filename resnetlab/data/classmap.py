@@ -37,6 +37,7 @@ from ..errors import ResnetlabError
 from .dataset import ImageDataset
 
 SHOWN = 5
+IGNORE_HINT = "ignore_names (--ignore-class-names)"  # match_classes' own way, and eval's flag
 
 
 @dataclass(frozen=True)
@@ -108,9 +109,12 @@ def match_classes(
     weights: str = "the weights",
     data: str = "the data",
     ignore_names: bool = False,
+    ignore_hint: str | None = IGNORE_HINT,
 ) -> ClassMatch:
     """How the labels of `data` (with `data_classes`) map onto a model's `num_outputs` outputs
-    named `model_classes`: by name, or by index where names are missing or `ignore_names`."""
+    named `model_classes`: by name, or by index where names are missing or `ignore_names`.
+    ignore_hint: how the caller's user asks for the index match, named when classes are unknown
+    (None where the caller offers none: quantize, the studies)."""
     n_data = len(data_classes)
     model_classes = list(model_classes) if model_classes else None
     if model_classes is not None and len(model_classes) != num_outputs:
@@ -136,11 +140,10 @@ def match_classes(
     found = find_names(data_classes, model_classes)
     unknown = [c for c, i in zip(data_classes, found) if i is None]
     if unknown:
+        fix = f", or match by index with {ignore_hint}" if ignore_hint else " to those names"
         raise ResnetlabError(
             f"{data} has {len(unknown)} class(es) that {weights} does not know: "
-            f"{_shown(unknown)} (its classes: {_shown(model_classes)}); rename the folders, or "
-            "match by index with ignore_names (--ignore-class-names)",
-            argument="ignore_names",
+            f"{_shown(unknown)} (its classes: {_shown(model_classes)}); rename the folders{fix}"
         )
     index = tuple(int(i) for i in found)  # type: ignore[arg-type]
     if len(set(index)) < len(index):
@@ -210,10 +213,15 @@ def data_for_weights(
     weights: str = "the weights",
     source: str = "the data",
     ignore_names: bool = False,
+    ignore_hint: str | None = None,
 ) -> tuple[ImageDataset, ClassMatch]:
     """`data` with labels as the outputs of the weights whose metadata is `meta` (matched by
     name, see match_classes) and the weights' class names; and the match, whose `note` a caller
-    prints."""
+    prints.
+
+    ignore_hint: how the caller's user asks for an index match instead (eval has a flag for it),
+    named when the data has classes the weights do not know; None (the default) for a caller
+    without one, such as quantize, whose users could not follow such a hint."""
     n = int(meta.get("num_classes") or 0)
     match = match_classes(
         meta.get("classes"),
@@ -222,5 +230,6 @@ def data_for_weights(
         weights=weights,
         data=source,
         ignore_names=ignore_names,
+        ignore_hint=ignore_hint,
     )
     return match.remap(data, class_names(meta, n)), match

@@ -54,13 +54,41 @@ def compute_mean_std(
     return tuple(round(v, 6) for v in mean), tuple(round(v, 6) for v in std)
 
 
-def weights_mean_std(meta: dict, images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """The mean and std the weights' metadata gives, or else those of `images` (their training
-    images): what a model's input is normalised with."""
-    if "mean" in meta and "std" in meta:
-        return list(meta["mean"]), list(meta["std"])
-    mean, std = compute_mean_std(images)
-    return list(mean), list(std)
+def weights_mean_std(
+    meta: dict, images: torch.Tensor, source: str = "weights"
+) -> tuple[list[float], list[float]]:
+    """The mean and std the weights' metadata gives (a single number stands for every channel of
+    `images`), or else, when it gives neither, those of `images` (their training images): what a
+    model's input is normalised with. One without the other is refused, as predict refuses it:
+    pairing it with the data's own statistics would normalise silently wrong."""
+    mean, std = meta.get("mean"), meta.get("std")
+    if mean is None and std is None:
+        mean, std = compute_mean_std(images)
+        return list(mean), list(std)
+    if mean is None or std is None:
+        given, missing = ("mean", "std") if std is None else ("std", "mean")
+        raise ResnetlabError(
+            f"{source}: metadata has a {given} but no {missing}; expected both (or neither)"
+        )
+    channels = images.shape[1] if images.ndim == 4 else 1
+    return (
+        per_channel(mean, channels, "mean", source),
+        per_channel(std, channels, "std", source),
+    )
+
+
+def per_channel(value, channels: int, key: str, source: str = "weights") -> list[float]:
+    """A metadata mean or std as one float per channel: a number, or a list of one value, is
+    repeated over the channels; a list of another length than 1 or `channels` is refused."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(values) == 1:
+        values = values * channels
+    if len(values) != channels:
+        raise ResnetlabError(
+            f"{source}: metadata {key} has {len(values)} values for {channels} channels; "
+            f"expected 1 or {channels}"
+        )
+    return [float(v) for v in values]
 
 
 def normaliser(

@@ -228,7 +228,8 @@ def export(
     model: nn.Module, meta: dict[str, Any], fmt: str, out: str | os.PathLike, *,
     dynamic_batch: bool = True, source: str | os.PathLike | None = None,
 ) -> ExportReport:  # fmt: skip
-    """Export in format `fmt` ('onnx' or 'exported-program') to `out`, any batch size unless
+    """Export in format `fmt` ('onnx' or 'exported-program') to `out` (named .onnx or .pt2 to
+    match: check_suffix), any batch size unless
     `dynamic_batch` is False; an ONNX file carries `meta` (the weights' metadata, from the file
     `source`) with its input size and how it was exported."""
     if fmt not in FORMATS:
@@ -236,10 +237,24 @@ def export(
     size = input_size_of(model, meta)
     if Path(out).is_dir():
         raise ResnetlabError(f"output {out} is a directory; give a file name")
+    check_suffix(fmt, out)
     if fmt == "onnx":
         full = export_metadata(model, meta, size, dynamic_batch=dynamic_batch, source=source)
         return export_onnx(model, out, size, dynamic_batch=dynamic_batch, metadata=full)
     return export_program(model, out, size, dynamic_batch=dynamic_batch)
+
+
+def check_suffix(fmt: str, out: str | os.PathLike) -> None:
+    """Fail in one line unless `out` is named with the suffix of format `fmt` (.onnx, .pt2):
+    predict, eval and bench tell an ONNX file by its name, so a name that lies misleads them."""
+    want, got = SUFFIXES[fmt], Path(out).suffix.lower()
+    if got != want:
+        other = [f for f, suffix in SUFFIXES.items() if suffix == got]
+        hint = f", or format {other[0]} for a {got} file" if other else ""
+        raise ResnetlabError(
+            f"out {out}: the {fmt} format is written to a {want} file; use a {want} name{hint}",
+            argument="out",
+        )
 
 
 def export_metadata(

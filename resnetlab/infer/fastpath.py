@@ -132,6 +132,17 @@ class InferenceModel(nn.Module):
         return out.clone() if self.cuda_graphs else out  # graph outputs live in reused memory
 
 
+def check_backend_compile(backend: str, compile: bool | None) -> None:
+    """Fail in one line when torch.compile is asked of a runtime backend: ONNX Runtime and
+    OpenVINO run their own graph, so the compile would be silently left undone."""
+    if compile and backend in ("onnxruntime", "openvino"):
+        raise ResnetlabError(
+            f"compile does not apply to the {backend} backend: it runs the model in its own "
+            "runtime, not torch.compile; use the torch backend, or do not compile",
+            argument="compile",
+        )
+
+
 def inference_plan(
     model: nn.Module,
     *,
@@ -228,6 +239,7 @@ def prepare_for_inference(
         return _NoGrad(model)
     if backend not in BACKENDS:
         raise ResnetlabError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    check_backend_compile(backend, compile)
     asked = precision
     precision = policy.precision_name(policy.resolve_precision(precision, device))
     if cuda and backend in ("onnxruntime", "openvino"):
@@ -240,6 +252,9 @@ def prepare_for_inference(
             from .backends import choose
 
             best = choose(model, tuple(input_size), batch_size, precision, asked)
+            if compile and best is not None and best.backend != "torch":
+                best = None  # compile asked: only torch can honour it
+                why = "torch: compile asked, which only the torch backend does"
             if best is not None:
                 backend, why, runtime_precision = best.backend, best.why, best.precision
                 if compile is None and best.backend == "torch" and compiler_available():

@@ -21,12 +21,14 @@ from ..files import atomic_write
 
 @dataclass
 class CamResult:
-    """A Grad-CAM map (H, W) in 0..1 at input resolution for class `index`; the probabilities."""
+    """A Grad-CAM map (H, W) in 0..1 at input resolution for class `index`; the probabilities,
+    and the logits they came from (for a caller to refuse NaN or inf ones)."""
 
     cam: torch.Tensor
     index: int
     probs: torch.Tensor
     stage: str
+    logits: torch.Tensor | None = None
 
 
 def stage_module(model: nn.Module, stage: str | int | None) -> tuple[str, nn.Module]:
@@ -93,7 +95,7 @@ def grad_cam(
     top = cam.max()
     cam = cam / top if top > 0 else cam
     probs = torch.softmax(logits.detach().float(), dim=1)[0]
-    return CamResult(cam, index, probs, name)
+    return CamResult(cam, index, probs, name, logits.detach().float())
 
 
 def display_image(x: torch.Tensor, mean, std) -> np.ndarray:

@@ -15,7 +15,7 @@ from .. import policy
 from ..data.classmap import class_names
 from ..errors import ResnetlabError
 from ..models.factory import load_model
-from .fastpath import inference_plan, prepare_for_inference
+from .fastpath import check_backend_compile, inference_plan, prepare_for_inference
 from .preprocess import Preprocess, find_images
 
 
@@ -77,6 +77,39 @@ def load_for_inference(
     return model, meta, Preprocess.from_metadata(meta, str(weights))
 
 
+DEFAULT_TOPK = 5  # classes shown per image when not asked: all of them where the model has fewer
+
+
+def resolve_topk(topk: int | None, num_classes: int) -> int:
+    """The classes to show per image: `topk` as asked (None: DEFAULT_TOPK, or all the classes
+    where the model has fewer). Fails in one line unless 1 <= topk <= num_classes: a larger k
+    cannot be shown, and showing fewer classes than asked would pass in silence."""
+    if topk is None:
+        return min(DEFAULT_TOPK, num_classes)
+    if topk < 1:
+        raise ResnetlabError(f"top-k {topk} must be at least 1")
+    if topk > num_classes:
+        raise ResnetlabError(
+            f"topk {topk} is more than the {num_classes} classes of the model; use 1 to "
+            f"{num_classes}",
+            argument="topk",
+        )
+    return topk
+
+
+def check_finite_outputs(logits: torch.Tensor, weights: str, inputs: list[str]) -> None:
+    """Fail in one line naming the weights and the first input whose outputs are NaN or inf:
+    broken weights or normalisation must not print numbers (nor NaN into JSON) and exit 0.
+    `inputs` names the rows of `logits` (one name for all of them is enough)."""
+    bad = ~torch.isfinite(logits.detach()).reshape(len(logits), -1).all(dim=1)
+    if bool(bad.any()):
+        on = inputs[min(int(bad.nonzero()[0, 0]), len(inputs) - 1)]
+        raise ResnetlabError(
+            f"{weights}: the model's outputs are not finite (NaN or inf) on {on}; the weights or "
+            "their normalisation are broken"
+        )
+
+
 def _batches(paths: list[Path], size: int) -> Iterator[list[Path]]:
     for i in range(0, len(paths), size):
         yield paths[i : i + size]
@@ -88,16 +121,17 @@ def predict_files(
     classes: list[str],
     paths: list[str | os.PathLike],
     *,
-    topk: int = 5,
+    topk: int | None = None,
     batch_size: int = 32,
     on_failure: Callable[[str, str], None] | None = None,
+    weights: str = "weights",
 ) -> PredictResult:
-    """Top-k predictions for every readable file; unreadable ones are collected, not fatal."""
+    """Top-k predictions (topk: resolve_topk) for every readable file; unreadable ones are
+    collected, not fatal. NaN or inf outputs are refused in one line naming `weights` and the
+    image."""
     if batch_size < 1:
         raise ResnetlabError(f"batch size {batch_size} must be at least 1")
-    if topk < 1:
-        raise ResnetlabError(f"top-k {topk} must be at least 1")
-    k = min(topk, len(classes))
+    k = resolve_topk(topk, len(classes))
     result = PredictResult()
     for chunk in _batches([Path(p) for p in paths], batch_size):
         tensors, names = [], []
@@ -116,6 +150,7 @@ def predict_files(
             continue
         with torch.no_grad():
             logits = model(torch.stack(tensors))
+        check_finite_outputs(logits, weights, names)
         probs = torch.softmax(logits.float(), dim=1)
         top_p, top_i = probs.topk(k, dim=1)
         for name, ps, idx in zip(names, top_p.tolist(), top_i.tolist()):
@@ -127,7 +162,7 @@ def predict(
     weights: str | os.PathLike,
     inputs: list[str | os.PathLike],
     *,
-    topk: int = 5,
+    topk: int | None = None,
     batch_size: int = 32,
     precision: str = "auto",
     compile: bool | None = None,
@@ -138,7 +173,9 @@ def predict(
     log: Callable[[str], None] | None = None,
     threads: int | None = None,
 ) -> PredictResult:
-    """Predict every image file (and every image in each directory) of `inputs` with `weights`.
+    """Predict every image file (and every image in each directory) of `inputs` with `weights`:
+    the `topk` best classes of each (None: 5, or all where the model has fewer; more than the
+    model has is refused).
 
     device: "auto" (CUDA when there is one; an ONNX file always runs on the CPU), "cpu" or "cuda".
     backend: "auto" (the fastest measured here: infer/backends.py), "torch", "onnxruntime" or
@@ -161,9 +198,12 @@ def predict(
             "torch.compile",
             argument="compile",
         )
+    check_backend_compile(backend, compile)
     model, meta, prep = load_for_inference(
         weights, runtime=backend, precision=precision, batch_size=batch_size, overrides=overrides
     )
+    classes = class_names(meta, int(meta["num_classes"]))
+    resolve_topk(topk, len(classes))  # refused before the images are found and the model prepared
     onnx = isinstance(model, OnnxModel)
     device = "cpu" if device == "auto" and onnx else device
     paths = find_images(inputs)
@@ -192,7 +232,5 @@ def predict(
     )
     if log is not None and "measured here" in str(getattr(fast, "why", "")):
         log(f"backend {fast.backend} ({fast.precision}): {fast.why}")
-    classes = class_names(meta, int(meta["num_classes"]))
-    return predict_files(
-        fast, prep, classes, paths, topk=topk, batch_size=batch_size, on_failure=on_failure
-    )
+    return predict_files(fast, prep, classes, paths, topk=topk, batch_size=batch_size,
+                         on_failure=on_failure, weights=str(weights))  # fmt: skip

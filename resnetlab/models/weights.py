@@ -99,8 +99,10 @@ def save_weights(
             )
     meta.update(given)
     check_metadata(meta, "metadata")
+    check_mean_std_pair(meta, "metadata")
     check_fits_model(meta, own, "metadata")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    check_tensors(state, f"{path}: not written, the model's")  # a file load_model would refuse
     try:
         text = json.dumps(meta)
     except TypeError as e:
@@ -150,12 +152,27 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         state, meta = _read_safetensors(path, tensors=True)
     else:
         state, meta = _read_torch_state(path), {}
-    for key, t in state.items():  # NaN weights would predict NaN, and exit 0
-        if t.is_floating_point() and not _finite(t):
-            raise ResnetlabError(
-                f"{path}: tensor {key} holds NaN or infinite values; expected finite weights"
-            )
+    check_tensors(state, f"{path}:")
     return state, meta
+
+
+def check_tensors(state: dict[str, torch.Tensor], source: str) -> None:
+    """Fail in one line if a floating tensor holds NaN or inf, or a BatchNorm running_var is
+    negative: either makes the model predict NaN, and exit 0. `source` begins the message."""
+    for key, t in state.items():
+        if not t.is_floating_point():
+            continue
+        if not _finite(t):
+            raise ResnetlabError(
+                f"{source} tensor {key} holds NaN or infinite values; expected finite weights"
+            )
+        is_var = key.endswith("running_var") and t.numel() > 0
+        lowest = float(t.detach().float().min()) if is_var else 0.0
+        if lowest < 0:
+            raise ResnetlabError(
+                f"{source} tensor {key} holds a negative variance ({lowest:.3g}); "
+                "a BatchNorm running_var is never below 0"
+            )
 
 
 def read_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
@@ -195,6 +212,29 @@ def parse_metadata(raw: str | None, source: str) -> dict[str, Any]:
     except (ValueError, RecursionError):  # bad JSON, a 5,000-digit number, nesting: not ours
         raise ResnetlabError(f"{source}: its resnetlab metadata is not valid JSON") from None
     check_metadata(meta, source)
+    check_mean_std_pair(meta, source)
+    return _broadcast_mean_std(meta)
+
+
+def check_mean_std_pair(meta: dict[str, Any], source: str) -> None:
+    """Fail in one line if the metadata gives a mean without a std or a std without a mean:
+    normalising with one of them and a guess for the other would be silently wrong."""
+    given = [key for key in ("mean", "std") if meta.get(key) is not None]
+    if len(given) == 1:
+        other = "std" if given[0] == "mean" else "mean"
+        raise ResnetlabError(
+            f"{source}: metadata has a {given[0]} but no {other}; expected both (or neither)"
+        )
+
+
+def _broadcast_mean_std(meta: dict[str, Any]) -> dict[str, Any]:
+    """The metadata with a single-number mean or std written as one value per input channel, so
+    that every reader (predict, eval, quantize, the studies) sees the same per-channel lists."""
+    size = meta.get("input_size")
+    channels = size[0] if isinstance(size, list) and len(size) == 3 else 1
+    for key in ("mean", "std"):
+        if _is_number(meta.get(key)):
+            meta[key] = [meta[key]] * channels
     return meta
 
 
@@ -210,8 +250,23 @@ def _numbers(v: Any) -> bool:
     return _is_number(v) or (isinstance(v, list) and bool(v) and all(map(_is_number, v)))
 
 
-def _positive_numbers(v: Any) -> bool:
-    return _numbers(v) and min(v if isinstance(v, list) else [v]) > 0
+# bounds that every real normalisation meets (ImageNet, CIFAR, Fashion-MNIST on the 0..1 scale,
+# and the same on the 0..255 scale), and that keep a crafted 1e-45 std or 1e308 mean, which turn
+# every input into inf or NaN, out
+MAX_ABS_MEAN = 1e4
+MIN_STD, MAX_STD = 1e-6, 1e4  # 1e-6: compute_mean_std's own floor, for images of one colour
+
+
+def _values(v: Any) -> list:
+    return v if isinstance(v, list) else [v]
+
+
+def _sane_means(v: Any) -> bool:
+    return _numbers(v) and max(abs(x) for x in _values(v)) <= MAX_ABS_MEAN
+
+
+def _sane_stds(v: Any) -> bool:
+    return _numbers(v) and all(MIN_STD <= x <= MAX_STD for x in _values(v))
 
 
 # the metadata keys resnetlab reads: (is the value right?, what would be right)
@@ -235,8 +290,16 @@ METADATA_RULES = {
         lambda v: isinstance(v, list) and bool(v) and all(_is_int(s) and s > 0 for s in v),
         "a list of positive whole numbers, [C, H, W] or [features]",
     ),
-    "mean": (_numbers, "a finite number or a list of them, one per channel"),
-    "std": (_positive_numbers, "a positive finite number or a list of them, one per channel"),
+    "mean": (
+        _sane_means,
+        f"a finite number or a list of them, one per channel, each in [-{MAX_ABS_MEAN:g}, "
+        f"{MAX_ABS_MEAN:g}]",
+    ),
+    "std": (
+        _sane_stds,
+        "a positive finite number or a list of them, one per channel, each in "
+        f"[{MIN_STD:g}, {MAX_STD:g}]",
+    ),
     "crop_pct": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
     "tta": (lambda v: isinstance(v, bool), "true or false"),
     "features_only": (lambda v: isinstance(v, bool), "true or false"),
@@ -310,18 +373,36 @@ def check_compatible(model: nn.Module, state: dict[str, torch.Tensor], source: s
         for k in own
         if k in state and state[k].shape != own[k].shape
     ]
-    if not (missing or unexpected or shapes):
+    dtypes = [
+        f"{k} {_dtype_name(state[k])} vs model {_dtype_name(own[k])}"
+        for k in own
+        if k in state and not _dtype_fits(state[k], own[k])
+    ]
+    if not (missing or unexpected or shapes or dtypes):
         return
     parts = []
     if shapes:
         parts.append(
             "shape mismatch: " + "; ".join(shapes[:3]) + (" ..." if len(shapes) > 3 else "")
         )
+    if dtypes:
+        more = " ..." if len(dtypes) > 3 else ""
+        parts.append("dtype mismatch (expected floating point): " + "; ".join(dtypes[:3]) + more)
     if missing:
         parts.append(f"missing {len(missing)} key(s): " + ", ".join(missing[:3]))
     if unexpected:
         parts.append(f"unexpected {len(unexpected)} key(s): " + ", ".join(unexpected[:3]))
     raise ResnetlabError(f"{source} does not fit this model: " + " | ".join(parts))
+
+
+def _dtype_fits(given: torch.Tensor, own: torch.Tensor) -> bool:
+    """False for an integer or bool tensor where the model's is floating point: load_state_dict
+    would copy its whole numbers (or 0 and 1) in silently."""
+    return given.is_floating_point() or not own.is_floating_point()
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> dict[str, Any]:
@@ -339,7 +420,11 @@ def load_state(
         check_compatible(model, state, source)
     else:
         own = model.state_dict()
-        state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        state = {
+            k: v
+            for k, v in state.items()
+            if k in own and own[k].shape == v.shape and _dtype_fits(v, own[k])
+        }
     model.load_state_dict(state, strict=strict)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,8 +46,11 @@ def evaluate(
     device: str = "cpu",
     tta_flip: bool = False,
     autocast_dtype: torch.dtype | None = None,
+    check_logits: Callable[[torch.Tensor], None] | None = None,
 ) -> EvalResult:
-    """Run `model` in eval mode over `loader`; flip TTA averages both views' logits."""
+    """Run `model` in eval mode over `loader`; flip TTA averages both views' logits.
+    check_logits: called on each batch's logits before they are counted (it raises to refuse
+    them: `evaluate_weights` refuses NaN or inf, which would score as wrong answers)."""
     was_training = model.training
     model.eval()
     k = min(5, num_classes)
@@ -71,6 +75,8 @@ def evaluate(
             logits = logits.float().cpu()
             if tta_flip:
                 logits = logits / 2
+            if check_logits is not None:
+                check_logits(logits)
             loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
             topk = logits.topk(k, dim=1).indices
             pred = topk[:, 0]
@@ -157,6 +163,7 @@ def evaluate_weights(
     from ..data.loader import BatchLoader
     from ..data.normalise import weights_mean_std
     from ..infer.onnxmodel import is_onnx_file, load_onnx
+    from ..infer.predict import check_finite_outputs
     from ..models import get_entry, load_model
     from ..policy import Settings, apply, check_settings, resolve
 
@@ -197,10 +204,11 @@ def evaluate_weights(
     images, name, train_images, skipped = _eval_images(meta, data, split, skip_bad, limit, seed)
     check_input_size(meta, images, str(weights), str(data))
     images, match = data_for_weights(
-        meta, images, weights=str(weights), source=str(data), ignore_names=ignore_class_names
-    )
+        meta, images, weights=str(weights), source=str(data), ignore_names=ignore_class_names,
+        ignore_hint="ignore_class_names (--ignore-class-names)",
+    )  # fmt: skip
     classes = images.classes
-    mean, std = weights_mean_std(meta, train_images)
+    mean, std = weights_mean_std(meta, train_images, str(weights))
     model_name = meta.get("name")
     conv = not get_entry(model_name).is_mlp if model_name else len(meta["input_size"]) == 3
     # an ONNX model runs on the CPU, in the precision its runtime was asked for
@@ -214,8 +222,10 @@ def evaluate_weights(
     loader = BatchLoader(images, batch_size, train=False, mean=mean, std=std,
                          channels_last=plan.channels_last)  # fmt: skip
     tta = bool(meta.get("tta", False)) if tta is None else tta
+    on = f"{data} ({split} split)"
     res = evaluate(model, loader, num_classes=num_classes, device=plan.device, tta_flip=tta,
-                   autocast_dtype=plan.dtype)  # fmt: skip
+                   autocast_dtype=plan.dtype,
+                   check_logits=lambda z: check_finite_outputs(z, str(weights), [on]))  # fmt: skip
     # rows of classes the data has, in the weights' order; a class it lacks has no row
     present = sorted(set(match.index))
     per_class = res.per_class_acc()
