@@ -281,3 +281,17 @@ def test_a_ray_address_nothing_answers_at_is_refused_in_one_line_at_once(data, t
         assert rc == 2 and len(err) == 1 and time.time() - t0 < 60, err
         assert err[0].startswith(f"resnetlab experiment: error: --ray {address!r}: {why}"), err
         assert not (tmp_path / "o").exists()
+
+
+def test_fewer_nets_than_workers_split_the_cores_among_the_nets(data, tmp_path, monkeypatch):
+    import resnetlab.experiments.runner as runner
+
+    monkeypatch.setattr(runner, "usable_cores", lambda: 4)
+    out = tmp_path / "deg"
+    rc = main(["experiment", "degradation", "--data", str(data), "--out", str(out), "--depths",
+               "8", "--epochs", "1", "--batch-size", "40", "--precision", "fp32", "--device",
+               "cpu", "--workers", "4"])  # fmt: skip
+    assert rc == 0
+    # two nets on four workers: two workers of 2 threads each, not two of 4 // 4 = 1
+    for net in ("plain8-s0", "resnet8-s0"):
+        assert json.loads((out / net / "summary.json").read_text())["config"]["threads"] == 2

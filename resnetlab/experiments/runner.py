@@ -150,6 +150,7 @@ def run_tasks(
             trained(t)
 
     on_done = ended
+    workers = min(workers, len(left))  # fewer nets than workers: each takes a bigger share
     per = worker_threads(workers, threads) if ray is None else None
     if per is not None:
         left = [with_threads(t, per) for t in left]
