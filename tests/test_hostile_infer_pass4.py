@@ -21,7 +21,7 @@ from resnetlab import create_model, save_weights
 from resnetlab.data.normalise import weights_mean_std
 from resnetlab.errors import ResnetlabError
 from resnetlab.infer.fastpath import prepare_for_inference
-from resnetlab.models.weights import check_metadata
+from resnetlab.models.metadata import check_metadata
 
 CPU = ("--device", "cpu", "--threads", "1")
 BROKEN = "the model's outputs are not finite (NaN or inf) on {}; the weights or their "

@@ -26,8 +26,9 @@ from torch import nn
 
 from ..errors import ResnetlabError
 from ..files import atomic_write, utf8_path
+from ..models.metadata import check_metadata
 from ..models.registry import get_entry
-from ..models.weights import META_KEY, check_metadata, model_metadata
+from ..models.weights import META_KEY, model_metadata
 
 FORMATS = ("onnx", "exported-program")
 SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2"}

@@ -3,7 +3,7 @@
 An ONNX file is a protobuf: reading it runs no code, but running it runs its graph, and its metadata
 tells predict, eval and bench what to build. Both are checked before use, as a .safetensors file's
 are:
-- the metadata by the one checker of weights metadata (models.weights.check_metadata: NaN std,
+- the metadata by the one checker of weights metadata (models.metadata.check_metadata: NaN std,
   negative counts, malformed options are refused);
 - the graph holds only the operators a ResNet export contains (convolutions, batch norm, pooling,
   the fc, the shortcuts' padding and slicing, int8 quantize/dequantize pairs): no control flow
@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ResnetlabError
-from ..models.weights import META_KEY, parse_metadata
+from ..models.metadata import parse_metadata
+from ..models.weights import META_KEY
 
 # every operator of the fp32 and int8 exports of each model family here (measured: resnet option
 # A/B/C, plain, pre-activation, wide, bottleneck, ResNeXt, dilated, MLPs), and a few siblings that

@@ -24,7 +24,7 @@ from torch import nn
 
 from .. import policy
 from ..errors import ResnetlabError
-from ..models.weights import check_metadata
+from ..models.metadata import check_metadata
 from .backends import RUNTIMES, available_runtimes, choose_runtime
 from .export import onnx_session
 from .onnxfile import check_graph_fits, graph_input_size, graph_outputs, read_onnx

@@ -10,7 +10,8 @@
   factory.py: create_model, load_model, model_for_data, each looking the table up once;
 - head.py: global pooling and the classifier; cfg.py: pretrained_cfg; stats.py: parameters,
   FLOPs and shapes; features.py: backbones (FeatureInfo); adapt.py: input channels;
-  weights.py, pretrained.py: safetensors files with checked metadata, shipped weights.
+  weights.py, pretrained.py: safetensors files and shipped weights; metadata.py: the checks of
+  the metadata they carry.
 """
 
 from .adapt import adapt_input_conv
