@@ -25,7 +25,7 @@ from resnetlab.models.metadata import check_metadata
 
 CPU = ("--device", "cpu", "--threads", "1")
 BROKEN = "the model's outputs are not finite (NaN or inf) on {}; the weights or their "
-BROKEN += "normalisation are broken"
+BROKEN += "normalisation are broken (or, in half precision, the outputs overflowed: run in fp32)"
 
 
 def _meta(path) -> dict:

@@ -194,3 +194,15 @@ def test_the_parameter_count_is_the_nets_own(trained):
     for r in nets:
         net = create_model(r["model"], num_classes=4, in_chans=1)
         assert r["params"] == sum(p.numel() for p in net.parameters())
+
+
+def test_a_finished_net_whose_checkpoint_is_gone_is_named_not_checked(trained, tmp_path, capsys):
+    out = copy_of(trained, tmp_path)
+    (out / "resnet8-s0" / "checkpoint" / "model.safetensors").unlink()  # deleted to save room
+    capsys.readouterr()
+    rc = main(["experiment", "degradation", "--data", str(trained[0]), "--out", str(out), *STUDY,
+               "--families", "resnet", "--depths", "8,14"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "resnet8-s0: no readable checkpoint keeps the data it trained on" in err, err
+    assert (out / "resnet14-s0" / "summary.json").is_file()

@@ -94,12 +94,17 @@ class FakeRay:
 
 
 def test_a_net_of_more_cpus_than_any_ray_node_has_is_refused():
-    check_fits_a_node(FakeRay([2.0, 4.0]), 4)
+    said = []
+    check_fits_a_node(FakeRay([2.0, 4.0]), 4, True, said.append)
     with pytest.raises(ResnetlabError, match=r"--threads 8: no node of the Ray cluster has 8 "
                        r"CPUs \(the largest has 4\).*give --threads 4 or fewer"):  # fmt: skip
-        check_fits_a_node(FakeRay([2.0, 4.0]), 8)
-    with pytest.raises(ResnetlabError, match="the largest has 0"):
-        check_fits_a_node(FakeRay([16.0], alive=False), 1)  # a dead node counts for nothing
+        check_fits_a_node(FakeRay([2.0, 4.0]), 8, True, said.append)
+    assert said == []
+    # a cluster with no CPU yet (an autoscaling head of 0 CPUs; dead nodes count for nothing):
+    # told, not refused, since its autoscaler may add nodes for the tasks
+    check_fits_a_node(FakeRay([0.0]), 1, False, said.append)
+    check_fits_a_node(FakeRay([16.0], alive=False), 1, False, said.append)
+    assert len(said) == 2 and all("no node of the Ray cluster has a CPU yet" in s for s in said)
 
 
 def test_a_dataset_name_stays_a_name_on_ray_beside_a_folder_of_that_name(tmp_path, monkeypatch):

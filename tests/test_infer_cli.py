@@ -148,7 +148,7 @@ def test_bad_weights_give_one_line_and_nonzero_exit(
 
 def test_predict_bad_options(capsys, weights, images, tmp_path):
     rc, _, err = run(capsys, "predict", weights, images, "--topk", "0")
-    assert rc == 2 and "top-k 0" in err
+    assert rc == 2 and "--topk 0 must be at least 1" in err
     empty = tmp_path / "empty"
     empty.mkdir()
     rc, _, err = run(capsys, "predict", weights, empty)

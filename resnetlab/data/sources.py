@@ -43,7 +43,7 @@ def input_paths(source: str | os.PathLike) -> tuple[str, ...]:
     """Where a data source lives on disk, for keeping outputs apart from it: a path as given; for
     a data set's name, every folder it may be read from or downloaded into."""
     text = os.fspath(source)
-    name = canonical_name(text)
+    name = canonical_name(text) if isinstance(source, str) else None  # as read_source reads it
     if name in IDX_SOURCES:
         debian = IDX_SOURCES[name].debian_dir
         return tuple(map(str, dataset_dirs(name, [debian] if debian is not None else [])))

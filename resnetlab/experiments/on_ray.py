@@ -111,15 +111,21 @@ def check_shared(ray, out: Path) -> int:
     return len(nodes)
 
 
-def check_fits_a_node(ray, cpus: int) -> None:
+def check_fits_a_node(ray, cpus: int, asked: bool, say=print) -> None:
     """Refuse in one line a net of more CPUs than any node of the cluster has: Ray would hold
-    its task pending for ever."""
+    its task pending for ever. A cluster with no CPU on any node yet (an autoscaling head of
+    0 CPUs) is only told: its autoscaler may add nodes for the tasks."""
     sizes = [n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
     biggest = int(max(sizes, default=0))
+    if biggest == 0:
+        say(f"no node of the Ray cluster has a CPU yet: the nets wait until one with {cpus} "
+            "joins (an autoscaler adds it); Ctrl-C stops the study")  # fmt: skip
+        return
     if cpus > biggest:
+        what = f"--threads {cpus}" if asked else f"a net of {cpus} CPU(s)"
         raise ResnetlabError(
-            f"--threads {cpus}: no node of the Ray cluster has {cpus} CPUs (the largest has "
-            f"{biggest}), so no net could start; give --threads {max(1, biggest)} or fewer"
+            f"{what}: no node of the Ray cluster has {cpus} CPUs (the largest has {biggest}), "
+            f"so no net could start; give --threads {biggest} or fewer"
         )
 
 
@@ -133,7 +139,7 @@ def run_on_ray(left: list[NetTask], data: DataSplits, out: Path, address: str,
     try:
         nodes = check_shared(ray, out)
         cpus = max(1, threads or 1)
-        check_fits_a_node(ray, cpus)
+        check_fits_a_node(ray, cpus, threads is not None, say)
         left = [with_threads(_absolute(t), cpus) for t in left]
         cuda = left[0].cfg.device.startswith("cuda")
         gpus = 1 / NETS_PER_GPU if cuda else 0

@@ -149,7 +149,8 @@ def plan_tasks(tasks: list[NetTask]) -> list[NetTask]:
 def check_done_data(tasks: list[NetTask], data: DataSplits | None) -> None:
     """Refuse in one line a finished net that trained on other data than the study's source
     holds now (read as the net's own run would read it): the study would put it beside nets
-    trained on this data. A finished net whose checkpoint is gone is named as not checked.
+    trained on this data. A finished net whose checkpoint is gone or unreadable (deleted to save
+    room, say) is named as not checked.
     `data` None: no net trains now, the finished ones are only read back (nothing to mix)."""
     if data is None:
         return
@@ -157,12 +158,13 @@ def check_done_data(tasks: list[NetTask], data: DataSplits | None) -> None:
         out = Path(t.cfg.out)
         if t.state != "done" or is_diverged(out):
             continue
-        if not (out / ckpt.CHECKPOINT_DIR).exists():
-            warn(f"{out}: its checkpoint is gone, so the data it trained on is not checked")
-            continue
-        saved = ckpt.load_checkpoint(out)[1].get("data_fingerprint")
+        try:  # the state alone: the fingerprint, not the weights
+            saved = ckpt.read_state(ckpt.find_checkpoint(out)).get("data_fingerprint")
+        except ResnetlabError:
+            saved = None
         if not isinstance(saved, dict):
-            warn(f"{out}: its checkpoint keeps no data fingerprint, so the data is not checked")
+            warn(f"{out}: no readable checkpoint keeps the data it trained on, so that data is "
+                 "not checked")  # fmt: skip
             continue
         own = t.splits()
         now = data_fingerprint(run_splits(t.cfg, own if own is not None else data))
@@ -194,8 +196,9 @@ _SOURCES: dict[tuple[str, tuple[int, int] | None], DataSplits] = {}
 
 def source_data(data: str) -> DataSplits:
     """The splits of a data source (resnetlab.data.load_source), read once per process while
-    its file or folder keeps its size and time (a study run again in the same process after
-    the file changed reads it again)."""
+    its file keeps its size and time (a study run again in the same process after the file
+    changed reads it again; a folder is read again only when its own entries change, not when a
+    file deep inside it does)."""
     try:
         st = os.stat(data)
         key = (data, (st.st_size, st.st_mtime_ns))

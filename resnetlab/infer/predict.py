@@ -87,7 +87,7 @@ def resolve_topk(topk: int | None, num_classes: int) -> int:
     if topk is None:
         return min(DEFAULT_TOPK, num_classes)
     if topk < 1:
-        raise ResnetlabError(f"top-k {topk} must be at least 1")
+        raise ResnetlabError(f"topk {topk} must be at least 1", argument="topk")
     if topk > num_classes:
         raise ResnetlabError(
             f"topk {topk} is more than the {num_classes} classes of the model; use 1 to "
@@ -106,7 +106,8 @@ def check_finite_outputs(logits: torch.Tensor, weights: str, inputs: list[str]) 
         on = inputs[min(int(bad.nonzero()[0, 0]), len(inputs) - 1)]
         raise ResnetlabError(
             f"{weights}: the model's outputs are not finite (NaN or inf) on {on}; the weights or "
-            "their normalisation are broken"
+            "their normalisation are broken (or, in half precision, the outputs overflowed: run "
+            "in fp32)"
         )
 
 

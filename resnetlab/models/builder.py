@@ -228,11 +228,11 @@ def least_parameters(spec: ResNetSpec | None, options: dict[str, Any]) -> int:
             width, depth = (int(options.get(k, sizes[k].default)) for k in ("width", "depth"))
             return 2 * max(depth, 0) * width * width
         bottleneck = spec.block == "bottleneck"
-        groups = int(spec.groups) if bottleneck else 1
-        scale = groups * int(spec.base_width) / 64 if bottleneck else 1
+        groups = max(int(spec.groups), 1) if bottleneck else 1
+        base = int(spec.base_width) if bottleneck else 64
+        inner = [int(int(w) * base / 64) * groups for w in spec.widths]  # as the blocks make it
         return sum(
-            max(int(blocks), 0) * 9 * int(width * scale) ** 2 // max(groups, 1)
-            for blocks, width in zip(spec.layers, spec.widths)
+            max(int(blocks), 0) * 9 * c * c // groups for blocks, c in zip(spec.layers, inner)
         )
     except (TypeError, ValueError, OverflowError, KeyError, IndexError):
         return 0

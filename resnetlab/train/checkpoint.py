@@ -99,6 +99,11 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         raise ResnetlabError(
             f"{ckpt / WEIGHTS_FILE}: unreadable checkpoint weights ({e})"
         ) from None
+    return weights, read_state(ckpt)
+
+
+def read_state(ckpt: Path) -> dict[str, Any]:
+    """The checked state of the checkpoint folder `ckpt` (its weights not read)."""
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
             warnings.simplefilter("ignore")
@@ -119,7 +124,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             )
     if not all(isinstance(k, str) for k in state["config"]):
         raise ResnetlabError(f"{ckpt / STATE_FILE}: checkpoint config has keys that are not names")
-    return weights, state
+    return state
 
 
 # what a checkpoint's state holds: (key, type, what would be right)
