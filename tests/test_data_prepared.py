@@ -89,23 +89,3 @@ def test_tampered_metadata_fails_clearly(tmp_path):
     meta_path.write_text("{not json")
     with pytest.raises(ResnetlabError, match="not readable"):
         load_prepared(tmp_path / "out")
-
-
-@pytest.mark.parametrize(
-    "edit, message",
-    [
-        (lambda m: m.update(classes=[m["classes"][0]] * len(m["classes"])),
-         "a non-empty list of distinct class names"),
-        (lambda m: m.update(classes=["", *m["classes"][1:]]), "distinct class names"),
-        (lambda m: m["splits"].update(test=[0, m["splits"]["test"][1]]), "share images"),
-    ],
-)  # fmt: skip
-def test_duplicate_class_names_and_splits_sharing_images_are_refused(tmp_path, edit, message):
-    make_tree(tmp_path / "tree")
-    prepare_folder(tmp_path / "tree", tmp_path / "out", 4)
-    meta_path = tmp_path / "out" / META_NAME
-    meta = json.loads(meta_path.read_text())
-    edit(meta)
-    meta_path.write_text(json.dumps(meta))
-    with pytest.raises(ResnetlabError, match=message):
-        load_prepared(tmp_path / "out")

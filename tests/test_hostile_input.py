@@ -145,8 +145,12 @@ def test_options_for_an_absurd_model_are_refused_before_building(tmp_path):
         (lambda m: m.update(splits={"train": 3}), 'splits is {"train": 3}; expected an object'),
         (lambda m: m.update(labels="abc"), 'labels is "abc"; expected a list of whole numbers'),
         (lambda m: m.update(classes=5), "classes is 5; expected a non-empty list"),
+        (lambda m: m.update(classes=[m["classes"][0]] * len(m["classes"])),
+         "a non-empty list of distinct class names"),
+        (lambda m: m.update(classes=["", *m["classes"][1:]]), "distinct class names"),
+        (lambda m: m["splits"].update(test=[0, m["splits"]["test"][1]]), "share images"),
     ],
-)
+)  # fmt: skip
 def test_crafted_prepared_cache_is_refused_naming_the_key(tmp_path, change, message):
     make_tree(tmp_path / "tree")
     prepare_folder(tmp_path / "tree", tmp_path / "out", 4)
