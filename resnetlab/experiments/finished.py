@@ -25,7 +25,7 @@ from ..models.weights import read_metadata, read_shapes
 from ..train.config import TrainConfig
 from ..train.logs import METRICS_FILE, STEPS_FILE, SUMMARY_FILE
 from .nets import check_study_net
-from .tasks import read_json
+from .tasks import read_json, shown
 
 WEIGHTS_FILE = "last.safetensors"
 REDO = "remove the run's folder to train the net again"
@@ -55,7 +55,8 @@ def read_finished(cfg: TrainConfig, family: str, depth: int) -> FinishedRun:
     return FinishedRun(summary, epochs, steps, params)
 
 
-def _fraction(v: Any) -> bool:
+def is_fraction(v: Any) -> bool:
+    """A number in [0, 1] (an error rate; NaN is not one)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
 
 
@@ -87,8 +88,8 @@ def read_rows(
         ok = (
             isinstance(row, dict)
             and _whole(row.get("step"))
-            and all(_fraction(row.get(k)) for k in need)
-            and all(_fraction(row[k]) for k in optional if k in row)
+            and all(is_fraction(row.get(k)) for k in need)
+            and all(is_fraction(row[k]) for k in optional if k in row)
         )
         if not ok:
             fields = ", ".join(need + optional)
@@ -123,9 +124,9 @@ def check_summary(summary: dict[str, Any], path: Path) -> None:
                 raise ResnetlabError(f"{path}: no {key}; {REDO}")
             continue
         if not ok(summary[key]):
-            shown = repr(summary[key])
-            shown = shown if len(shown) <= 60 else shown[:57] + "..."
-            raise ResnetlabError(f"{path}: {key} is {shown}; expected {expected}; {REDO}")
+            raise ResnetlabError(
+                f"{path}: {key} is {shown(summary[key])}; expected {expected}; {REDO}"
+            )
 
 
 def net_params(weights: Path, cfg: TrainConfig, family: str, depth: int) -> int:

@@ -40,7 +40,7 @@ from ..files import atomic_write, check_output_dir
 from ..models import load_model
 from ..train.config import TrainConfig, check_config
 from ..train.recipes import get_recipe
-from .finished import read_finished
+from .finished import is_fraction, read_finished
 from .nets import cifar_net, parse_depths
 from .overfitting_report import write_results
 from .runner import check_workers, run_tasks
@@ -247,9 +247,7 @@ class OverfitTask(NetTask):
             if (
                 value.get("weights") == _weights_stamp(weights)
                 and value.get("images") == len(train)
-                and isinstance(err, (int, float))
-                and not isinstance(err, bool)
-                and 0 <= err <= 1
+                and is_fraction(err)
             ):
                 return float(err)
         err = error_on(weights, train)

@@ -100,15 +100,16 @@ def run_state(cfg: TrainConfig) -> tuple[str, int]:
         same = same_source if key == "data" else operator.eq  # a checkpoint keeps paths absolute
         old = saved.get(key, _DEFAULTS.get(key, MISSING))
         if not same(old, want[key]):
-            shown = "missing" if old is MISSING else _shown(old)
+            was = "missing" if old is MISSING else shown(old)
             raise ResnetlabError(
-                f"{out} holds a run of other settings ({key} {shown}, not "
-                f"{_shown(want[key])}); remove it or choose another study directory"
+                f"{out} holds a run of other settings ({key} {was}, not "
+                f"{shown(want[key])}); remove it or choose another study directory"
             )
     return state, step
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A value as a message shows it: its repr, cut to 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
