@@ -96,7 +96,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--rep-time", type=float, default=0.5, help="least seconds per repetition (default 0.5)"
     )
-    p.add_argument("--threads", type=int, help="intra-op threads (default: torch's own choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="intra-op threads (default: the cores other processes leave free)",
+    )
     p.add_argument(
         "--device",
         default="cpu",

@@ -39,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="auto (default: CUDA when there is one; an int8 file runs on the CPU), cpu or cuda",
     )
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's own choice)")
+    p.add_argument(
+        "--threads", type=int, help="CPU threads (default: the cores other processes leave free)"
+    )
     p.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
