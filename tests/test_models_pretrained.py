@@ -19,6 +19,9 @@ def test_shipped_weights_are_listed_and_load_by_tag():
     assert model.conv1.in_channels == 1 and model.fc.out_features == 10
     assert meta["classes"][0] == "T-shirt/top" and meta["classes"][9] == "Ankle boot"
     assert meta["input_size"] == [1, 28, 28] and len(meta["mean"]) == len(meta["std"]) == 1
+    # the file's own metadata carries what a saved model's does (docs/models.md)
+    assert resnetlab.read_metadata(model.pretrained_cfg["file"])["depth"] == 20
+    assert resnetlab.read_metadata(model.pretrained_cfg["file"])["num_features"] == 64
 
 
 def test_shipped_tag_of_another_model_is_refused():
