@@ -49,11 +49,21 @@ def test_mixed_modes_jpeg_rgba_palette_sixteen_bit(tmp_path):
     save(tmp_path / "a" / "x.jpg", solid(100))
     save(tmp_path / "a" / "y.png", Image.new("RGBA", (6, 4), (0, 0, 0, 0)))
     save(tmp_path / "b" / "z.png", solid(7).convert("P"))
-    save(tmp_path / "b" / "w.png", Image.fromarray(np.full((4, 6), 65535, np.uint16)))
+    save(tmp_path / "b" / "w.png", Image.fromarray(np.full((4, 6), 128 * 257, np.uint16)))
     s, _ = read_image_folder(tmp_path, test_fraction=0.5)
     every = torch.cat([s.train.images, s.test.images])
     assert every.shape == (4, 3, 4, 6)
-    assert any(bool((im == 255).all()) for im in every)  # transparent -> white; 16-bit max -> 255
+    # each file is told by its pixels (the split shuffles them): one match per file
+    rgb = np.asarray(Image.open(tmp_path / "b" / "z.png").convert("RGB"))
+    palette = torch.from_numpy(rgb.copy()).permute(2, 0, 1)  # as Pillow maps its palette
+    expected = {
+        "jpeg": lambda im: (im.int() - torch.tensor([100, 50, 155]).view(3, 1, 1)).abs().max() <= 3,
+        "transparent -> white": lambda im: (im == 255).all(),
+        "palette -> its colours": lambda im: torch.equal(im, palette),
+        "16-bit 128*257 -> 128": lambda im: (im == 128).all(),
+    }
+    for what, matches in expected.items():
+        assert sum(bool(matches(im)) for im in every) == 1, what
 
 
 def test_sizes_differ_most_common_wins_and_size_argument(tmp_path):

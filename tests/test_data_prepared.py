@@ -29,13 +29,30 @@ def test_prepared_cache_matches_in_memory_read(tmp_path):
     assert arr.dtype == np.uint8 and arr.shape == (12, 3, 5, 5)
 
 
-def test_prepared_images_are_memory_mapped_and_cache_is_never_written(tmp_path):
+def _mapped(path) -> bool:
+    """Whether this process maps `path` into its memory (Linux: /proc/self/maps)."""
+    with open("/proc/self/maps") as f:
+        return any(line.rstrip("\n").endswith(str(path)) for line in f)
+
+
+def test_prepared_images_are_memory_mapped_and_cache_is_never_written(tmp_path, monkeypatch):
+    import resnetlab.data.prepared as prepared
+
     make_tree(tmp_path / "tree")
     prepare_folder(tmp_path / "tree", tmp_path / "out", 4)
-    before = (tmp_path / "out" / IMAGES_NAME).read_bytes()
+    images = (tmp_path / "out" / IMAGES_NAME).resolve()
+    before = images.read_bytes()
+    whole = load_prepared(tmp_path / "out", in_memory=True)
+    assert not _mapped(images)  # read into memory: no mapping left behind
+    # a cache past half the memory budget is mapped rather than read (a tiny one is read)
+    monkeypatch.setattr(prepared, "memory_budget", lambda: 0)
     p = load_prepared(tmp_path / "out")
-    p.train.images[0].fill_(7)  # copy-on-write: the file keeps its bytes
-    assert (tmp_path / "out" / IMAGES_NAME).read_bytes() == before
+    assert _mapped(images)
+    assert torch.equal(p.train.images, whole.train.images)  # the same pixels either way
+    p.train.images[0].fill_(7)  # copy-on-write: the run sees its change, the file keeps its bytes
+    assert bool((p.train.images[0] == 7).all())
+    assert images.read_bytes() == before
+    assert torch.equal(load_prepared(tmp_path / "out").train.images, whole.train.images)
 
 
 def test_train_val_test_tree_and_grey_mode(tmp_path):

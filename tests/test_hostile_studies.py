@@ -123,8 +123,16 @@ def test_a_run_on_other_threads_or_device_settings_still_counts(trained, tmp_pat
     summary = json.loads(path.read_text())
     summary["config"].update(threads=7, device="cuda", compile="on", checkpoint_minutes=1.0)
     path.write_text(json.dumps(summary))
-    rc, err = rerun(trained[0], out, capsys)
-    assert rc == 0, err
+    before = {p.name: p.read_bytes() for p in (out / "resnet8-s0").iterdir() if p.is_file()}
+    capsys.readouterr()
+    rc = main(["experiment", "degradation", "--data", str(trained[0]), "--out", str(out),
+               *STUDY])  # fmt: skip
+    said = capsys.readouterr()
+    assert rc == 0, said.err
+    # counted as the study's finished net: read back, not trained again
+    assert "plan: 2 net(s): 2 done, 0 to resume, 0 to start" in said.out, said.out
+    after = {p.name: p.read_bytes() for p in (out / "resnet8-s0").iterdir() if p.is_file()}
+    assert after == before
 
 
 def _edit_rows(path: Path, i: int, **fields) -> None:

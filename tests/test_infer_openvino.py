@@ -156,7 +156,7 @@ def test_predict_eval_and_bench_run_weights_and_onnx_files_through_openvino(caps
     accs = set()
     for target, backend in ((w, "torch"), (w, "openvino"), (onnx_file, "openvino")):
         rc, out, err = run(capsys, "eval", target, "--data", tiny / "data.npz", "--json",
-                           "--backend", backend)  # fmt: skip
+                           "--backend", backend, "--device", "cpu")  # fmt: skip
         assert rc == 0, err
         accs.add(json.loads(out)["top1_acc"])
     assert len(accs) == 1

@@ -139,11 +139,54 @@ def test_bad_loader_arguments_fail_clearly(kwargs, message):
         BatchLoader(make_dataset(), bs, **args)
 
 
-def test_the_host_and_the_device_resident_loader_train_on_the_same_images():
+MEAN, STD = (0.5,), (0.25,)
+
+
+def _planned_batches(ds, loader, epoch=0):
+    """The epoch's batches built image by image from the loader's plan with plain slicing: pad,
+    crop at (dy, dx), mirror, normalise, zero the erased box."""
+    plan = loader.plan(epoch)
+    order, dy, dx, mirror, boxes = (
+        t.cpu() for t in (plan.order, plan.dy, plan.dx, plan.mirror, plan.boxes)
+    )
+    p, (h, w) = loader.pad, ds.images.shape[2:]
+    mean, std = torch.tensor(MEAN).view(-1, 1, 1), torch.tensor(STD).view(-1, 1, 1)
+    out = []
+    for b in range(len(loader)):
+        xs = []
+        for j in range(b * loader.batch_size, (b + 1) * loader.batch_size):
+            img = torch.nn.functional.pad(ds.images[order[j]], (p, p, p, p))
+            img = img[:, dy[j] : dy[j] + h, dx[j] : dx[j] + w]
+            img = img.flip(-1) if mirror[j] else img
+            img = (img.double() / 255 - mean) / std
+            y0, x0, eh, ew = boxes[j].tolist()
+            img[:, y0 : y0 + eh, x0 : x0 + ew] = 0
+            xs.append(img.float())
+        s = slice(b * loader.batch_size, (b + 1) * loader.batch_size)
+        out.append((torch.stack(xs), ds.labels[order[s]]))
+    return out
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                          reason="needs CUDA"))],
+)  # fmt: skip
+def test_the_host_and_the_device_resident_loader_train_on_the_same_images(device):
+    # both against the plan applied image by image: on a CPU the two loaders share one code path,
+    # so comparing them with each other alone would show nothing
     ds = make_dataset(n=64)
-    kw = dict(train=True, mean=(0.5,), std=(0.25,), pad=2, flip=True, erase=0.5, seed=5)
-    host = list(BatchLoader(ds, 16, **kw))
-    resident = list(BatchLoader(ds, 16, device="cpu", **kw))
-    assert len(host) == len(resident) == 4
-    for (x, y), (xr, yr) in zip(host, resident):
-        assert torch.equal(x, xr) and torch.equal(y, yr)
+    kw = dict(train=True, mean=MEAN, std=STD, pad=2, flip=True, erase=0.5, seed=5)
+    host_loader = BatchLoader(ds, 16, **kw)
+    planned = _planned_batches(ds, host_loader)
+    mirror, boxes = host_loader.plan(0).mirror, host_loader.plan(0).boxes
+    assert 0 < int(mirror.sum()) < len(mirror) and (boxes[:, 2] > 0).any()  # both kinds drawn
+    host = list(host_loader)
+    resident = list(BatchLoader(ds, 16, device=device, **kw))
+    assert len(host) == len(resident) == len(planned) == 4
+    for (x, y), (xr, yr), (xp, yp) in zip(host, resident, planned):
+        assert x.device.type == "cpu" and xr.device.type == device
+        torch.testing.assert_close(x, xp, rtol=0, atol=1e-5)
+        assert torch.equal(y, yp)
+        torch.testing.assert_close(xr.cpu(), x, rtol=1e-6, atol=1e-6)
+        assert torch.equal(yr.cpu(), y)

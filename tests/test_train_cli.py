@@ -55,7 +55,7 @@ def test_train_prints_a_test_accuracy_line_and_leaves_its_files(trained, train_o
 def test_eval_reproduces_the_accuracy_training_printed(trained, train_output, capsys):
     root, data, out = trained
     code, text, err = _run(capsys, ["eval", out / "last.safetensors", "--data", data,
-                                    "--confusion", root / "cm.png"])  # fmt: skip
+                                    "--confusion", root / "cm.png", "--device", "cpu"])  # fmt: skip
     assert code == 0, err
     assert _accuracy(text) == _accuracy(train_output)
     assert "class0" in text and "top-5" not in text  # 4 classes: top-5 says nothing
@@ -65,7 +65,8 @@ def test_eval_reproduces_the_accuracy_training_printed(trained, train_output, ca
 def test_eval_json_has_top1_top5_and_per_class(trained, train_output, capsys):
     root, data, out = trained
     code, text, _ = _run(capsys, ["eval", out / "last.safetensors", "--data", data, "--json",
-                                  "--no-tta", "--confusion", root / "cm2.png"])  # fmt: skip
+                                  "--no-tta", "--confusion", root / "cm2.png", "--device",
+                                  "cpu"])  # fmt: skip
     assert code == 0
     report = json.loads(text)
     assert set(report["per_class_acc"]) == {"class0", "class1", "class2", "class3"}
@@ -167,7 +168,7 @@ def test_eval_is_one_library_call_whose_errors_name_arguments(trained, train_out
     from resnetlab.train.evaluate import evaluate_weights
 
     root, data, out = trained
-    report = evaluate_weights(out / "last.safetensors", data)
+    report = evaluate_weights(out / "last.safetensors", data, device="cpu")  # as it trained
     assert f"{100 * report['top1_acc']:.2f}" == _accuracy(train_output)
     with pytest.raises(ResnetlabError, match="^batch_size must be positive, got 0$"):
         evaluate_weights(out / "last.safetensors", data, batch_size=0)
