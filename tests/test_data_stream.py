@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -58,6 +61,24 @@ def test_normalised_tensor_values():
     assert torch.allclose(x[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]), atol=1e-6)
 
 
+class Traced(FolderDataset):
+    """A FolderDataset that notes, in the file `trace`, the process that decodes each sample."""
+
+    trace: Path
+
+    def __getitem__(self, i):
+        with open(self.trace, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return super().__getitem__(i)
+
+
+def decoded_by(trace: Path) -> set[int]:
+    """The processes that decoded samples since the last call (the trace emptied)."""
+    pids = {int(line) for line in trace.read_text().split()}
+    trace.write_text("")
+    return pids
+
+
 def _dataset(root, train, **kw):
     items, classes = tree_items(root, test_fraction=0.25, seed=0)
     return FolderDataset(items["train"], classes, train=train, size=8, resize=10, **kw)
@@ -79,10 +100,16 @@ def test_samples_are_seeded_by_epoch_and_index(tmp_path):
 
 
 def test_loader_batches_are_the_same_with_and_without_workers(tmp_path):
-    make_tree(tmp_path, per_class=6, size=(16, 12))
-    ds = _dataset(tmp_path, train=True, seed=1)
+    make_tree(tmp_path / "tree", per_class=6, size=(16, 12))
+    items, classes = tree_items(tmp_path / "tree", test_fraction=0.25, seed=0)
+    ds = Traced(items["train"], classes, train=True, size=8, resize=10, seed=1)
+    ds.trace = tmp_path / "pids"
+    ds.trace.write_text("")
     serial = list(StreamLoader(ds, 4, shuffle=True, workers=0, seed=9))
+    assert decoded_by(ds.trace) == {os.getpid()}  # no worker: this process decodes
     parallel = list(StreamLoader(ds, 4, shuffle=True, workers=2, seed=9))
+    workers = decoded_by(ds.trace)
+    assert len(workers) == 2 and os.getpid() not in workers  # a batch on each of 2 workers
     assert len(serial) == len(parallel) == 2  # 9 train images, drop_last for training
     for (xa, ya), (xb, yb) in zip(serial, parallel):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
@@ -103,9 +130,13 @@ def test_bad_file_in_a_worker_is_one_clear_line(tmp_path):
     (tmp_path / "cat" / "fake.png").write_text("hello")
     items, classes = tree_items(tmp_path, test_fraction=0.25)
     everything = items["train"] + items["test"]
-    ds = FolderDataset(everything, classes, train=False, size=4, resize=4)
+    ds = Traced(everything, classes, train=False, size=4, resize=4)
+    ds.trace = tmp_path / "pids"  # the items are listed already: not one of them
+    ds.trace.write_text("")
     with pytest.raises(ResnetlabError) as e:
         list(StreamLoader(ds, 2, shuffle=False, workers=1))
+    (worker,) = decoded_by(ds.trace)
+    assert worker != os.getpid()  # the bad file was met in the worker
     msg = str(e.value)
     assert "fake.png: not a readable image" in msg and "\n" not in msg and "Traceback" not in msg
     ds.skip_bad = True

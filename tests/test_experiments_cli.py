@@ -64,6 +64,16 @@ def test_degradation_writes_figure_table_and_json(study):
     for name in ("plain8-s0", "resnet8-s0"):
         run = study / name
         assert (run / "last.safetensors").is_file() and (run / "summary.json").is_file()
+    # each net's figures are its run's: the last epoch's errors, and the lowest test error
+    for r in records:
+        rows = [json.loads(line) for line in (Path(r["run_dir"]) / "metrics.jsonl").open()]
+        assert [row["epoch"] for row in rows] == [1, 2]
+        assert r["final_train_err"] == rows[-1]["train_top1_err"]
+        assert r["final_test_err"] == rows[-1]["test_top1_err"]
+        assert r["best_test_err"] == min(row["test_top1_err"] for row in rows)
+    assert [(s["final_test_err_mean"], s["final_test_err_std"]) for s in summary] == [
+        (r["final_test_err"], 0.0) for r in records
+    ]  # one seed: its value, no spread
 
 
 def test_study_logs_training_error_every_few_steps_and_test_error_every_epoch(study):
@@ -160,7 +170,10 @@ def test_gradients_at_init_and_trained(data, study, tmp_path):
         assert len(r["response_stds"]) == n_conv  # every conv of these nets is a 3x3
         assert len(r["block_grad_norms"]) == (r["depth"] - 2) // 2
         assert all(v > 0 for v in r["conv_grad_norms"] + r["block_grad_norms"])
-        assert r["first_to_last_conv_grad"] > 0
+        # the ratios the table shows: the first layer's (block's) gradient over the last one's
+        conv, block = r["conv_grad_norms"], r["block_grad_norms"]
+        assert r["first_to_last_conv_grad"] == pytest.approx(conv[0] / conv[-1], rel=1e-12)
+        assert r["first_to_last_block_grad"] == pytest.approx(block[0] / block[-1], rel=1e-12)
     trained = rows[3]
     assert trained["weights"].endswith("resnet8-s0/last.safetensors")
     assert trained["response_mode"] == "running statistics"

@@ -59,6 +59,11 @@ def test_overfitting_writes_figure_table_and_json_with_every_key(study):
         assert run.name == f"resnet8-n{r['train_size']}-{r['regularisation']}-s0"
         for f in ("last.safetensors", "summary.json", "metrics.jsonl", "train_eval.json"):
             assert (run / f).is_file(), f
+        # the test error is the run's last epoch's (its training error: the test below)
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+        assert [row["epoch"] for row in rows] == list(range(1, r["epochs"] + 1))
+        assert r["final_test_err"] == rows[-1]["test_top1_err"]
+        assert r["train_batch_err"] == rows[-1]["train_top1_err"]
     summary = json.loads((study / "overfitting.json").read_text())["summary"]
     assert len(summary) == 6 and all(s["seeds"] == 1 for s in summary)
     assert {"final_test_err_mean", "final_test_err_std", "gap_mean", "gap_std"} <= summary[0].keys()
@@ -89,11 +94,21 @@ def test_each_regularisation_is_what_the_net_trained_with(study):
 
 def test_the_training_error_is_measured_on_the_nets_own_images(study, data):
     from resnetlab.data import load_source
+    from resnetlab.models import load_model
 
     train = load_source(str(data)).train
     for r in nets(study)[:2]:
         subset = balanced_subset(train, r["train_size"], r["seed"])
         weights = Path(r["run_dir"]) / "last.safetensors"
+        # by hand: the net in eval mode on its own images, normalised as (x / 255 - mean) / std
+        model, meta = load_model(weights)
+        mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1)
+        std = torch.tensor(meta["std"]).view(1, -1, 1, 1)
+        with torch.no_grad():
+            logits = model.eval()((subset.images.float() / 255 - mean) / std)
+        wrong = int((logits.argmax(1) != subset.labels).sum())
+        assert 0 < wrong < len(subset)  # neither all right nor all wrong: the count tells
+        assert r["final_train_err"] == pytest.approx(wrong / len(subset), abs=1e-9)
         assert error_on(weights, subset) == pytest.approx(r["final_train_err"])
 
 

@@ -91,11 +91,20 @@ def test_predict_json_probabilities_match_the_model(capsys, weights, images):
         assert t["prob"] == pytest.approx(float(probs[t["index"]]), abs=1e-5)
 
 
-def test_predict_results_do_not_depend_on_batch_size(capsys, weights, images):
+def test_predict_results_do_not_depend_on_batch_size(capsys, weights, images, monkeypatch):
+    from resnetlab.infer import fastpath
+
+    batches = []  # the batch sizes the prepared model is called with
+    call = fastpath._NoGrad.__call__
+    monkeypatch.setattr(fastpath._NoGrad, "__call__",
+                        lambda self, x: batches.append(len(x)) or call(self, x))  # fmt: skip
     # on the CPU: cuDNN picks its algorithms (and TF32) per batch size
     pinned = ("--json", "--fp32", "--device", "cpu")
     _, one, _ = run(capsys, "predict", weights, images, "--batch-size", "1", *pinned)
+    assert batches == [1, 1, 1]  # the 3 readable images one at a time
+    batches.clear()
     _, many, _ = run(capsys, "predict", weights, images, "--batch-size", "64", *pinned)
+    assert batches == [3]  # all in one batch
     a, b = json.loads(one), json.loads(many)
     assert [p["path"] for p in a] == [p["path"] for p in b]
     for pa, pb in zip(a, b):

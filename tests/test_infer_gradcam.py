@@ -59,6 +59,21 @@ def test_cam_peak_lies_on_the_square(detector, corner):
     assert float(res.cam[inside].mean()) > 3 * float(res.cam[~inside].mean())
 
 
+def paper_cam(model: torch.nn.Module, x: torch.Tensor, stage: str, cls: int) -> torch.Tensor:
+    """Grad-CAM as the paper defines it, from autograd: relu(sum_k mean(dy/dA_k) A_k), upsampled
+    to the input and scaled to 0..1."""
+    acts = {}
+    hook = getattr(model, stage).register_forward_hook(lambda _m, _i, out: acts.update(a=out))
+    try:
+        logits = model(x)
+    finally:
+        hook.remove()
+    (grad,) = torch.autograd.grad(logits[0, cls], acts["a"])
+    cam = (grad.mean((2, 3), keepdim=True) * acts["a"].detach()).sum(1, keepdim=True).clamp(min=0)
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    return cam / cam.max()
+
+
 def test_earlier_stage_and_given_class(detector):
     x, _, _ = make_batch(1, torch.Generator().manual_seed(3))
     res = grad_cam(detector, x, stage=2, target=0)
@@ -68,6 +83,12 @@ def test_earlier_stage_and_given_class(detector):
     other = grad_cam(detector, x, stage=2, target=1)
     assert not torch.allclose(res.cam, other.cam)  # the map explains the class asked for
     assert stage_module(detector, "layer1")[0] == "layer1"
+    # each map is the one of the stage and class asked for, by name or by index
+    for stage, asked, target in [("layer2", 2, 0), ("layer2", "layer2", 1), ("layer1", 1, 1),
+                                 ("layer3", None, 0), ("layer1", "layer1", 0)]:  # fmt: skip
+        got = grad_cam(detector, x, stage=asked, target=target)
+        assert got.stage == stage and got.index == target
+        torch.testing.assert_close(got.cam, paper_cam(detector, x, stage, target))
 
 
 def test_bad_stage_class_and_model():

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import resnetlab
@@ -262,6 +263,21 @@ def test_drop_path_rate_grows_linearly_with_block_index():
     assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.2)
     steps = [b - a for a, b in zip(rates, rates[1:])]
     assert max(steps) - min(steps) < 1e-9
+    # in training, the last block drops its whole residual branch for a sample with p = 0.2
+    model.eval()
+    last = blocks[-1]
+    last.drop_path.train()  # the rest in eval mode: stochastic depth alone draws random numbers
+    x = torch.randn(64, 64, 2, 2)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        got = last(x)
+        residual, shortcut = last.residual(x), last.shortcut(x)
+    torch.manual_seed(1)
+    keep = torch.empty(64, 1, 1, 1).bernoulli_(0.8)  # one draw a sample, as the block makes it
+    dropped = keep.flatten() == 0
+    assert 0 < int(dropped.sum()) < 64
+    assert torch.equal(got, torch.relu(residual * keep / 0.8 + shortcut))
+    assert torch.equal(got[dropped], torch.relu(shortcut[dropped]))  # the shortcut alone
 
 
 def test_zero_init_residual_zeroes_the_last_bn_of_each_block():
@@ -272,13 +288,42 @@ def test_zero_init_residual_zeroes_the_last_bn_of_each_block():
 
 
 def test_wide_resnet_block_dropout_sits_between_the_convs():
-    model = resnetlab.create_model("wide_resnet16_8", block_drop_rate=0.3)
-    assert isinstance(model.layer1[0].drop, nn.Dropout) and model.layer1[0].drop.p == 0.3
+    torch.manual_seed(0)
+    model = resnetlab.create_model("wide_resnet16_8", block_drop_rate=0.3).eval()
+    block = model.layer1[0]
+    assert isinstance(block.drop, nn.Dropout) and block.drop.p == 0.3
+    block.drop.train()  # the rest in eval mode: the dropout alone draws random numbers
+    seen = {}
+    hooks = [
+        block.conv1.register_forward_hook(lambda m, i, out: seen.update(a=out.clone())),
+        block.conv2.register_forward_pre_hook(lambda m, i: seen.update(b=i[0].clone())),
+    ]
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        block(x)
+        torch.manual_seed(1)  # conv2 takes dropout(relu(bn2(conv1(...)))), drawn the same way
+        want = F.dropout(torch.relu(block.bn2(seen["a"])), p=0.3, training=True)
+    for h in hooks:
+        h.remove()
+    assert torch.equal(seen["b"], want)
+    assert not torch.equal(seen["b"], torch.relu(block.bn2(seen["a"])))  # some units dropped
 
 
 def test_drop_rate_adds_dropout_before_the_head():
-    model = resnetlab.create_model("resnet20", drop_rate=0.5)
-    assert isinstance(model.head_drop, nn.Dropout)
+    torch.manual_seed(0)
+    model = resnetlab.create_model("resnet20", drop_rate=0.5).eval()
+    assert isinstance(model.head_drop, nn.Dropout) and model.head_drop.p == 0.5
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        pooled = model.forward_features(x).mean((2, 3))
+        assert torch.equal(model(x), model.fc(pooled))  # evaluation: no dropout
+        model.head_drop.train()  # the rest in eval mode: the dropout alone draws random numbers
+        torch.manual_seed(1)
+        got = model(x)
+        torch.manual_seed(1)
+        want = model.fc(F.dropout(pooled, p=0.5, training=True))
+    assert torch.equal(got, want) and not torch.equal(got, model.fc(pooled))
 
 
 def test_residual_mlp_options_and_shapes():

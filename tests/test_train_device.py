@@ -154,12 +154,30 @@ def test_a_non_finite_step_leaves_weights_and_momentum_untouched():
     assert not torch.equal(model.state_dict()["fc.weight"], before["fc.weight"])
 
 
+def reads_at(monkeypatch) -> list[int]:
+    """The steps after which the trainer reads the device's tallies (a read with steps unread)."""
+    steps = []
+    real = trainer.Trainer.read
+
+    def read(self):
+        if self.reads.unread:
+            steps.append(self.state.step)
+        return real(self)
+
+    monkeypatch.setattr(trainer.Trainer, "read", read)
+    return steps
+
+
 def test_reading_every_few_steps_trains_exactly_as_reading_every_step(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     cfg = dict(epochs=1, checkpoint_every=0)
+    reads = reads_at(monkeypatch)
     every, _ = loop.train_model(tiny_config(tmp_path / "a", **cfg), tiny_splits())
+    assert reads == [1, 2, 3, 4, 5, 6]  # the CPU's default: every step
+    reads.clear()
     monkeypatch.setitem(trainer.READ_EVERY, "cpu", 4)
     few, summary = loop.train_model(tiny_config(tmp_path / "b", **cfg), tiny_splits())
+    assert reads == [4, 6]  # every 4 steps, and at the end of the epoch
     for k, v in every.state_dict().items():
         assert torch.equal(few.state_dict()[k], v), k
     row = json.loads((tmp_path / "b" / "metrics.jsonl").read_text())
@@ -181,14 +199,18 @@ def test_non_finite_loss_stops_at_the_next_read_and_keeps_a_finite_checkpoint(
 
     monkeypatch.setattr(BatchLoader, "_assemble", poisoned)
     trained = {}
+    ended = []  # the steps whose on_step_end ran: it follows the read due after that step
 
     class Keep(Callback):
         def on_step_end(self, state):
             trained.update(m=state.model)
+            ended.append(state.step)
 
     with pytest.raises(NonFiniteLoss, match=r"loss became nan at epoch 2, step 8 \(lr "):
         loop.fit(tiny_config(tmp_path, epochs=3), tiny_splits(), callbacks=[Keep()])
-    # steps 9 and 10 ran before the read at step 10; the bad step changed no weight
+    # steps 9 and 10 ran before the read at step 10 (epoch 2's 4th step), which stopped the run
+    assert ended == list(range(1, 10))
+    # the bad step changed no weight
     assert all(torch.isfinite(p).all() for p in trained["m"].parameters())
     weights, state = load_checkpoint(tmp_path)
     assert state["step"] == 6  # the end of epoch 1: the last checkpoint before the bad step

@@ -78,6 +78,18 @@ def test_evaluating_saved_weights_reproduces_the_printed_accuracy(run):
     assert res.top1_acc == summary["final_test_accuracy"]
     assert res.confusion.sum() == len(test)
     assert res.confusion.diagonal().sum() == round(res.top1_acc * len(test))
+    # by hand: (x / 255 - mean) / std, the mean of the logits of the image and its mirror image
+    mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(meta["std"]).view(1, -1, 1, 1)
+    x = ((test.images.float() / 255 - mean) / std).contiguous(memory_format=torch.channels_last)
+    assert meta["tta"] is True  # the fast recipe evaluates with flips
+    with torch.no_grad():
+        logits = (model.eval()(x) + model(x.flip(3))) / 2
+    hits = int((logits.argmax(1) == test.labels).sum())
+    assert summary["final_test_accuracy"] == pytest.approx(hits / len(test), abs=1e-12)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    loss = float(torch.nn.functional.cross_entropy(logits, test.labels))
+    assert rows[-1]["test_loss"] == pytest.approx(loss, rel=1e-5)
 
 
 def test_checkpoint_loads_with_weights_only_and_holds_the_whole_state(run):
