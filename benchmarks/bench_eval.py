@@ -7,7 +7,9 @@ on every case alike:
    what the final evaluation still costs (the figure the run prints);
 2. every image, plain: an epoch's evaluation now;
 3. a fixed `--eval-images` subset, plain (seeded and stratified, as the trainer draws it).
-Prints the median seconds of each, the ratios, and the machine (CPU features, threads, load).
+One untimed pass over the subset, with and without flips, warms the kernels up first. Prints the
+median seconds of each, the ratios, the machine (CPU features, threads, load) and the command to
+rerun it.
 
 Run: .venv/bin/python benchmarks/bench_eval.py [--threads 1] [--rounds 3] [--eval-images 1000]
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
 import torch
@@ -24,21 +27,29 @@ import torch
 from resnetlab.data import load_source
 from resnetlab.data.loader import BatchLoader
 from resnetlab.data.normalise import compute_mean_std
+from resnetlab.errors import ResnetlabError
 from resnetlab.hardware import features_line
 from resnetlab.models import create_model
 from resnetlab.train.evaluate import evaluate
 from resnetlab.train.setup import EVAL_BATCH, eval_subset
 
 
-def main() -> None:
+def main() -> int:
     """Time the three cases in alternating rounds and print the medians."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--eval-images", type=int, default=1000)
     args = ap.parse_args()
+    for flag in ("threads", "rounds", "eval_images"):
+        if getattr(args, flag) < 1:
+            ap.error(f"--{flag.replace('_', '-')} must be at least 1")
     torch.set_num_threads(args.threads)
-    splits = load_source("fashion-mnist")
+    try:
+        splits = load_source("fashion-mnist")
+    except ResnetlabError as e:
+        print(f"bench_eval: {e}", file=sys.stderr)
+        return 2
     mean, std = compute_mean_std(splits.train.images)
     model = create_model("resnet20", num_classes=10, in_chans=1)
     model.to(memory_format=torch.channels_last)
@@ -50,6 +61,8 @@ def main() -> None:
         f"{len(splits.test)} images, plain": (full, False),
         f"{args.eval_images} images, plain": (part, False),
     }
+    for tta in (False, True):  # warm-up, not timed: the first calls set the kernels up
+        evaluate(model, part, num_classes=10, tta_flip=tta)
     times: dict[str, list[float]] = {name: [] for name in cases}
     load0 = os.getloadavg()[0]
     for r in range(args.rounds):
@@ -66,7 +79,12 @@ def main() -> None:
     first = next(iter(medians.values()))
     for name, m in medians.items():
         print(f"{name}: median {m:.2f} s ({first / m:.1f}x less than flip TTA on every image)")
+    print(
+        f"rerun: .venv/bin/python benchmarks/bench_eval.py --threads {args.threads} "
+        f"--rounds {args.rounds} --eval-images {args.eval_images}"
+    )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

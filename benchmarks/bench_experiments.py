@@ -17,11 +17,13 @@ fresh --out to time it.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 
 import torch
 
+from resnetlab.errors import ResnetlabError
 from resnetlab.experiments import (
     DegradationConfig,
     OverfittingConfig,
@@ -29,10 +31,11 @@ from resnetlab.experiments import (
     run_overfitting,
     run_study,
 )
+from resnetlab.experiments.gradients import probe_plan
 from resnetlab.infer.bench_report import machine_line
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--threads", type=int, default=2)
@@ -40,12 +43,25 @@ def main() -> None:
     ap.add_argument("--overfitting", action="store_true", help="also run the overfitting grid")
     ap.add_argument("--out", help="study directory (default: a temporary one)")
     args = ap.parse_args()
+    if args.threads < 1:
+        ap.error("--threads must be at least 1")
+    try:
+        return studies(args)
+    except ResnetlabError as e:
+        print(f"bench_experiments: {e}", file=sys.stderr)
+        return 2
+
+
+def studies(args: argparse.Namespace) -> int:
+    """Time the gradients at initialisation, then the studies asked for; print the figures."""
     torch.set_num_threads(args.threads)
     print(machine_line())
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        res = run_gradients(args.data, tmp, depths=(20, 56, 110), say=lambda s: None)
+        # the plan applies --threads as given (without one the probes take the free cores)
+        res = run_gradients(args.data, tmp, depths=(20, 56, 110), say=lambda s: None,
+                            plan=probe_plan(args.threads))  # fmt: skip
         dt = time.perf_counter() - t0
     for r in res:
         d = r.record()
@@ -69,8 +85,11 @@ def main() -> None:
     if args.overfitting:
         overfitting(args)
     print(machine_line())
-    flags = " --degradation" * args.degradation + " --overfitting" * args.overfitting
+    flags = f" --data {args.data} --threads {args.threads}"
+    flags += " --degradation" * args.degradation + " --overfitting" * args.overfitting
+    flags += f" --out {args.out}" if args.out else ""
     print("rerun: python benchmarks/bench_experiments.py" + flags)
+    return 0
 
 
 def overfitting(args: argparse.Namespace) -> None:
@@ -80,7 +99,9 @@ def overfitting(args: argparse.Namespace) -> None:
     nets = run_overfitting(OverfittingConfig(data=args.data, out=out, workers=2, threads=1))
     dt = time.perf_counter() - t0
     cell = {(r["depth"], r["train_size"], r["regularisation"]): r for r in nets}
-    print(f"overfitting grid: {dt / 60:.1f} min (target <= 45 min) -> {out}")
+    print(
+        f"overfitting grid (2 workers of 1 thread): {dt / 60:.1f} min (target <= 45 min) -> {out}"
+    )
     for (depth, size, reg), r in sorted(cell.items()):
         if r["diverged"]:
             print(f"  resnet{depth}, {size:,} images, {reg}: diverged at step {r['diverged_step']}")
@@ -98,4 +119,4 @@ def overfitting(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

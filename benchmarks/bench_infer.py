@@ -35,6 +35,7 @@ from resnetlab import create_model, load_model, save_weights
 from resnetlab.data.idx import load_idx_dataset
 from resnetlab.data.loader import BatchLoader
 from resnetlab.data.normalise import compute_mean_std
+from resnetlab.errors import ResnetlabError
 from resnetlab.infer.bench import bench, load_bench_model
 from resnetlab.infer.bench_report import fast_path_choices, format_table, machine_line, rows_as_json
 from resnetlab.infer.fastpath import prepare_for_inference
@@ -89,7 +90,7 @@ def targets(rows) -> None:
 def speed(args: argparse.Namespace) -> list[dict]:
     torch.set_num_threads(args.threads)
     model, name, size = load_bench_model(args.model, args.image_size)
-    sizes = [int(b) for b in args.batch_size.split(",")]
+    sizes = args.sizes
     print(
         f"== speed: {name}, input {'x'.join(map(str, size))}, {args.threads} thread(s)", flush=True
     )
@@ -204,11 +205,25 @@ def main() -> int:
     p.add_argument("--skip-agreement", action="store_true")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args()
+    try:
+        args.sizes = [int(b) for b in args.batch_size.split(",")]
+    except ValueError:
+        p.error(f"--batch-size {args.batch_size!r}: expected sizes such as 1,16")
+    for flag, value in (("batch-size", min(args.sizes)), ("repeats", args.repeats),
+                        ("threads", args.threads), ("epochs", args.epochs)):  # fmt: skip
+        if value < 1:
+            p.error(f"--{flag} must be at least 1")
     result: dict = {"command": " ".join(["python"] + sys.argv)}
-    if not args.skip_speed:
-        result["speed"] = speed(args)
-    if not args.skip_agreement:
-        result["agreement"] = agreement(args)
+    try:
+        if not args.skip_speed:
+            result["speed"] = speed(args)
+            # the context of the figures, as printed beside them
+            result.update(cpu=cpu_flags(), machine=machine_line(), threads=args.threads)
+        if not args.skip_agreement:
+            result["agreement"] = agreement(args)
+    except ResnetlabError as e:
+        print(f"bench_infer: {e}", file=sys.stderr)
+        return 2
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -21,12 +21,14 @@ import argparse
 import contextlib
 import json
 import os
+import sys
 import time
 
 import torch
 from torch import nn
 
 from resnetlab import create_model
+from resnetlab.errors import ResnetlabError
 from resnetlab.hardware import features_line
 from resnetlab.policy import precision_name, resolve_precision
 
@@ -135,18 +137,26 @@ def cpu_steps(a: argparse.Namespace) -> int:
 
             return step
 
-        counts = [int(t) for t in a.threads_sweep.split(",")]
+        counts = a.sweep_counts
         runs = interleaved(
             {n: at(n) for n in counts},
             {n: cl_batches for n in counts},
-            1,
+            a.warmup,
             a.rounds,
             a.steps_per_round,
         )
         sweep = {str(n): round(r["images_per_s"], 1) for n, r in runs.items()}
         torch.set_num_threads(threads)
 
+    command = (
+        "python benchmarks/bench_train_cpu.py "
+        f"--model {a.model} --size {a.size} --in-chans {a.in_chans} "
+        f"--batch-size {a.batch_size} --compile {a.compile} --precision {a.precision} "
+        f"--rounds {a.rounds} --steps-per-round {a.steps_per_round} --warmup {a.warmup}"
+        + (f" --threads-sweep {a.threads_sweep}" if a.threads_sweep else "")
+    )
     result = {
+        "command": command,
         "machine": features_line(),
         "torch": torch.__version__,
         "model": a.model,
@@ -180,13 +190,7 @@ def cpu_steps(a: argparse.Namespace) -> int:
         print(f"  ratio                     : {result['ratio']:.2f}x")
         for n, v in sweep.items():
             print(f"  resnetlab step, {n} thread(s) : {v:8.1f} images/s")
-        print(
-            "rerun: python benchmarks/bench_train_cpu.py "
-            f"--model {a.model} --size {a.size} --in-chans {a.in_chans} "
-            f"--batch-size {a.batch_size} --compile {a.compile} --precision {a.precision} "
-            f"--rounds {a.rounds} --steps-per-round {a.steps_per_round}"
-            + (f" --threads-sweep {a.threads_sweep}" if a.threads_sweep else "")
-        )
+        print(f"rerun: {command}")
     return 0
 
 
@@ -207,7 +211,23 @@ def main() -> int:
         help="also time the project's step at these thread counts, in alternating rounds",
     )
     p.add_argument("--json", action="store_true")
-    return cpu_steps(p.parse_args())
+    a = p.parse_args()
+    for flag in ("batch_size", "size", "in_chans", "rounds", "steps_per_round"):
+        if getattr(a, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be at least 1")
+    if a.warmup < 0:
+        p.error("--warmup must be at least 0")
+    try:
+        a.sweep_counts = [int(t) for t in a.threads_sweep.split(",")] if a.threads_sweep else []
+    except ValueError:
+        p.error(f"--threads-sweep {a.threads_sweep!r}: expected thread counts such as 1,2")
+    if any(n < 1 for n in a.sweep_counts):
+        p.error("--threads-sweep: thread counts must be at least 1")
+    try:
+        return cpu_steps(a)
+    except ResnetlabError as e:
+        print(f"bench_train_cpu: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

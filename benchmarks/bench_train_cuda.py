@@ -33,6 +33,8 @@ import torch
 from reference_train import reference_fit, synthetic_splits
 
 from resnetlab.data import DataSplits
+from resnetlab.hardware import features_line
+from resnetlab.infer.bench_report import machine_line
 
 DEVICE = "cuda"
 BATCH = 512
@@ -118,10 +120,10 @@ def compare(a: argparse.Namespace) -> int:
 
     try:
         splits = load_splits(a)
+        train = splits.train if a.subset is None else splits.train.subset(a.subset)
     except ResnetlabError as e:
         print(f"bench_train_cuda: data {a.data!r}: {e}", file=sys.stderr)
         return 2
-    train = splits.train if a.subset is None else splits.train.subset(a.subset)
     if len(train) < a.batch_size:
         print(
             f"bench_train_cuda: {len(train)} images make no batch of {a.batch_size}",
@@ -132,6 +134,9 @@ def compare(a: argparse.Namespace) -> int:
     modes = [None] if a.compile == "off" else ["reduce-overhead", "default"]  # 2nd: fallback
     result: dict = {
         "device": torch.cuda.get_device_name(),
+        "machine": machine_line(DEVICE),  # torch, CUDA, cuDNN, the GPU and its memory
+        "cpu": features_line(),
+        "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "model": a.model,
         "data": "synthetic" if a.synthetic else a.data,
@@ -216,6 +221,7 @@ def report(result: dict, a: argparse.Namespace, train_images: int) -> None:
     def epochs_line(rows: list[dict]) -> str:
         return ", ".join(f"{r['images_per_s']:.0f} img/s loss {r['train_loss']:.3f}" for r in rows)
 
+    print(f"machine: {result['machine']}; CPU {result['cpu']}, {result['threads']} threads")
     print(
         f"{result['device']}, torch {result['torch']}: {a.model} on {result['data']} "
         f"({train_images} train images), batch {a.batch_size}, {result['epochs']} epochs "
@@ -264,6 +270,11 @@ def main() -> int:
     p.add_argument("--reference-only", action="store_true", help="run the hand-written loop alone")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
+    for flag in ("batch_size", "epochs", "subset"):
+        if getattr(a, flag) is not None and getattr(a, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be at least 1")
+    if not a.lr > 0:
+        p.error("--lr must be positive")
     if not torch.cuda.is_available():
         print(
             f"bench_train_cuda: CUDA is not available to torch {torch.__version__} here; run on "

@@ -5,9 +5,12 @@
 # RESNETLAB_DATA names a folder holding fashion-mnist/*.gz where the system has no copy.
 cd "$(dirname "$0")/.." || exit 1
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 OUT=${OUT:-runs/gpu-check}
+python3 -c "import torch,sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null ||
+  { echo "gpu_check: CUDA is not available to python3's torch here; run it on a GPU machine" >&2; exit 2; }
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc
 python3 -c "import torch,sys;print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name())"
+python3 -c "from resnetlab.hardware import features_line; print('CPU:', features_line())"
 (OMP_NUM_THREADS=1 taskset -c 8-15 timeout 330 python3 -m pytest -q -n 8 -p no:cacheprovider -rs \
    > $OUT/pytest.log 2>&1; echo "pytest rc $?" >> $OUT/pytest.log) &
 echo "== time to accuracy, cold compile cache (auto recipe on CUDA)"

@@ -10,8 +10,12 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/gpu-studies} DEVICE=${DEVICE:-cuda} WORKERS=${WORKERS:-8}
 DEPTHS=${DEPTHS:-20,32,44,56,110}
 PY=${PYTHON:-python3}
+if [ "${DEVICE%%:*}" = cuda ] && ! $PY -c "import torch,sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
+  echo "gpu_studies: DEVICE=$DEVICE but CUDA is not available to $PY's torch here (DEVICE=cpu runs on the CPU)" >&2; exit 2
+fi
 mkdir -p "$OUT"
-{ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || lscpu | grep "Model name"; nproc; } | tee "$OUT/machine.txt"
+{ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || lscpu | grep "Model name"; nproc
+  $PY -c "import torch; from resnetlab.hardware import features_line; print('CPU:', features_line(), '|', torch.get_num_threads(), 'torch threads')"; } | tee "$OUT/machine.txt"
 echo "== degradation, depths $DEPTHS, 3 seeds, $WORKERS workers on $DEVICE"
 start=$(date +%s)
 # shellcheck disable=SC2086

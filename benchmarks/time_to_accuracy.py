@@ -3,7 +3,9 @@ threshold (94.0% by default) on Fashion-MNIST, and the best accuracy of the run.
 
 It starts `resnetlab train` as a child process (so the time includes start-up, data loading and
 every evaluation), follows metrics.jsonl (test error after every epoch, with a wall-clock stamp)
-and prints the figures at the end. Everything after `--` goes to `resnetlab train` unchanged.
+and prints the figures at the end, beside the machine (the CPU's features, the run's threads, the
+GPU on CUDA: read once the run has ended, so as not to weigh on it) and the command to rerun it.
+Everything after `--` goes to `resnetlab train` unchanged.
 
     python benchmarks/time_to_accuracy.py                           # the make-run default
     python benchmarks/time_to_accuracy.py --epochs 30 --out runs/tta-long -- --model resnet20
@@ -25,6 +27,25 @@ from pathlib import Path
 THRESHOLDS = (0.90, 0.92, 0.93, 0.94, 0.95, 0.955)
 
 
+def machine(out: str) -> dict:
+    """Where the run computed: its device (the GPU's name on CUDA), the CPU's model and features,
+    and the threads it used (from its summary.json)."""
+    import torch
+
+    from resnetlab.hardware import features_line
+
+    try:
+        cfg = json.loads((Path(out) / "summary.json").read_text()).get("config", {})
+    except (OSError, ValueError):
+        cfg = {}
+    device = str(cfg.get("device") or "auto")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    gpu = torch.cuda.get_device_name(device) if device.startswith("cuda") else None
+    threads = cfg.get("threads") or torch.get_num_threads()  # on CUDA: torch's own count
+    return {"device": device, "gpu": gpu, "cpu": features_line(), "threads": threads}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="fashion-mnist")
@@ -38,6 +59,10 @@ def main() -> int:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1 :]
     a = p.parse_args(argv)
+    if not 0 < a.threshold <= 1:
+        p.error("--threshold is a test accuracy, above 0 and at most 1 (e.g. 0.94)")
+    if a.epochs is not None and a.epochs < 1:
+        p.error("--epochs must be at least 1")
 
     cmd = [sys.executable, "-m", "resnetlab", "train", "--data", a.data, "--out", a.out]
     if a.epochs is not None:
@@ -46,10 +71,11 @@ def main() -> int:
     metrics = Path(a.out) / "metrics.jsonl"
     metrics.unlink(missing_ok=True)
     start = time.time()
-    proc = subprocess.run(cmd)
+    # with --json stdout holds the JSON alone: train's own lines go to stderr
+    proc = subprocess.run(cmd, stdout=sys.stderr if a.json else None)
     end = time.time()
     if proc.returncode != 0 or not metrics.exists():
-        print(f"train failed with exit code {proc.returncode}", file=sys.stderr)
+        print(f"time_to_accuracy: train failed with exit code {proc.returncode}", file=sys.stderr)
         return proc.returncode or 1
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     reached = {}
@@ -63,6 +89,8 @@ def main() -> int:
     steady = rows[1:] or rows  # the first epoch includes compiling
     result = {
         "command": " ".join(cmd),
+        "rerun": " ".join(["python", "benchmarks/time_to_accuracy.py", *sys.argv[1:]]),
+        **machine(a.out),
         "threshold": a.threshold,
         "seconds_to_threshold": (reached[f"{100 * a.threshold:g}"] or {}).get("seconds"),
         "best_test_accuracy": 1 - best["test_top1_err"],
@@ -77,6 +105,8 @@ def main() -> int:
         print(json.dumps(result, indent=1))
         return 0
     t = result["seconds_to_threshold"]
+    on = f"{result['gpu']} ({result['device']}); CPU " if result["gpu"] else "CPU "
+    print(f"machine: {on}{result['cpu']}, {result['threads']} threads")
     print(f"command: {result['command']}")
     for name, hit in reached.items():
         when = f"{hit['seconds']:.0f} s (epoch {hit['epoch']})" if hit else "not reached"
@@ -87,6 +117,7 @@ def main() -> int:
         f"{100 * result['final_test_accuracy']:.2f}% after {result['epochs']} epochs, "
         f"{result['total_seconds']:.0f} s in all, {result['train_images_per_s']:.0f} train img/s"
     )
+    print(f"rerun: {result['rerun']}")
     return 0
 
 
