@@ -237,12 +237,14 @@ class Trainer:
             raise Interrupted()
 
     def take_tally(self) -> Tally:
-        """The epoch's sums so far into the state, with the training time up to now."""
+        """The epoch's sums so far into the state, with the training time up to now: the clock
+        is read after the sums, whose copy to the host waits for the device's queued work."""
         r, s = self.reads, self.state
+        s.epoch_tally = self.step_fn.read("epoch")
         now = time.perf_counter()
         r.seconds += now - r.t_read
         r.t_read = now
-        s.epoch_tally, s.epoch_seconds = self.step_fn.read("epoch"), r.seconds
+        s.epoch_seconds = r.seconds
         return s.epoch_tally
 
     def read_window(self) -> None:
