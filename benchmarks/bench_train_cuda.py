@@ -4,15 +4,18 @@ The trainer (resnetlab.train.loop.fit, 1 + --epochs epochs) and `reference_fit` 
 beside this script: data resident on the GPU, augmentation batched on the GPU, bf16 autocast,
 channels_last, torch.compile mode="reduce-overhead", fused SGD, no host synchronisation inside an
 epoch) train the same model on the same data with the same batch size and epoch count, in one
-process: the trainer first, then the reference (if the reference fails with CUDA graphs it is run
-again with compile mode "default"). Throughput is the median images/s of the epochs after the
-first (the first includes compiling); the ratio is trainer / reference. Data: Fashion-MNIST (found
+process, in --rounds alternating rounds (trainer then reference, then reference then trainer, ...;
+each loop compiles anew in each round; if the reference fails with CUDA graphs it is run again with
+compile mode "default", which the later rounds keep). A round's throughput is the median images/s
+of its epochs after the first (the first includes compiling); a loop's figure is the median of
+its rounds; the ratio is trainer / reference. --device cpu runs the same script on a CPU (fp32, to
+check it where there is no GPU; its figures say nothing about a GPU). Data: Fashion-MNIST (found
 via $RESNETLAB_DATA/fashion-mnist or /usr/share/datasets/fashion-mnist) or --synthetic (random
 uint8 images of the same shape, with a learnable class pattern). The CPU's counterpart, the
 training step against an eager loop, is bench_train_cpu.py.
 
     python benchmarks/bench_train_cuda.py                  # resnet20, Fashion-MNIST, batch 512
-    python benchmarks/bench_train_cuda.py --synthetic --epochs 1 --json
+    python benchmarks/bench_train_cuda.py --synthetic --epochs 1 --rounds 3 --json
     python benchmarks/bench_train_cuda.py --reference-only # the hand-written loop alone
 """
 
@@ -36,7 +39,6 @@ from resnetlab.data import DataSplits
 from resnetlab.hardware import features_line
 from resnetlab.infer.bench_report import machine_line
 
-DEVICE = "cuda"
 BATCH = 512
 
 
@@ -71,9 +73,9 @@ def run_trainer(a: argparse.Namespace, splits: DataSplits, epochs: int) -> dict:
             lr=a.lr,
             seed=0,
             subset=a.subset,
-            precision="bf16",
+            precision="bf16" if a.device == "cuda" else "fp32",
             compile="off" if a.compile == "off" else "auto",
-            device=DEVICE,
+            device=a.device,
             quiet=True,
         )
         t0 = time.perf_counter()
@@ -103,19 +105,28 @@ def cudagraph_skips() -> int | None:
         return None
 
 
-def free_device() -> None:
+def free_device(device: str) -> None:
     """Drop compiled graphs and CUDA graph pools, so that the next loop compiles anew."""
     torch._dynamo.reset()
     gc.collect()
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_gib(device: str) -> float | None:
+    """The GPU memory the last loop held at its peak (None on a CPU)."""
+    if device != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2)
 
 
 def compare(a: argparse.Namespace) -> int:
-    """Run the trainer (unless --reference-only), then the reference; print or return the
-    figures. Exit status 1 if a loop failed (its traceback is printed and the other still runs),
-    2 on bad data."""
+    """Run the trainer (unless --reference-only) and the reference in --rounds alternating rounds
+    (trainer first in odd rounds, reference first in even ones); print or return the figures.
+    Exit status 1 if a loop failed (its traceback is printed, it is not run again, and the other
+    still runs), 2 on bad data."""
     from resnetlab.errors import ResnetlabError
 
     try:
@@ -132,9 +143,10 @@ def compare(a: argparse.Namespace) -> int:
         return 2
     epochs = 1 + a.epochs
     modes = [None] if a.compile == "off" else ["reduce-overhead", "default"]  # 2nd: fallback
+    cuda = a.device == "cuda"
     result: dict = {
-        "device": torch.cuda.get_device_name(),
-        "machine": machine_line(DEVICE),  # torch, CUDA, cuDNN, the GPU and its memory
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "machine": machine_line(a.device),  # on CUDA: torch, CUDA, cuDNN, the GPU, its memory
         "cpu": features_line(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -144,25 +156,74 @@ def compare(a: argparse.Namespace) -> int:
         "batch_size": a.batch_size,
         "epochs": epochs,
         "timed_epochs": "all but the first",
+        "rounds": a.rounds,
         "errors": [],
     }
+    runs: dict[str, list[dict]] = {"trainer": [], "reference": []}
+    loops = ["reference"] if a.reference_only else ["trainer", "reference"]
 
     def failed(what: str) -> None:
         traceback.print_exc()
         last = traceback.format_exc().strip().splitlines()[-1]
         result["errors"].append(f"{what}: {last}")
-        free_device()
+        free_device(a.device)
 
-    if not a.reference_only:
-        try:
-            trainer = run_trainer(a, splits, epochs)
-            trainer["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-            trainer["images_per_s"] = median_after_first(trainer["epochs"])
-            result["trainer"] = trainer
-            free_device()
-        except Exception:
-            failed("trainer")
-    for mode in modes:
+    for r in range(a.rounds):
+        for name in loops[:] if r % 2 == 0 else loops[::-1]:
+            if name == "trainer":
+                try:
+                    run = run_trainer(a, splits, epochs)
+                except Exception:
+                    failed(f"trainer (round {r + 1})")
+                    loops.remove("trainer")
+                    continue
+            else:
+                run = run_reference(a, splits, train, epochs, modes, failed)
+                if run is None:
+                    loops.remove("reference")
+                    continue
+            run["round"] = r + 1
+            run["peak_memory_gib"] = peak_memory_gib(a.device)
+            run["images_per_s"] = median_after_first(run["epochs"])
+            runs[name].append(run)
+            free_device(a.device)
+    for name, rows in runs.items():
+        if rows:  # the median round's figure; each round's figures beside it
+            result[name] = {
+                "images_per_s": statistics.median(x["images_per_s"] for x in rows),
+                "rounds": rows,
+            }
+    if runs["trainer"] and runs["reference"]:
+        pairs = zip(runs["trainer"], runs["reference"], strict=False)
+        result["round_ratios"] = [
+            round(t["images_per_s"] / ref["images_per_s"], 3) for t, ref in pairs
+        ]
+        result["ratio"] = round(
+            result["trainer"]["images_per_s"] / result["reference"]["images_per_s"], 3
+        )
+    result["command"] = (
+        f"python benchmarks/bench_train_cuda.py --model {a.model} "
+        f"--batch-size {a.batch_size} --epochs {a.epochs} --rounds {a.rounds} --lr {a.lr:g}"
+        + (" --synthetic" if a.synthetic else f" --data {a.data}")
+        + (f" --subset {a.subset}" if a.subset else "")
+        + (f" --compile {a.compile}" if a.compile else "")
+        + (" --reference-only" if a.reference_only else "")
+        + (f" --device {a.device}" if not cuda else "")
+    )
+    complete = all(len(runs[name]) == a.rounds for name in loops) and "reference" in loops
+    status = 0 if complete and ("trainer" in loops or a.reference_only) else 1
+    if a.json:
+        print(json.dumps(result))
+    else:
+        report(result, a, len(train))
+    return status
+
+
+def run_reference(a, splits, train, epochs: int, modes: list, failed) -> dict | None:
+    """One run of the hand-written loop; if compile mode reduce-overhead fails, the next mode
+    (default) is tried, and `modes` keeps only the one that ran, for the later rounds."""
+    while modes:
+        mode = modes[0]
         skips = cudagraph_skips()
         try:
             ref = reference_fit(
@@ -173,43 +234,22 @@ def compare(a: argparse.Namespace) -> int:
                 batch_size=a.batch_size,
                 epochs=epochs,
                 lr=a.lr,
-                device=DEVICE,
+                device=a.device,
                 compile=mode,
+                dtype=torch.bfloat16 if a.device == "cuda" else None,
                 test=(splits.test.images, splits.test.labels),
             )
         except Exception:
             failed(f"reference (compile {mode or 'off'})")
+            modes.pop(0)
             continue
-        ref["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        ref["images_per_s"] = median_after_first(ref["epochs"])
-        timed = ref["epochs"][1:] or ref["epochs"]
-        ref["timed_images_per_s"] = sum(r["images_per_s"] * r["seconds"] for r in timed) / sum(
-            r["seconds"] for r in timed
-        )
+        del modes[1:]
         ref["compile"] = mode or "off"
         after = cudagraph_skips()
-        graphs = mode == "reduce-overhead" and None not in (skips, after)
+        graphs = a.device == "cuda" and mode == "reduce-overhead" and None not in (skips, after)
         ref["cudagraph_skips"] = after - skips if graphs else None
-        result["reference"] = ref
-        break
-    if "trainer" in result and "reference" in result:
-        result["ratio"] = round(
-            result["trainer"]["images_per_s"] / result["reference"]["images_per_s"], 3
-        )
-    result["command"] = (
-        f"python benchmarks/bench_train_cuda.py --model {a.model} "
-        f"--batch-size {a.batch_size} --epochs {a.epochs} --lr {a.lr:g}"
-        + (" --synthetic" if a.synthetic else f" --data {a.data}")
-        + (f" --subset {a.subset}" if a.subset else "")
-        + (f" --compile {a.compile}" if a.compile else "")
-        + (" --reference-only" if a.reference_only else "")
-    )
-    status = 0 if "reference" in result and ("trainer" in result or a.reference_only) else 1
-    if a.json:
-        print(json.dumps(result))
-    else:
-        report(result, a, len(train))
-    return status
+        return ref
+    return None
 
 
 def report(result: dict, a: argparse.Namespace, train_images: int) -> None:
@@ -228,25 +268,27 @@ def report(result: dict, a: argparse.Namespace, train_images: int) -> None:
         f"(the first, with compiling, not timed)"
     )
     if "trainer" in result:
-        t = result["trainer"]
-        print(
-            f"  resnetlab trainer (fit)  : {t['images_per_s']:9.0f} images/s  ({t['precision']}"
-            f"{', compiled' if t['compiled'] else ''}; test acc {percent(t['test_accuracy'])} "
-            f"with flip TTA; fit took {t['wall_seconds']:.0f} s with evaluation)"
-        )
-        print(f"    epochs: {epochs_line(t['epochs'])}")
+        print(f"  resnetlab trainer (fit)  : {result['trainer']['images_per_s']:9.0f} images/s")
+        for t in result["trainer"]["rounds"]:
+            print(
+                f"    round {t['round']}: {t['images_per_s']:.0f} images/s ({t['precision']}"
+                f"{', compiled' if t['compiled'] else ''}; test acc {percent(t['test_accuracy'])}"
+                f" with flip TTA; fit took {t['wall_seconds']:.0f} s with evaluation); epochs: "
+                f"{epochs_line(t['epochs'])}"
+            )
     if "reference" in result:
-        ref = result["reference"]
-        skips = ref["cudagraph_skips"]
-        print(
-            f"  hand-written reference   : {ref['images_per_s']:9.0f} images/s  (bf16, compile "
-            f"{ref['compile']}; test acc {percent(ref['test_accuracy'])}"
-            + (f"; cudagraph skips {skips}" if skips is not None else "")
-            + ")"
-        )
-        print(f"    epochs: {epochs_line(ref['epochs'])}")
+        print(f"  hand-written reference   : {result['reference']['images_per_s']:9.0f} images/s")
+        for ref in result["reference"]["rounds"]:
+            skips = ref["cudagraph_skips"]
+            print(
+                f"    round {ref['round']}: {ref['images_per_s']:.0f} images/s (compile "
+                f"{ref['compile']}; test acc {percent(ref['test_accuracy'])}"
+                + (f"; cudagraph skips {skips}" if skips is not None else "")
+                + f"); epochs: {epochs_line(ref['epochs'])}"
+            )
     if "ratio" in result:
-        print(f"  ratio trainer/reference  : {result['ratio']:.2f}x")
+        rounds = ", ".join(f"{x:.2f}x" for x in result["round_ratios"])
+        print(f"  ratio trainer/reference  : {result['ratio']:.2f}x (rounds: {rounds})")
     for e in result["errors"]:
         print(f"  FAILED {e}")
     print(f"rerun: {result['command']}")
@@ -265,17 +307,24 @@ def main() -> int:
     p.add_argument("--data", default="fashion-mnist", help="a dataset name or path")
     p.add_argument("--synthetic", action="store_true", help="random uint8 1x28x28 images")
     p.add_argument("--epochs", type=int, default=3, help="timed epochs, after one warm-up epoch")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds of the two loops")
+    p.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default="cuda",
+        help="cpu: the script's own check where there is no GPU (fp32; not a GPU figure)",
+    )
     p.add_argument("--subset", type=int, default=None, help="train on the first N images")
     p.add_argument("--lr", type=float, default=0.2, help="peak learning rate (fast recipe's)")
     p.add_argument("--reference-only", action="store_true", help="run the hand-written loop alone")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
-    for flag in ("batch_size", "epochs", "subset"):
+    for flag in ("batch_size", "epochs", "subset", "rounds"):
         if getattr(a, flag) is not None and getattr(a, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be at least 1")
     if not a.lr > 0:
         p.error("--lr must be positive")
-    if not torch.cuda.is_available():
+    if a.device == "cuda" and not torch.cuda.is_available():
         print(
             f"bench_train_cuda: CUDA is not available to torch {torch.__version__} here; run on "
             "a machine with a GPU (on a CPU: benchmarks/bench_train_cpu.py)",

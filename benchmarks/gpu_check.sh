@@ -23,7 +23,7 @@ echo "== time to accuracy, warm compile cache $EP"
 taskset -c 0-7 timeout 90 python3 benchmarks/time_to_accuracy.py $EP --out /tmp/tta2 -- --model resnet20 --device cuda > $OUT/tta_warm.log 2>&1
 echo "rc $?"; cat $OUT/tta_warm.log | cut -c1-220 | tail -12
 echo "== bench_train_cuda"
-taskset -c 0-7 timeout 150 python3 benchmarks/bench_train_cuda.py --json > $OUT/bench_train.json 2> $OUT/bench_train.err
+taskset -c 0-7 timeout 300 python3 benchmarks/bench_train_cuda.py --json > $OUT/bench_train.json 2> $OUT/bench_train.err
 echo "rc $?"; cat $OUT/bench_train.json; tail -12 $OUT/bench_train.err | cut -c1-300
 wait
 echo "== pytest"; tail -25 $OUT/pytest.log | cut -c1-300
