@@ -10,7 +10,7 @@ Conversions to the requested mode ("RGB" or "L"):
   conversion;
 - 16-bit images ("I;16", "I;16B", "I;16L", and "I", which Pillow uses for 16-bit PNG) are
   scaled from 0..65535 to 0..255 (rounded; values outside that range are clipped); float images
-  ("F") are clipped to 0..255;
+  ("F") are clipped to 0..255, and refused if a pixel is NaN;
 - the EXIF orientation tag, when present, is applied, so camera JPEGs come out upright;
 - animated files give their first frame.
 
@@ -45,7 +45,10 @@ def _to_8bit(img: Image.Image) -> Image.Image:
         a = np.clip(np.rint(a * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
         return Image.fromarray(a, mode="L")
     if img.mode == "F":
-        a = np.clip(np.rint(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)
+        a = np.asarray(img, dtype=np.float64)
+        if np.isnan(a).any():  # no grey level: cast, NaN would read as black (and warn)
+            raise ResnetlabError("a float image whose pixels hold NaN; expected finite values")
+        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
         return Image.fromarray(a, mode="L")
     return img
 
@@ -146,6 +149,8 @@ def open_image(
                 "(a possible decompression bomb); resize it or raise max_pixels"
             )
         img.load()
+        if img.mode == "F" and np.isnan(np.asarray(img)).any():
+            raise ResnetlabError(f"{label}: not a readable image (its float pixels hold NaN)")
         upright = ImageOps.exif_transpose(img)
         if upright is not None and upright is not img:
             img = upright

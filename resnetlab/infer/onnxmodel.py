@@ -157,10 +157,17 @@ def parse_overrides(
 def complete_metadata(
     proto: Any, meta: dict[str, Any], source: str, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The metadata an ONNX file runs with: its own, with `overrides` (classes, mean, std) laid
-    over it; for a file without metadata, the input size and class count from its graph."""
+    """The metadata an ONNX file runs with: its own, with `overrides` (classes, mean, std) for
+    what it lacks (a key it has is refused); for a file without metadata, the input size and
+    class count from its graph."""
     overrides = dict(overrides or {})
     plain = not meta
+    given = [k for k in overrides if meta.get(k) is not None]
+    if given:  # as for weights: a file's own names and normalisation are not renamed on the fly
+        raise ResnetlabError(
+            f"--{given[0]} applies to ONNX files without resnetlab metadata; {source} carries "
+            f"its own {given[0]}"
+        )
     full = {**meta, **overrides}
     if plain:
         missing = [k for k in NEEDED_WITHOUT_METADATA if k not in overrides]
@@ -194,8 +201,10 @@ def complete_metadata(
     for key in ("mean", "std"):
         v = overrides.get(key)
         if v is not None and c is not None and len(v) not in (1, c):
-            raise ResnetlabError(f"--{key} has {len(v)} values for {c} input channels; "
-                                 f"give 1 or {c}")  # fmt: skip
+            want = "1" if c == 1 else f"1 or {c}"
+            raise ResnetlabError(
+                f"--{key} has {len(v)} values for {c} input channel(s); give {want}"
+            )
     check_metadata(full, source)
     if overrides and not plain:
         check_graph_fits(proto, full, source)

@@ -84,6 +84,13 @@ class Preprocess:
             crop_pct = default_crop_pct(h, w)
         if not isinstance(crop_pct, (int, float)) or not 0.0 < crop_pct <= 1.0:
             raise ResnetlabError(f"{source}: metadata crop_pct {crop_pct!r} must lie in (0, 1]")
+        bh, bw = resize_box((h, w), crop_pct)
+        if bh * bw > MAX_PIXELS:  # every image would be refused, each blamed in turn
+            raise ResnetlabError(
+                f"{source}: metadata input_size {list(size)} and crop_pct {crop_pct:g} resize "
+                f"every image to {bw}x{bh} = {bw * bh} pixels, beyond the limit of {MAX_PIXELS}; "
+                "expected the size the model was trained at"
+            )
         return cls((c, h, w), mean, std, float(crop_pct))
 
     def __call__(self, image: torch.Tensor, label: str = "image") -> torch.Tensor:

@@ -110,6 +110,7 @@ METADATA_RULES = {
     ),
     "crop_pct": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
     "tta": (lambda v: isinstance(v, bool), "true or false"),
+    "dataset": (lambda v: isinstance(v, str), "a dataset name or path (a string)"),
     "features_only": (lambda v: isinstance(v, bool), "true or false"),
     "global_pool": (lambda v: v in ("avg", "max", "avgmax", ""), "'avg', 'max', 'avgmax' or ''"),
     "interpolation": (lambda v: v == "bilinear", "'bilinear' (the resize resnetlab does)"),
