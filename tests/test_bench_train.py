@@ -68,6 +68,9 @@ def _cuda_bench(monkeypatch):
     return mod
 
 
+FAKE_RUN = ("--device", "cpu", "--synthetic", "--batch-size", "32", "--json")
+
+
 def _parse(mod, monkeypatch, *argv) -> argparse.Namespace:
     """main()'s checked namespace for argv, its comparison left to the caller."""
     seen = {}
@@ -112,18 +115,7 @@ def test_cuda_bench_alternates_rounds_and_keeps_the_reference_fallback(monkeypat
 
     monkeypatch.setattr(mod, "run_trainer", fake_trainer)
     monkeypatch.setattr(mod, "reference_fit", fake_reference)
-    a = _parse(
-        mod,
-        monkeypatch,
-        "--device",
-        "cpu",
-        "--synthetic",
-        "--rounds",
-        "3",
-        "--batch-size",
-        "32",
-        "--json",
-    )
+    a = _parse(mod, monkeypatch, *FAKE_RUN, "--rounds", "3")
     assert mod.compare(a) == 0
     out = json.loads(capsys.readouterr().out)
     assert calls == [
@@ -159,18 +151,7 @@ def test_cuda_bench_drops_a_failed_trainer_and_exits_1(monkeypatch, capsys):
 
     monkeypatch.setattr(mod, "run_trainer", broken_trainer)
     monkeypatch.setattr(mod, "reference_fit", fake_reference)
-    a = _parse(
-        mod,
-        monkeypatch,
-        "--device",
-        "cpu",
-        "--synthetic",
-        "--rounds",
-        "2",
-        "--batch-size",
-        "32",
-        "--json",
-    )
+    a = _parse(mod, monkeypatch, *FAKE_RUN, "--rounds", "2")
     assert mod.compare(a) == 1
     out = json.loads(capsys.readouterr().out)
     assert calls == ["trainer", "reference", "reference"]
