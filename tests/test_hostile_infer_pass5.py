@@ -3,7 +3,8 @@ exit 0 (and a RuntimeWarning on stderr), a metadata dataset that is not text cra
 a crop_pct or input_size that no image can be resized to blamed on every image in turn,
 --classes/--mean/--std silently renaming an ONNX file's own classes (refused for weights, and so
 documented), and an unknown bench path refused only after the model was loaded and the table
-begun. Each ends in one clear line, pinned on the tiny model and the CPU, in seconds."""
+begun, and a metadata depth or feature width the tensors deny. Each ends in one clear line,
+pinned on the tiny model and the CPU, in seconds."""
 
 from __future__ import annotations
 
@@ -93,3 +94,22 @@ def test_an_unknown_bench_path_is_refused_before_any_work(capsys):
                        "1", "--rep-time", "0.01", *CPU[:2])  # fmt: skip
     line = one_error_line(err, "bench")
     assert rc == 2 and out == "" and "unknown bench path(s) ['bogus']; choose from" in line
+
+
+@pytest.mark.parametrize("key, lie, truth", [("depth", 20, 8), ("num_features", 99, 4)])
+def test_a_depth_or_width_the_tensors_deny_is_refused_not_copied_on(
+    tmp_path, capsys, key, lie, truth
+):
+    """The tiny net is resnet20 with one block a stage (depth 8) and 4 final features: a file
+    that says otherwise is refused on load, and export does not copy the claim into ONNX."""
+    weights = tiny_weights(tmp_path / "w.safetensors", **{key: lie})
+    Image.new("L", (8, 8), 9).save(tmp_path / "x.png")
+    want = f"{weights}: its metadata {key} is {lie} but its tensors make a net of {key} {truth}"
+    for argv in (
+        ["predict", weights, tmp_path / "x.png", *CPU],
+        ["export", weights, "--format", "onnx", "--out", tmp_path / "w.onnx"],
+    ):
+        rc, out, err = run(capsys, *argv)
+        line = one_error_line(err, argv[0])
+        assert rc == 2 and not out and want in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors", "x.png"]

@@ -115,8 +115,14 @@ def save_weights(
 
 
 def check_fits_model(meta: dict[str, Any], own: dict[str, Any], source: str) -> None:
-    """Fail in one line if the class names, a conv net's input channels, or the number of mean and
-    std values contradict the model."""
+    """Fail in one line if the depth or feature width, the class names, a conv net's input
+    channels, or the number of mean and std values contradict the model."""
+    for key in ("depth", "num_features"):  # written from the model; a file that lies is refused
+        if meta.get(key) is not None and own.get(key) is not None and meta[key] != own[key]:
+            raise ResnetlabError(
+                f"{source} {key} is {meta[key]!r} but its tensors make a net of {key} "
+                f"{own[key]!r}; expected the {key} of the net it holds"
+            )
     n = own.get("num_classes")
     classes = meta.get("classes")
     if classes is not None and n is not None and not own.get("features_only") and len(classes) != n:
