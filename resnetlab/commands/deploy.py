@@ -232,7 +232,7 @@ def check_batch_fits(model: torch.nn.Module, size: tuple[int, int, int], batch: 
 def run_bench(args: argparse.Namespace) -> int:
     """Benchmark every path and print a table (or JSON)."""
     from ..infer.bench import bench, bench_plan, load_bench_target
-    from ..infer.bench_paths import PATHS, default_paths, split_cpu_only
+    from ..infer.bench_paths import check_known, default_paths, split_cpu_only
     from ..infer.bench_report import fast_path_choices, format_table, machine_line, rows_as_json
 
     plan = bench_plan(args.device, args.threads)  # device, precision, threads: resolved once
@@ -240,9 +240,7 @@ def run_bench(args: argparse.Namespace) -> int:
     sizes = _batch_sizes(args.batch_size)
     given = args.paths is not None  # an empty --paths '' is refused below, not taken as unset
     asked = tuple(p.strip() for p in args.paths.split(",")) if given else default_paths(device)
-    bad = [p for p in asked if p not in PATHS]
-    if bad:  # before the model is loaded and the table's first line printed
-        raise ResnetlabError(f"unknown bench path(s) {bad}; choose from {', '.join(PATHS)}")
+    check_known(asked)  # before the model is loaded and the table's first line printed
     paths, skipped = split_cpu_only(asked, device)
     if not paths:
         raise ResnetlabError(f"--paths {args.paths}: none of them runs on {device}")

@@ -33,9 +33,9 @@ from .backends import available_runtimes, record
 from .bench_paths import (
     DEFAULT_PATHS,
     INT8_FORM_PATHS,
-    PATHS,
     TORCH_PATHS,
     OnnxFiles,
+    check_known,
     fast_compiles,
     missing,
     no_sync,
@@ -201,9 +201,7 @@ def bench(
     compiles on a CPU only where a call gains from it (infer/compiling.py); where it does not and
     fast-nocompile is timed too, the two are one path, timed once. Each phase is one line on `log`.
     """
-    bad = [p for p in paths if p not in PATHS]
-    if bad:
-        raise ResnetlabError(f"unknown bench path(s) {bad}; choose from {', '.join(PATHS)}")
+    check_known(paths)
     if any(b < 1 for b in batch_sizes):
         raise ResnetlabError(f"batch sizes {batch_sizes} must all be at least 1")
     plan = plan or bench_plan(device, threads=torch.get_num_threads())

@@ -78,6 +78,13 @@ def missing(path: str) -> str | None:
     return None
 
 
+def check_known(paths: tuple[str, ...] | list[str]) -> None:
+    """Fail in one line naming the paths that are not bench paths."""
+    bad = [p for p in paths if p not in PATHS]
+    if bad:
+        raise ResnetlabError(f"unknown bench path(s) {bad}; choose from {', '.join(PATHS)}")
+
+
 def split_cpu_only(paths: tuple[str, ...], device: str) -> tuple[tuple[str, ...], str | None]:
     """(the paths that run on `device`, one line naming those skipped there, or None)."""
     if not policy.is_cuda(device):
